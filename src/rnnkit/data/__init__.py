@@ -1,0 +1,5 @@
+"""Data: file formats to examples, examples to batches."""
+
+from rnnkit.data.errors import ReaderError
+
+__all__ = ["ReaderError"]

@@ -1,0 +1,272 @@
+"""`SequenceBatch`: B sequences of different lengths, stored packed and time-major.
+
+Shape legend used across rnnkit: B batch, T time (longest sequence), N total steps of a
+batch (sum of lengths), I input features, H hidden features, F any feature shape.
+
+The layout is the one of PyTorch's ``PackedSequence``: sequences are sorted by decreasing
+length, and ``data`` holds all first steps, then all second steps, and so on, so that
+``batch_sizes[t]`` rows are active at step ``t``. A per-step function applies to ``data``
+directly, and a recurrence processes step ``t`` as one contiguous block of rows.
+
+>>> import torch
+>>> x = SequenceBatch.from_list([torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [4.0], [5.0]])])
+>>> x.lengths.tolist(), x.batch_sizes.tolist()
+([2, 3], [2, 2, 1])
+>>> x.data.squeeze(1).tolist()  # steps of the longest first: 3, 1, then 4, 2, then 5
+[3.0, 1.0, 4.0, 2.0, 5.0]
+>>> x.last().squeeze(1).tolist(), x.first().squeeze(1).tolist()
+([2.0, 5.0], [1.0, 3.0])
+>>> [s.squeeze(1).tolist() for s in x.reverse().to_list()]
+[[2.0, 1.0], [5.0, 4.0, 3.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+__all__ = ["SequenceBatch"]
+
+
+def _check_lengths(lengths: Tensor, batch: int, max_steps: int | None) -> None:
+    if lengths.dim() != 1 or lengths.numel() != batch:
+        raise ValueError(
+            f"lengths: expected {batch} integers (one per sequence), "
+            f"found shape {tuple(lengths.shape)}"
+        )
+    for i, n in enumerate(lengths.tolist()):
+        if n <= 0:
+            raise ValueError(
+                f"lengths[{i}]: sequence {i} has length {n}; zero-length sequences are refused "
+                "(drop them before batching)"
+            )
+        if max_steps is not None and n > max_steps:
+            raise ValueError(
+                f"lengths[{i}]: sequence {i} has length {n} but the padded input has only "
+                f"{max_steps} steps"
+            )
+
+
+class SequenceBatch:
+    """B variable-length sequences, packed time-major (see the module docstring).
+
+    Attributes:
+        data: ``[N, *F]`` all steps, time-major, sequences sorted by decreasing length.
+        batch_sizes: ``[T]`` int64 on the CPU, rows active at each step.
+        sorted_indices: ``[B]`` caller index of the sequence at each sorted position.
+        unsorted_indices: ``[B]`` sorted position of each caller's sequence.
+
+    Build one with :meth:`from_list` or :meth:`from_padded`; the constructor is for code
+    that already holds a valid packed layout (the combinators).
+    """
+
+    __slots__ = ("__dict__", "batch_sizes", "data", "sorted_indices", "unsorted_indices")
+
+    def __init__(
+        self, data: Tensor, batch_sizes: Tensor, sorted_indices: Tensor, unsorted_indices: Tensor
+    ) -> None:
+        self.data = data
+        self.batch_sizes = batch_sizes
+        self.sorted_indices = sorted_indices
+        self.unsorted_indices = unsorted_indices
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_list(cls, sequences: Sequence[Tensor]) -> SequenceBatch:
+        """Pack a list of ``[T_i, *F]`` tensors (same ``F``, any ``T_i >= 1``, any order)."""
+        if isinstance(sequences, Tensor) or not isinstance(sequences, Sequence):
+            raise TypeError(
+                f"sequences: expected a list of [T_i, *F] tensors, found {type(sequences).__name__}"
+            )
+        if len(sequences) == 0:
+            raise ValueError("sequences: expected at least one sequence, found an empty list")
+        first = sequences[0]
+        for i, s in enumerate(sequences):
+            if not isinstance(s, Tensor):
+                raise TypeError(
+                    f"sequences[{i}]: expected a torch.Tensor of shape [T_i, *F], "
+                    f"found {type(s).__name__}"
+                )
+            if s.dim() == 0:
+                raise ValueError(f"sequences[{i}]: expected shape [T_i, *F], found a scalar")
+            if s.shape[0] == 0:
+                raise ValueError(
+                    f"sequences[{i}]: has zero steps (shape {tuple(s.shape)}); "
+                    "zero-length sequences are refused"
+                )
+            if s.shape[1:] != first.shape[1:]:
+                raise ValueError(
+                    f"sequences[{i}]: feature shape {tuple(s.shape[1:])} differs from "
+                    f"sequences[0]'s {tuple(first.shape[1:])} (shapes {tuple(s.shape)} and "
+                    f"{tuple(first.shape)})"
+                )
+            if s.dtype != first.dtype or s.device != first.device:
+                raise ValueError(
+                    f"sequences[{i}]: dtype/device {s.dtype}/{s.device} differs from "
+                    f"sequences[0]'s {first.dtype}/{first.device}"
+                )
+        lengths = torch.tensor([s.shape[0] for s in sequences], dtype=torch.int64)
+        order = torch.sort(lengths, descending=True, stable=True).indices
+        return cls._pack(torch.cat(list(sequences)), lengths, order)
+
+    @classmethod
+    def from_padded(
+        cls, padded: Tensor, lengths: Tensor | Sequence[int], batch_first: bool = True
+    ) -> SequenceBatch:
+        """Pack ``padded`` ``[B, T, *F]`` (or ``[T, B, *F]`` with ``batch_first=False``)."""
+        if not isinstance(padded, Tensor) or padded.dim() < 2:
+            raise TypeError(
+                "padded: expected a tensor of shape [B, T, *F], found "
+                + (f"shape {tuple(padded.shape)}" if isinstance(padded, Tensor) else type(padded).__name__)
+            )
+        x = padded if batch_first else padded.transpose(0, 1)
+        lengths_t = torch.as_tensor(lengths, dtype=torch.int64).cpu()
+        _check_lengths(lengths_t, x.shape[0], x.shape[1])
+        mask = torch.arange(x.shape[1]).unsqueeze(0) < lengths_t.unsqueeze(1)  # [B, T]
+        flat = x[mask.to(x.device)]  # caller order, each sequence's steps in turn
+        order = torch.sort(lengths_t, descending=True, stable=True).indices
+        return cls._pack(flat, lengths_t, order)
+
+    @classmethod
+    def _pack(cls, flat: Tensor, lengths: Tensor, order: Tensor) -> SequenceBatch:
+        """Pack ``flat`` (all sequences concatenated in caller order) given the sort order."""
+        device = flat.device
+        sorted_lengths = lengths[order]
+        t_max = int(sorted_lengths[0])
+        steps = torch.arange(t_max)
+        batch_sizes = (sorted_lengths.unsqueeze(0) > steps.unsqueeze(1)).sum(1)
+        starts = torch.cumsum(lengths, 0) - lengths  # offset of each caller sequence in flat
+        # Row of (sorted j, step t) in packed data is offset[t] + j; its source is starts[j] + t.
+        mask = steps.unsqueeze(1) < sorted_lengths.unsqueeze(0)  # [T, B]
+        src = (starts[order].unsqueeze(0) + steps.unsqueeze(1))[mask]
+        data = flat.index_select(0, src.to(device))
+        unsorted = torch.empty_like(order)
+        unsorted[order] = torch.arange(order.numel())
+        return cls(data, batch_sizes, order.to(device), unsorted.to(device))
+
+    # ------------------------------------------------------------------ shape facts
+    @property
+    def batch_size(self) -> int:
+        """B, the number of sequences."""
+        return int(self.batch_sizes[0])
+
+    @property
+    def max_length(self) -> int:
+        """T, the length of the longest sequence."""
+        return int(self.batch_sizes.numel())
+
+    @property
+    def feature_shape(self) -> torch.Size:
+        """F, the shape of one step."""
+        return self.data.shape[1:]
+
+    @cached_property
+    def sorted_lengths(self) -> Tensor:
+        """``[B]`` lengths in sorted (decreasing) order, int64 on the CPU."""
+        steps = torch.arange(self.batch_size).unsqueeze(0)
+        return (self.batch_sizes.unsqueeze(1) > steps).sum(0)
+
+    @property
+    def lengths(self) -> Tensor:
+        """``[B]`` lengths in the caller's order, int64 on the CPU."""
+        return self.sorted_lengths[self.unsorted_indices.cpu()]
+
+    @cached_property
+    def step_offsets(self) -> Tensor:
+        """``[T]`` first row of each step in ``data`` (CPU int64)."""
+        return torch.cumsum(self.batch_sizes, 0) - self.batch_sizes
+
+    @cached_property
+    def _row_position(self) -> tuple[Tensor, Tensor]:
+        """For every row of ``data``: its sorted sequence index and its step (CPU int64)."""
+        seq = torch.cat([torch.arange(int(b)) for b in self.batch_sizes])
+        step = torch.repeat_interleave(torch.arange(self.max_length), self.batch_sizes)
+        return seq, step
+
+    @cached_property
+    def padded_index(self) -> Tensor:
+        """``[N]`` the row ``t * B + j`` of each packed row in a time-major ``[T*B]`` padding
+        whose columns are in sorted order (on ``data``'s device)."""
+        seq, step = self._row_position
+        return (step * self.batch_size + seq).to(self.data.device)
+
+    # ------------------------------------------------------------------ conversions
+    def with_data(self, data: Tensor) -> SequenceBatch:
+        """The same layout with new per-row ``data`` (``[N, *F']``)."""
+        if data.shape[0] != self.data.shape[0]:
+            raise ValueError(
+                f"data: expected {self.data.shape[0]} rows (one per step), found shape "
+                f"{tuple(data.shape)}"
+            )
+        out = SequenceBatch(data, self.batch_sizes, self.sorted_indices, self.unsorted_indices)
+        for key in (
+            "sorted_lengths", "step_offsets", "_row_position", "padded_index", "reverse_index"
+        ):
+            if key in self.__dict__:
+                out.__dict__[key] = self.__dict__[key]
+        return out
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> SequenceBatch:
+        """Apply a per-step function to ``data`` (``[N, *F] -> [N, *F']``)."""
+        return self.with_data(fn(self.data))
+
+    def to(self, *args: object, **kwargs: object) -> SequenceBatch:
+        """Move ``data`` and the index tensors (``batch_sizes`` stays on the CPU)."""
+        data = self.data.to(*args, **kwargs)  # type: ignore[call-overload]
+        return SequenceBatch(
+            data,
+            self.batch_sizes,
+            self.sorted_indices.to(data.device),
+            self.unsorted_indices.to(data.device),
+        )
+
+    def to_padded_time_major(self, padding_value: float = 0.0) -> Tensor:
+        """``[T, B, *F]`` with the columns in *sorted* order (the engine's layout)."""
+        t, b = self.max_length, self.batch_size
+        out = self.data.new_full((t * b, *self.feature_shape), padding_value)
+        out = out.index_copy(0, self.padded_index, self.data)
+        return out.view(t, b, *self.feature_shape)
+
+    def to_padded(self, padding_value: float = 0.0) -> tuple[Tensor, Tensor]:
+        """``([B, T, *F] padded, [B] lengths)``, both in the caller's order."""
+        padded = self.to_padded_time_major(padding_value).transpose(0, 1)
+        return padded.index_select(0, self.unsorted_indices), self.lengths
+
+    def to_list(self) -> list[Tensor]:
+        """The sequences as a list of ``[T_i, *F]`` tensors in the caller's order."""
+        padded, lengths = self.to_padded()
+        return [padded[i, : int(n)] for i, n in enumerate(lengths)]
+
+    def first(self) -> Tensor:
+        """``[B, *F]`` the first step of every sequence, caller order."""
+        return self.data[: self.batch_size].index_select(0, self.unsorted_indices)
+
+    def last_rows(self) -> Tensor:
+        """``[B]`` the row in ``data`` of each sequence's last step, caller order."""
+        rows = self.step_offsets[self.sorted_lengths - 1] + torch.arange(self.batch_size)
+        return rows.to(self.data.device).index_select(0, self.unsorted_indices)
+
+    def last(self) -> Tensor:
+        """``[B, *F]`` the last step of every sequence, caller order."""
+        return self.data.index_select(0, self.last_rows())
+
+    @cached_property
+    def reverse_index(self) -> Tensor:
+        """``[N]`` the row holding step ``L_j - 1 - t`` of the same sequence, for every row."""
+        seq, step = self._row_position
+        src_step = self.sorted_lengths[seq] - 1 - step
+        return (self.step_offsets[src_step] + seq).to(self.data.device)
+
+    def reverse(self) -> SequenceBatch:
+        """Each sequence reversed within its own steps (its last step becomes its first)."""
+        return self.with_data(self.data.index_select(0, self.reverse_index))
+
+    def __repr__(self) -> str:
+        return (
+            f"SequenceBatch(batch_size={self.batch_size}, lengths={self.lengths.tolist()}, "
+            f"feature_shape={tuple(self.feature_shape)}, dtype={self.data.dtype}, "
+            f"device={self.data.device})"
+        )
