@@ -120,7 +120,11 @@ class SequenceBatch:
         if not isinstance(padded, Tensor) or padded.dim() < 2:
             raise TypeError(
                 "padded: expected a tensor of shape [B, T, *F], found "
-                + (f"shape {tuple(padded.shape)}" if isinstance(padded, Tensor) else type(padded).__name__)
+                + (
+                    f"shape {tuple(padded.shape)}"
+                    if isinstance(padded, Tensor)
+                    else type(padded).__name__
+                )
             )
         x = padded if batch_first else padded.transpose(0, 1)
         lengths_t = torch.as_tensor(lengths, dtype=torch.int64).cpu()
@@ -203,7 +207,11 @@ class SequenceBatch:
             )
         out = SequenceBatch(data, self.batch_sizes, self.sorted_indices, self.unsorted_indices)
         for key in (
-            "sorted_lengths", "step_offsets", "_row_position", "padded_index", "reverse_index"
+            "sorted_lengths",
+            "step_offsets",
+            "_row_position",
+            "padded_index",
+            "reverse_index",
         ):
             if key in self.__dict__:
                 out.__dict__[key] = self.__dict__[key]

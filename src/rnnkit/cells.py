@@ -1,0 +1,328 @@
+"""Recurrent cells: step functions ``cell(x[B, I], state=None) -> state``.
+
+Every cell uses PyTorch's parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``,
+``bias_hh``) and gate order (LSTM ``i, f, g, o``; GRU ``r, z, n``), so ``torch.nn`` cells are
+test oracles and the fused kernels run our parameters unchanged. A state is a tensor, or a
+tuple of tensors whose first element is the output (``(h, c)`` for the LSTM).
+
+Each cell splits itself in two, and the engine uses the split: ``input_projection(x)`` is the
+part that depends on the input only (run on all N steps of a batch in one matrix product),
+``step(px, state)`` the part that depends on the previous state. ``cell(x, state)`` is
+``step(input_projection(x), state)``.
+
+>>> import torch
+>>> cell = RNNCell(1, 1, nonlinearity="relu")
+>>> with torch.no_grad():
+...     _ = cell.weight_ih.fill_(1.0), cell.weight_hh.fill_(1.0)
+...     _ = cell.bias_ih.zero_(), cell.bias_hh.zero_()
+>>> h = cell(torch.tensor([[2.0]]))          # h1 = relu(2 + 0) = 2
+>>> cell(torch.tensor([[3.0]]), h).item()   # h2 = relu(3 + 2) = 5
+5.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Cell",
+    "GRUCell",
+    "LSTMCell",
+    "RNNCell",
+    "State",
+    "check_cell",
+]
+
+State: TypeAlias = Tensor | tuple[Tensor, ...]
+
+
+@runtime_checkable
+class Cell(Protocol):
+    """The step-function contract every combinator checks when it is built.
+
+    ``__call__(x[B, I], state=None) -> state`` and ``initial_state(batch_size, device, dtype)``;
+    ``hidden_size`` is the size of the output (the first state tensor). Optionally a cell
+    splits itself into ``input_projection(x[N, I]) -> [N, G]`` and ``step(px[B, G], state)``.
+    """
+
+    hidden_size: int
+
+    def __call__(self, x: Tensor, state: State | None = None) -> State: ...
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State: ...
+
+
+def check_cell(cell: object, argument: str = "cell") -> None:
+    """Raise ``TypeError`` naming what ``cell`` lacks to be a step function."""
+    missing = [
+        name for name in ("__call__", "initial_state") if not callable(getattr(cell, name, None))
+    ]
+    if not isinstance(getattr(cell, "hidden_size", None), int):
+        missing.append("hidden_size (an int)")
+    if missing:
+        raise TypeError(
+            f"{argument}: expected a cell (a step function `cell(x, state=None) -> state` with "
+            f"`initial_state(batch_size, device, dtype)` and `hidden_size`), found "
+            f"{type(cell).__name__} without {', '.join(missing)}"
+        )
+
+
+def as_tuple(state: State) -> tuple[Tensor, ...]:
+    """A state as a tuple of tensors."""
+    return state if isinstance(state, tuple) else (state,)
+
+
+def _check_input(name: str, x: Tensor, size: int) -> None:
+    if x.dim() != 2 or x.shape[1] != size:
+        raise ValueError(f"{name}: expected input of shape [B, {size}], found {tuple(x.shape)}")
+
+
+class _StepCell(nn.Module):
+    """Shared parts: uniform init (as torch.nn), ``__call__`` = step(input_projection(x))."""
+
+    input_size: int
+    hidden_size: int
+    weight_ih: nn.Parameter
+    bias_ih: nn.Parameter | None
+    step: Callable[[Tensor, State], State]
+    initial_state: Callable[..., State]
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every weight, as ``torch.nn`` cells do."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name, p in self.named_parameters():
+            if name.startswith("layer_norm") or name == "stabilizer":
+                continue
+            nn.init.uniform_(p, -bound, bound)
+
+    def input_projection(self, x: Tensor) -> Tensor:
+        """``[N, I] -> [N, G*H]``: ``x W_ih^T + b_ih`` for all steps at once."""
+        _check_input(f"{type(self).__name__} input", x, self.input_size)
+        return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def forward(self, x: Tensor, state: State | None = None) -> State:
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device, x.dtype)
+        return self.step(self.input_projection(x), state)
+
+    def _zeros(
+        self, batch_size: int, size: int, device: torch.device | None, dtype: torch.dtype | None
+    ) -> Tensor:
+        dtype = dtype or self.weight_ih.dtype
+        device = device or self.weight_ih.device
+        return torch.zeros(batch_size, size, device=device, dtype=dtype)
+
+
+_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+
+
+class RNNCell(_StepCell):
+    r"""Elman cell: ``h' = f(W_ih x + b_ih + W_hh h + b_hh)``.
+
+    ``nonlinearity`` is ``'tanh'`` (default, as ``torch.nn.RNNCell``), ``'relu'`` (IRNN when
+    ``weight_hh`` is the identity, Le et al. 2015) or ``'sigmoid'`` (CNTK's ``RNNStep``).
+
+    Shapes: ``weight_ih [H, I]``, ``weight_hh [H, H]``, biases ``[H]``; x ``[B, I]``,
+    state ``[B, H]``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: Literal["tanh", "relu", "sigmoid"] = "tanh",
+    ) -> None:
+        super().__init__()
+        if nonlinearity not in _ACTIVATIONS:
+            raise ValueError(
+                f"nonlinearity: expected one of {sorted(_ACTIVATIONS)}, found {nonlinearity!r}"
+            )
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.nonlinearity = nonlinearity
+        self.activation = _ACTIVATIONS[nonlinearity]
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        self.reset_parameters()
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        return self._zeros(batch_size, self.hidden_size, device, dtype)
+
+    def step(self, px: Tensor, state: State) -> Tensor:
+        (h,) = as_tuple(state)
+        return self.activation(px + nn.functional.linear(h, self.weight_hh, self.bias_hh))
+
+
+class LSTMCell(_StepCell):
+    r"""Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's form and gate order.
+
+    .. code-block:: text
+
+        i = σ(W_ii x + b_ii + W_hi h + b_hi [+ p_i ⊙ c])      input gate
+        f = σ(W_if x + b_if + W_hf h + b_hf [+ p_f ⊙ c])      forget gate
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)               candidate
+        c' = f ⊙ c + i ⊙ g
+        o = σ(W_io x + b_io + W_ho h + b_ho [+ p_o ⊙ c'])     output gate
+        h' = o ⊙ tanh(c')            [then h' = W_hr h' when proj_size > 0]
+
+    Options: ``peepholes`` (Gers & Schmidhuber 2000; diagonal weights ``weight_ci``,
+    ``weight_cf``, ``weight_co`` of shape ``[H]``), ``proj_size`` (Sak et al. 2014, as
+    ``torch.nn.LSTM``: ``weight_hr [P, H]``, the output and recurrent state have size P), and
+    ``layer_norm`` (Ba et al. 2016: the input and recurrent gate pre-activations and the cell
+    are normalised separately, each with its own gain and bias).
+
+    Shapes: ``weight_ih [4H, I]``, ``weight_hh [4H, P or H]``, biases ``[4H]``.
+    State: ``(h [B, P or H], c [B, H])``; ``hidden_size`` of the cell is the output size.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        proj_size: int = 0,
+        peepholes: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if proj_size < 0 or (proj_size >= hidden_size and proj_size != 0):
+            raise ValueError(
+                f"proj_size: expected 0 (no projection) or 0 < proj_size < hidden_size="
+                f"{hidden_size}, found {proj_size}"
+            )
+        self.input_size, self.cell_size, self.proj_size = input_size, hidden_size, proj_size
+        self.hidden_size = proj_size or hidden_size
+        self.peepholes, self.layer_norm = peepholes, layer_norm
+        h, r = hidden_size, self.hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(4 * h, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(4 * h, r))
+        self.bias_ih = nn.Parameter(torch.empty(4 * h)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(4 * h)) if bias else None
+        self.weight_hr = nn.Parameter(torch.empty(r, h)) if proj_size else None
+        if peepholes:
+            self.weight_ci = nn.Parameter(torch.empty(h))
+            self.weight_cf = nn.Parameter(torch.empty(h))
+            self.weight_co = nn.Parameter(torch.empty(h))
+        if layer_norm:
+            self.layer_norm_ih = nn.LayerNorm(4 * h)
+            self.layer_norm_hh = nn.LayerNorm(4 * h)
+            self.layer_norm_c = nn.LayerNorm(h)
+        self.reset_parameters()
+
+    @property
+    def is_standard(self) -> bool:
+        """True when ``torch.nn.LSTM``'s oneDNN/cuDNN kernel computes exactly this cell
+        (oneDNN has no projection kernel, so a projected LSTM runs on the loop)."""
+        return not (self.peepholes or self.layer_norm or self.proj_size)
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        return (
+            self._zeros(batch_size, self.hidden_size, device, dtype),
+            self._zeros(batch_size, self.cell_size, device, dtype),
+        )
+
+    def input_projection(self, x: Tensor) -> Tensor:
+        px = super().input_projection(x)
+        return self.layer_norm_ih(px) if self.layer_norm else px
+
+    def step(self, px: Tensor, state: State) -> tuple[Tensor, Tensor]:
+        h, c = as_tuple(state)
+        ph = nn.functional.linear(h, self.weight_hh, self.bias_hh)
+        gates = px + (self.layer_norm_hh(ph) if self.layer_norm else ph)
+        i, f, g, o = gates.chunk(4, dim=1)
+        if self.peepholes:
+            i, f = i + self.weight_ci * c, f + self.weight_cf * c
+        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if self.peepholes:
+            o = o + self.weight_co * c_next
+        c_out = self.layer_norm_c(c_next) if self.layer_norm else c_next
+        h_next = torch.sigmoid(o) * torch.tanh(c_out)
+        if self.weight_hr is not None:
+            h_next = nn.functional.linear(h_next, self.weight_hr)
+        return h_next, c_next
+
+
+class GRUCell(_StepCell):
+    r"""Gated recurrent unit (Cho et al. 2014), PyTorch's gate order ``r, z, n``.
+
+    .. code-block:: text
+
+        r = σ(W_ir x + b_ir + W_hr h + b_hr)
+        z = σ(W_iz x + b_iz + W_hz h + b_hz)
+        reset='after' (cuDNN, PyTorch, Keras; default):
+            n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+        reset='before' (CNTK, and Cho et al.'s paper):
+            n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)
+        h' = (1 - z) ⊙ n + z ⊙ h
+
+    Shapes: ``weight_ih [3H, I]``, ``weight_hh [3H, H]``, biases ``[3H]``; state ``[B, H]``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        reset: Literal["after", "before"] = "after",
+    ) -> None:
+        super().__init__()
+        if reset not in ("after", "before"):
+            raise ValueError(f"reset: expected 'after' or 'before', found {reset!r}")
+        self.input_size, self.hidden_size, self.reset = input_size, hidden_size, reset
+        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
+        self.reset_parameters()
+
+    @property
+    def is_standard(self) -> bool:
+        """True when ``torch.nn.GRU``'s fused kernel computes exactly this cell."""
+        return self.reset == "after"
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        return self._zeros(batch_size, self.hidden_size, device, dtype)
+
+    def step(self, px: Tensor, state: State) -> Tensor:
+        (h,) = as_tuple(state)
+        x_r, x_z, x_n = px.chunk(3, dim=1)
+        hidden = self.hidden_size
+        if self.reset == "after":
+            h_r, h_z, h_n = nn.functional.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
+            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+            n = torch.tanh(x_n + r * h_n)
+        else:
+            w_rz, w_n = self.weight_hh[: 2 * hidden], self.weight_hh[2 * hidden :]
+            b_rz = None if self.bias_hh is None else self.bias_hh[: 2 * hidden]
+            b_n = None if self.bias_hh is None else self.bias_hh[2 * hidden :]
+            h_r, h_z = nn.functional.linear(h, w_rz, b_rz).chunk(2, dim=1)
+            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+            n = torch.tanh(x_n + nn.functional.linear(r * h, w_n, b_n))
+        return (1 - z) * n + z * h

@@ -1,0 +1,535 @@
+"""Combinators over a cell, after CNTK's layers library, and the engine that runs them.
+
+* :class:`Recurrence` is a scan: the output of the cell at every step (a SequenceBatch).
+* :class:`Fold` is Recurrence followed by "last" (the first step's output when backwards).
+* :class:`RecurrenceFrom` is a Recurrence whose initial state is data: ``(state, x)``.
+* :class:`Unfold` generates a sequence from a state (one-to-many).
+* :class:`Bidirectional` runs a forward and a backward Recurrence and merges them.
+
+The engine (:func:`run_recurrence`) has three execution paths, proven equal by the tests:
+
+``'fused'``
+    A standard RNN/LSTM/GRU cell runs on PyTorch's fused kernel (oneDNN on CPU, cuDNN on
+    GPU) with the cell's own parameters. On CPU a ragged batch is padded time-major, because
+    the CPU kernel leaves oneDNN for packed input and becomes slower than padding; the
+    outputs at padded steps are never read. When the final cell state of an LSTM is needed
+    the batch goes in packed (exact at each sequence's end).
+``'loop'``
+    Any cell: the input projection of all N steps in one matrix product, then one step per
+    time step over the active rows only (``torch.split`` of the projection, whose backward
+    is one concatenation, so backward stays linear in T).
+``'reference'``
+    The plainest loop: padded input, every row at every step, ``torch.where`` on a mask.
+
+Running sum and max, as in CNTK's docstrings:
+
+>>> import torch
+>>> from rnnkit import SequenceBatch
+>>> class Sum(torch.nn.Module):
+...     hidden_size = 1
+...     def initial_state(self, batch_size, device=None, dtype=None):
+...         return torch.zeros(batch_size, 1, device=device, dtype=dtype)
+...     def forward(self, x, state=None):
+...         return x if state is None else state + x
+>>> x = SequenceBatch.from_list([torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[4.0]])])
+>>> [s.squeeze(1).tolist() for s in Recurrence(Sum())(x).to_list()]
+[[1.0, 3.0, 6.0], [4.0]]
+>>> Fold(Sum())(x).squeeze(1).tolist()
+[6.0, 4.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State, as_tuple, check_cell
+from rnnkit.layers import Layer
+from rnnkit.sequences import SequenceBatch
+
+__all__ = [
+    "Backend",
+    "Bidirectional",
+    "Fold",
+    "InitialState",
+    "Recurrence",
+    "RecurrenceFrom",
+    "Unfold",
+    "run_recurrence",
+    "select_backend",
+]
+
+Backend: TypeAlias = Literal["auto", "fused", "loop", "reference"]
+_BACKENDS = ("auto", "fused", "loop", "reference")
+Need: TypeAlias = Literal["none", "output", "all"]
+InitialSpec: TypeAlias = float | Tensor | tuple[Tensor, ...] | Literal["learned"] | None
+
+
+def _check_sequence_batch(x: object, argument: str = "x") -> SequenceBatch:
+    if not isinstance(x, SequenceBatch):
+        raise TypeError(
+            f"{argument}: expected a SequenceBatch (build one with SequenceBatch.from_list or "
+            f".from_padded), found {type(x).__name__}"
+            + (f" of shape {tuple(x.shape)}" if isinstance(x, Tensor) else "")
+        )
+    return x
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+def fused_reason(cell: Any) -> str | None:
+    """Why ``cell`` cannot run on the fused kernel, or None when it can."""
+    if type(cell) is RNNCell:
+        return None if cell.nonlinearity in ("tanh", "relu") else "a sigmoid RNNCell"
+    if type(cell) is LSTMCell:
+        return None if cell.is_standard else "an LSTMCell with peepholes, layer_norm or proj_size"
+    if type(cell) is GRUCell:
+        return None if cell.is_standard else "a GRUCell with reset='before'"
+    return f"{type(cell).__name__} is not one of rnnkit's standard RNN/LSTM/GRU cells"
+
+
+def select_backend(cell: Any, backend: Backend, every_state: bool = False) -> str:
+    """The execution path for ``cell``: the requested one, checked, or the automatic one."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {_BACKENDS}, found {backend!r}")
+    reason = fused_reason(cell)
+    if backend == "fused" and reason is not None:
+        raise ValueError(f"backend='fused' cannot run {reason}; use 'loop' or 'auto'")
+    if backend == "fused" and every_state:
+        raise ValueError(
+            "backend='fused' gives the output of every step, not every state tensor; "
+            "use 'loop' or 'auto' for states()"
+        )
+    if backend != "auto":
+        return backend
+    # Only the output h of every step comes out of the fused kernel; every state needs a loop.
+    return "fused" if reason is None and not every_state else "loop"
+
+
+def _fused_weights(cell: Any) -> list[Tensor]:
+    weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
+    if cell.bias_ih is not None:
+        weights += [cell.bias_ih, cell.bias_hh]
+    return weights
+
+
+def _fused_call(
+    cell: Any, x: Tensor, batch_sizes: Tensor | None, state: tuple[Tensor, ...]
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer, one direction of ``torch``'s fused RNN on padded ``[T, B, I]`` or packed data."""
+    weights = _fused_weights(cell)
+    has_bias = cell.bias_ih is not None
+    hx = tuple(s.unsqueeze(0) for s in state)
+    flags = (has_bias, 1, 0.0, cell.training, False)
+    vf: Any = torch._VF
+    if isinstance(cell, LSTMCell):
+        fn = vf.lstm
+        args: tuple[Any, ...] = (hx, weights, *flags)
+    else:
+        fn = vf.gru if isinstance(cell, GRUCell) else getattr(vf, f"rnn_{cell.nonlinearity}")
+        args = (hx[0], weights, *flags)
+    out = fn(x, *args, False) if batch_sizes is None else fn(x, batch_sizes, *args)
+    return out[0], tuple(s.squeeze(0) for s in out[1:])
+
+
+def _run_fused(
+    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need
+) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+    lengths = x.sorted_lengths
+    equal = bool(lengths[0] == lengths[-1])
+    packed = x.data.is_cuda or (need == "all" and len(state) > 1 and not equal)
+    if packed:
+        out, final = _fused_call(cell, x.data, x.batch_sizes, state)
+        return out, final
+    t, b = x.max_length, x.batch_size
+    if equal:
+        out, final = _fused_call(cell, x.data.view(t, b, -1), None, state)
+        return out.reshape(t * b, -1), final
+    out, _ = _fused_call(cell, x.to_padded_time_major(), None, state)
+    data = out.reshape(t * b, -1).index_select(0, x.padded_index)
+    if need == "none":
+        return data, None
+    rows = x.step_offsets[lengths - 1] + torch.arange(b)
+    return data, (data.index_select(0, rows.to(data.device)),)
+
+
+def _run_loop(
+    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], keep_states: bool
+) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+    split = callable(getattr(cell, "input_projection", None)) and callable(
+        getattr(cell, "step", None)
+    )
+    inputs = cell.input_projection(x.data) if split else x.data
+    sizes = x.batch_sizes.tolist()
+    finished: list[tuple[Tensor, ...]] = []
+    outputs: list[list[Tensor]] = [[] for _ in state] if keep_states else [[]]
+    for chunk, b in zip(torch.split(inputs, sizes), sizes, strict=True):
+        if state[0].shape[0] > b:
+            finished.append(tuple(s[b:] for s in state))
+            state = tuple(s[:b] for s in state)
+        current = _unwrap(state)
+        state = as_tuple(cell.step(chunk, current) if split else cell(chunk, current))
+        for k, out in enumerate(outputs):
+            out.append(state[k])
+    finished.append(state)
+    final = tuple(torch.cat([f[k] for f in reversed(finished)]) for k in range(len(state)))
+    return [torch.cat(out) for out in outputs], final
+
+
+def _run_reference(
+    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...]
+) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+    padded = x.to_padded_time_major()
+    steps = torch.arange(x.max_length).unsqueeze(1)
+    mask = (steps < x.sorted_lengths.unsqueeze(0)).to(padded.device)  # [T, B]
+    outputs: list[list[Tensor]] = [[] for _ in state]
+    for t in range(x.max_length):
+        new = as_tuple(cell(padded[t], _unwrap(state)))
+        keep = mask[t].unsqueeze(1)
+        state = tuple(torch.where(keep, n, s) for n, s in zip(new, state, strict=True))
+        for k, s in enumerate(state):
+            outputs[k].append(s)
+    index = x.padded_index
+    return [torch.stack(o).flatten(0, 1).index_select(0, index) for o in outputs], state
+
+
+def run_recurrence(
+    cell: Any,
+    x: SequenceBatch,
+    state: tuple[Tensor, ...],
+    backend: str,
+    *,
+    keep_states: bool = False,
+    need: Need = "all",
+) -> tuple[list[Tensor], tuple[Tensor, ...] | None]:
+    """Run ``cell`` over the packed ``x`` from ``state`` (rows in *sorted* order).
+
+    Returns the packed data of the outputs (every state tensor when ``keep_states``) and the
+    final state in sorted order: all of it for ``need='all'``, at least its output for
+    ``'output'``, possibly None for ``'none'``. ``backend`` is a resolved path (see
+    :func:`select_backend`).
+    """
+    if backend == "fused":
+        out, final = _run_fused(cell, x, state, need)
+        return [out], final
+    if backend == "loop":
+        return _run_loop(cell, x, state, keep_states)
+    outs, final = _run_reference(cell, x, state)
+    return (outs if keep_states else outs[:1]), final
+
+
+# ---------------------------------------------------------------------------- initial state
+
+
+class InitialState(nn.Module):
+    """The state a recurrence starts from.
+
+    ``None`` zeros; a float, every state tensor filled with it (CNTK's ``initial_state=0.1``);
+    a tensor (or a tuple, one per state tensor) of shape ``[H]`` or ``[B, H]``; ``'learned'``,
+    one trainable vector per state tensor, starting at zero.
+    """
+
+    def __init__(self, cell: Any, spec: InitialSpec) -> None:
+        super().__init__()
+        self.cell = [cell]  # a list so the cell is not registered twice
+        self.constant: float | None = None
+        self.learned = nn.ParameterList()
+        self.fixed: tuple[Tensor, ...] | None = None
+        if spec is None:
+            return
+        if isinstance(spec, str):
+            if spec != "learned":
+                raise ValueError(
+                    "initial_state: expected None, a float, a tensor, a tuple of tensors or "
+                    f"'learned', found {spec!r}"
+                )
+            for s in as_tuple(cell.initial_state(1)):
+                self.learned.append(nn.Parameter(torch.zeros(s.shape[1:], dtype=s.dtype)))
+        elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            self.constant = float(spec)
+        elif isinstance(spec, (Tensor, tuple)):
+            self.fixed = as_tuple(spec)
+            shapes = [tuple(s.shape[1:]) for s in as_tuple(cell.initial_state(1))]
+            if len(self.fixed) != len(shapes) or any(
+                not isinstance(f, Tensor) or tuple(f.shape[-1:]) != sh[-1:]
+                for f, sh in zip(self.fixed, shapes, strict=True)
+            ):
+                found = [
+                    tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
+                    for f in self.fixed
+                ]
+                raise ValueError(
+                    f"initial_state: expected {len(shapes)} tensor(s) of shapes "
+                    f"{['[H]' if len(sh) == 1 else sh for sh in shapes]} (or [B, ...]) matching "
+                    f"the cell's state {shapes}, found {found}"
+                )
+        else:
+            raise TypeError(
+                "initial_state: expected None, a float, a tensor, a tuple of tensors or "
+                f"'learned', found {type(spec).__name__}"
+            )
+
+    def forward(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """The state in the caller's order, ``[B, ...]`` per state tensor."""
+        zeros = as_tuple(self.cell[0].initial_state(batch, device, dtype))
+        if self.constant is not None:
+            return tuple(torch.full_like(z, self.constant) for z in zeros)
+        if len(self.learned):
+            return tuple(p.to(dtype).expand_as(z) for p, z in zip(self.learned, zeros, strict=True))
+        if self.fixed is not None:
+            return tuple(
+                f.to(device, dtype).expand_as(z) for f, z in zip(self.fixed, zeros, strict=True)
+            )
+        return zeros
+
+
+def _to_sorted(state: tuple[Tensor, ...], x: SequenceBatch, argument: str) -> tuple[Tensor, ...]:
+    for k, s in enumerate(state):
+        if s.dim() < 2 or s.shape[0] != x.batch_size:
+            raise ValueError(
+                f"{argument}[{k}]: expected a state of shape [B={x.batch_size}, ...], "
+                f"found {tuple(s.shape)}"
+            )
+    return tuple(s.index_select(0, x.sorted_indices) for s in state)
+
+
+def _to_caller(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...]:
+    return tuple(s.index_select(0, x.unsorted_indices) for s in state)
+
+
+def _unwrap(state: tuple[Tensor, ...]) -> State:
+    return state[0] if len(state) == 1 else state
+
+
+# ---------------------------------------------------------------------------- combinators
+
+
+class Recurrence(Layer):
+    """The output of ``cell`` at every step of every sequence (a scan).
+
+    Args:
+        cell: a step function (see :class:`rnnkit.cells.Cell`).
+        go_backwards: run each sequence from its last step to its first; the output at step
+            ``t`` has then seen steps ``t..T_i-1``.
+        initial_state: None (zeros), a float, a tensor ``[H]``/``[B, H]`` (a tuple for several
+            state tensors) or ``'learned'``.
+        backend: ``'auto'``, ``'fused'``, ``'loop'`` or ``'reference'`` (see the module doc).
+
+    Input: a SequenceBatch of ``[I]`` steps. Output: a SequenceBatch of ``[H]`` steps.
+    :meth:`states` gives every state tensor at every step; :meth:`with_final_state` also
+    returns the state after each sequence's last step.
+    """
+
+    def __init__(
+        self,
+        cell: nn.Module,
+        go_backwards: bool = False,
+        initial_state: InitialSpec = None,
+        backend: Backend = "auto",
+    ) -> None:
+        super().__init__()
+        check_cell(cell)
+        self.cell = cell
+        self.go_backwards = go_backwards
+        self.initial = InitialState(cell, initial_state)
+        select_backend(cell, backend)
+        self.backend = backend
+
+    def _start(self, x: SequenceBatch, state: State | None) -> tuple[Tensor, ...]:
+        if state is None:
+            return _to_sorted(self.initial(x.batch_size, x.data.device, x.data.dtype), x, "state")
+        return _to_sorted(as_tuple(state), x, "initial_state")
+
+    def _run(
+        self, x: SequenceBatch, state: State | None, keep_states: bool, need: Need
+    ) -> tuple[list[SequenceBatch], tuple[Tensor, ...]]:
+        x = _check_sequence_batch(x)
+        size = getattr(self.cell, "input_size", None)
+        if isinstance(size, int) and tuple(x.feature_shape) != (size,):
+            raise ValueError(
+                f"x: {type(self.cell).__name__} expected input of shape [B, {size}] per step, "
+                f"found steps of shape {tuple(x.feature_shape)}"
+            )
+        start = self._start(x, state)
+        backend = select_backend(self.cell, self.backend, keep_states and len(start) > 1)
+        source = x.reverse() if self.go_backwards else x
+        outs, final = run_recurrence(
+            self.cell, source, start, backend, keep_states=keep_states, need=need
+        )
+        batches = [source.with_data(o) for o in outs]
+        if self.go_backwards:
+            batches = [b.reverse() for b in batches]
+        return batches, () if final is None else _to_caller(final, x)
+
+    def forward(self, x: SequenceBatch) -> SequenceBatch:
+        return self._run(x, None, keep_states=False, need="none")[0][0]
+
+    def states(self, x: SequenceBatch) -> tuple[SequenceBatch, ...]:
+        """Every state tensor at every step (``(h, c)`` for an LSTM), one SequenceBatch each."""
+        return tuple(self._run(x, None, keep_states=True, need="none")[0])
+
+    def with_final_state(self, x: SequenceBatch) -> tuple[SequenceBatch, State]:
+        """The outputs and the final state (caller order; a tuple for several state tensors)."""
+        outs, final = self._run(x, None, keep_states=False, need="all")
+        return outs[0], _unwrap(final)
+
+
+class RecurrenceFrom(Recurrence):
+    """A :class:`Recurrence` whose initial state is data, called as ``(initial_state, x)``.
+
+    ``initial_state`` is a tensor ``[B, H]`` or a tuple of them in the caller's order, e.g. an
+    encoder's final state (``Fold.final_state``) for a decoder.
+    """
+
+    def __init__(self, cell: nn.Module, go_backwards: bool = False, backend: Backend = "auto"):
+        super().__init__(cell, go_backwards=go_backwards, backend=backend)
+
+    def forward(  # type: ignore[override]
+        self, initial_state: State, x: SequenceBatch
+    ) -> SequenceBatch:
+        return self._run(x, initial_state, keep_states=False, need="none")[0][0]
+
+    def states(  # type: ignore[override]
+        self, initial_state: State, x: SequenceBatch
+    ) -> tuple[SequenceBatch, ...]:
+        """Every state tensor at every step, one SequenceBatch each."""
+        return tuple(self._run(x, initial_state, keep_states=True, need="none")[0])
+
+    def with_final_state(  # type: ignore[override]
+        self, initial_state: State, x: SequenceBatch
+    ) -> tuple[SequenceBatch, State]:
+        """The outputs and the final state (caller order)."""
+        outs, final = self._run(x, initial_state, keep_states=False, need="all")
+        return outs[0], _unwrap(final)
+
+
+class Fold(Recurrence):
+    """Recurrence followed by "last": ``[B, H]``, the output after each sequence's last step
+    (after its first step when ``go_backwards``), in the caller's order.
+
+    :meth:`final_state` returns every state tensor (``(h, c)`` for an LSTM).
+    """
+
+    def forward(self, x: SequenceBatch) -> Tensor:  # type: ignore[override]
+        return self._run(x, None, keep_states=False, need="output")[1][0]
+
+    def final_state(self, x: SequenceBatch) -> State:
+        """The whole final state, caller order; a tuple for several state tensors."""
+        return self.with_final_state(x)[1]
+
+
+class Bidirectional(Layer):
+    """A forward and a backward recurrence over the same input, merged per step.
+
+    ``forward`` and ``backward`` are Recurrence modules (or cells: a forward cell is wrapped in
+    ``Recurrence(cell)``, a backward one in ``Recurrence(cell, go_backwards=True)``).
+    ``merge='concat'`` gives ``[H_f + H_b]`` per step, ``'sum'`` gives ``[H]``.
+    """
+
+    def __init__(
+        self,
+        forward: nn.Module,
+        backward: nn.Module,
+        merge: Literal["concat", "sum"] = "concat",
+    ) -> None:
+        super().__init__()
+        if merge not in ("concat", "sum"):
+            raise ValueError(f"merge: expected 'concat' or 'sum', found {merge!r}")
+        self.forward_layer = forward if isinstance(forward, Recurrence) else Recurrence(forward)
+        self.backward_layer = (
+            backward
+            if isinstance(backward, Recurrence)
+            else Recurrence(backward, go_backwards=True)
+        )
+        if not self.backward_layer.go_backwards:
+            raise ValueError(
+                "backward: expected a Recurrence with go_backwards=True (or a cell), found one "
+                "running forwards"
+            )
+        self.merge = merge
+
+    def forward(self, x: SequenceBatch) -> SequenceBatch:
+        f, b = self.forward_layer(x), self.backward_layer(x)
+        if self.merge == "sum":
+            return f.with_data(f.data + b.data)
+        return f.with_data(torch.cat([f.data, b.data], dim=-1))
+
+
+class Unfold(Layer):
+    """Generate a sequence from a state (one-to-many decoding).
+
+    At each step: ``out = readout(h)``; the emitted item is ``out`` itself (``mode='value'``,
+    for real-valued series), its argmax (``'greedy'``) or a draw from ``softmax(out / T)``
+    (``'sample'``); the next input is ``feedback(item)``; the state advances with the cell.
+    A sequence stops after it emits ``stop`` (a token id, or a function of the emitted items
+    returning a ``[B]`` bool) or at ``max_length`` steps.
+
+    ``forward(state, first_input)`` takes the initial state (caller order) and the first input
+    ``[B, I]`` and returns a SequenceBatch of the emitted items (ids ``[N]`` or values ``[N, O]``).
+    """
+
+    def __init__(
+        self,
+        cell: nn.Module,
+        readout: nn.Module,
+        feedback: nn.Module,
+        max_length: int,
+        stop: int | Any = None,
+        mode: Literal["greedy", "sample", "value"] = "greedy",
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        check_cell(cell)
+        if max_length < 1:
+            raise ValueError(f"max_length: expected at least 1, found {max_length}")
+        if mode not in ("greedy", "sample", "value"):
+            raise ValueError(f"mode: expected 'greedy', 'sample' or 'value', found {mode!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature: expected a positive number, found {temperature}")
+        self.cell, self.readout, self.feedback = cell, readout, feedback
+        self.max_length, self.stop, self.mode, self.temperature = (
+            max_length,
+            stop,
+            mode,
+            temperature,
+        )
+
+    def _emit(self, out: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.mode == "value":
+            return out
+        if self.mode == "greedy":
+            return out.argmax(-1)
+        probs = torch.softmax(out / self.temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    def _stopped(self, item: Tensor) -> Tensor:
+        if self.stop is None:
+            return torch.zeros(item.shape[0], dtype=torch.bool, device=item.device)
+        if callable(self.stop):
+            return torch.as_tensor(self.stop(item), dtype=torch.bool, device=item.device)
+        return item == self.stop
+
+    def forward(
+        self, state: State, first_input: Tensor, generator: torch.Generator | None = None
+    ) -> SequenceBatch:
+        current = as_tuple(state)
+        batch = current[0].shape[0]
+        x = first_input
+        items: list[Tensor] = []
+        lengths = torch.full((batch,), self.max_length, dtype=torch.int64)
+        alive = torch.ones(batch, dtype=torch.bool)
+        for t in range(self.max_length):
+            current = as_tuple(self.cell(x, _unwrap(current)))
+            item = self._emit(self.readout(current[0]), generator)
+            items.append(item)
+            ended = self._stopped(item).cpu() & alive
+            lengths[ended] = t + 1
+            alive &= ~ended
+            if not bool(alive.any()):
+                break
+            x = self.feedback(item)
+        padded = torch.stack(items, dim=1)
+        return SequenceBatch.from_padded(padded, lengths)

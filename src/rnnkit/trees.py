@@ -1,0 +1,740 @@
+"""Trees: `Tree` (one tree), its string formats, and `TreeBatch` (a forest as tensors).
+
+Shape legend: N nodes in a batch (all trees together), F node input features, K the most
+children any node of the batch has.
+
+A :class:`Tree` has ordered children, an optional ``token`` (a string) and ``value`` (a
+tensor) at any node, and an optional ``label`` at any node. Four readers build one:
+
+- :meth:`Tree.from_brackets`: Penn-Treebank brackets, e.g. the Stanford Sentiment Treebank
+  ``(3 (2 It) (4 (2 's) (2 fine)))``;
+- :meth:`Tree.from_listops`: ListOps prefix lists ``[MAX 2 9 [MIN 4 7 ] 0 ]`` with the gold
+  left-branching tree of Nangia & Bowman (2018);
+- :meth:`Tree.from_parents`: parent-pointer arrays (1-based heads, 0 for the root), as in the
+  data of Tai et al. (2015);
+- :meth:`Tree.from_python`: the syntax tree of Python source (node type names as tokens).
+
+A tree remembers the format it was read from, and ``str(tree)`` writes it back in that format
+(whitespace normalised to single spaces), so reading then printing gives the string back.
+
+>>> t = Tree.from_brackets("(3 (2 It) (4 (2 's) (2 fine)))")
+>>> t.label, [leaf.token for leaf in t.leaves()], t.height()
+(3, ['It', "'s", 'fine'], 2)
+>>> str(t)
+"(3 (2 It) (4 (2 's) (2 fine)))"
+>>> batch = TreeBatch.from_trees([t], vocab={"It": 0, "'s": 1, "fine": 2})
+>>> batch.inputs.tolist(), batch.heights.tolist(), batch.children.tolist()
+([0, 1, 2, -1, -1], [0, 0, 0, 1, 2], [[-1, -1], [-1, -1], [-1, -1], [1, 2], [0, 3]])
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnkit.data.errors import ReaderError
+
+__all__ = ["Tree", "TreeBatch"]
+
+TreeFormat = Literal["brackets", "listops", "parents", "python"]
+FORMATS: tuple[str, ...] = ("brackets", "listops", "parents", "python")
+
+_INT_LABEL = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def _label_from_text(text: str) -> int | str:
+    """An integer label when ``text`` is an integer written canonically, else the text."""
+    return int(text) if _INT_LABEL.match(text) else text
+
+
+class Tree:
+    """One tree: ordered ``children``, optional ``token``/``value``/``label`` at every node.
+
+    Args:
+        label: an integer class (SST sentiment 0-4) or a string (a PTB category), or None.
+        children: the subtrees in order; none for a leaf.
+        token: a word or symbol at this node (usually at leaves), or None.
+        value: a tensor input at this node (any shape, the same for all nodes), or None.
+        position: the 0-based index of this node in a parent-pointer array (kept by
+            :meth:`from_parents` so that :meth:`to_parents` gives the same array back).
+        format: the string format :meth:`to_string` writes, one of ``brackets``, ``listops``,
+            ``parents``, ``python``.
+
+    >>> leaf = Tree(token="a")
+    >>> t = Tree(1, [leaf, Tree(0, token="b")])
+    >>> str(t), len(t), t.is_leaf(), leaf.is_leaf()
+    ('(1 a (0 b))', 3, False, True)
+    """
+
+    __slots__ = ("children", "format", "label", "position", "token", "value")
+
+    def __init__(
+        self,
+        label: int | str | None = None,
+        children: Sequence[Tree] = (),
+        *,
+        token: str | None = None,
+        value: Tensor | None = None,
+        position: int | None = None,
+        format: TreeFormat = "brackets",
+    ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"format: expected one of {FORMATS}, found {format!r}")
+        for i, child in enumerate(children):
+            if not isinstance(child, Tree):
+                raise TypeError(f"children[{i}]: expected a Tree, found {type(child).__name__}")
+        self.label = label
+        self.children: list[Tree] = list(children)
+        self.token = token
+        self.value = value
+        self.position = position
+        self.format: TreeFormat = format
+
+    # ------------------------------------------------------------------ structure
+    def is_leaf(self) -> bool:
+        """True when the node has no children."""
+        return not self.children
+
+    def nodes(self) -> Iterator[Tree]:
+        """All nodes in preorder (a node before its children, children left to right)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    def postorder(self) -> list[Tree]:
+        """All nodes in postorder (children left to right, then the node)."""
+        return list(reversed(list(_reverse_preorder(self))))
+
+    def leaves(self) -> list[Tree]:
+        """The leaves, left to right."""
+        return [node for node in self.nodes() if not node.children]
+
+    def height(self) -> int:
+        """Length of the longest path from this node down to a leaf (a leaf has height 0)."""
+        heights: dict[int, int] = {}
+        for node in self.postorder():
+            heights[id(node)] = 1 + max((heights[id(c)] for c in node.children), default=-1)
+        return heights[id(self)]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.nodes())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Tree):
+            return NotImplemented
+        pairs = [(self, other)]
+        while pairs:
+            a, b = pairs.pop()
+            if (a.label, a.token, a.position, len(a.children)) != (
+                b.label,
+                b.token,
+                b.position,
+                len(b.children),
+            ):
+                return False
+            if (a.value is None) != (b.value is None):
+                return False
+            if a.value is not None and b.value is not None and not torch.equal(a.value, b.value):
+                return False
+            pairs.extend(zip(a.children, b.children))
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Tree.from_{self.format}({self.to_string()!r})"
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+    # ------------------------------------------------------------------ writing
+    def to_string(self, format: TreeFormat | None = None) -> str:
+        """The tree in ``format`` (default: the format it was read from).
+
+        - ``brackets``: ``(label child child ...)``; a leaf with a label is ``(label token)``,
+          a leaf without one is its bare token; an unlabelled node is ``(child ...)``.
+        - ``listops``: the tokens of the leaves, left to right, separated by spaces.
+        - ``parents``: the 1-based heads, separated by spaces (see :meth:`to_parents`).
+        - ``python``: an s-expression of the tokens, ``(Module (Pass))``.
+        """
+        fmt = self.format if format is None else format
+        if fmt == "brackets":
+            return _to_brackets(self)
+        if fmt == "listops":
+            return _to_listops(self)
+        if fmt == "parents":
+            return " ".join(str(h) for h in self.to_parents()[0])
+        if fmt == "python":
+            return _to_sexpr(self)
+        raise ValueError(f"format: expected one of {FORMATS}, found {fmt!r}")
+
+    def to_parents(self) -> tuple[list[int], list[str]]:
+        """The parent-pointer array (1-based heads, 0 at the root) and the tokens.
+
+        Nodes keep the ``position`` :meth:`from_parents` gave them. A tree without positions is
+        numbered leaves first (left to right), then internal nodes in postorder, the
+        convention of Tai et al.'s constituency files. The tokens are those of nodes
+        ``0, 1, ...`` up to the last node that has one.
+
+        >>> Tree.from_parents([2, 0, 2], tokens=["a", "b", "c"]).to_parents()
+        ([2, 0, 2], ['a', 'b', 'c'])
+        """
+        order = self.postorder()
+        if all(node.position is not None for node in order):
+            index = {id(node): node.position for node in order}
+        else:
+            leaves = [node for node in order if not node.children]
+            internal = [node for node in order if node.children]
+            index = {id(node): i for i, node in enumerate(leaves + internal)}
+        heads = [0] * len(order)
+        tokens: list[str | None] = [None] * len(order)
+        for node in order:
+            i = int(index[id(node)])  # type: ignore[arg-type]
+            tokens[i] = node.token
+            for child in node.children:
+                heads[int(index[id(child)])] = i + 1  # type: ignore[arg-type]
+        while tokens and tokens[-1] is None:
+            tokens.pop()
+        missing = [i for i, tok in enumerate(tokens) if tok is None]
+        if missing:
+            raise ValueError(
+                f"to_parents: node {missing[0]} has no token but a later node has one; tokens "
+                "must be on nodes 0..n-1"
+            )
+        return heads, [str(tok) for tok in tokens]
+
+    # ------------------------------------------------------------------ reading
+    @classmethod
+    def from_brackets(cls, text: str) -> Tree:
+        """Read Penn-Treebank brackets (labels are ints when written as integers).
+
+        Grammar: ``tree := WORD | "(" [LABEL] item* ")"``; in ``(L w)`` with one bare word the
+        node is a leaf with label ``L`` and token ``w`` (the PTB preterminal); other bare words
+        are unlabelled leaves. Errors are :class:`ReaderError` with the 1-based column.
+
+        >>> t = Tree.from_brackets("(S (NP the dog) (VP barks))")
+        >>> t.label, [c.label for c in t.children], [leaf.token for leaf in t.leaves()]
+        ('S', ['NP', 'VP'], ['the', 'dog', 'barks'])
+        """
+        tokens = [(m.group(), m.start() + 1) for m in _TOKEN.finditer(text)]
+        if not tokens:
+            raise ReaderError("expected a tree, found an empty string", line=1, column=1)
+        tree, end = _read_bracket(tokens, 0, text)
+        if end != len(tokens):
+            word, col = tokens[end]
+            raise ReaderError(f"expected the end of the tree, found {word!r}", line=1, column=col)
+        return tree
+
+    @classmethod
+    def from_listops(cls, text: str) -> Tree:
+        """Read a ListOps prefix list into its gold tree (Nangia & Bowman 2018).
+
+        Every token is a leaf. A list ``[OP a1 ... ak ]`` becomes k + 1 binary nodes,
+        left-branching: ``n1 = ([OP, a1)``, ``n_i = (n_{i-1}, a_i)``, and the list's node is
+        ``(n_k, ])``, where an argument ``a_i`` is a digit leaf or the node of a nested list.
+        Internal nodes have no token. A single value (``7``) is a one-leaf tree.
+
+        >>> t = Tree.from_listops("[MAX 2 [MIN 4 7 ] ]")
+        >>> Tree(None, t.children).to_string("brackets")
+        '((([MAX 2) (([MIN 4) 7) ])) ])'
+        >>> t.height(), [leaf.token for leaf in t.leaves()][:3]
+        (4, ['[MAX', '2', '[MIN'])
+        """
+        spans = [(m.group(), m.start() + 1) for m in re.finditer(r"\S+", text)]
+        if not spans:
+            raise ReaderError(
+                "expected a ListOps expression, found an empty string", line=1, column=1
+            )
+        stack: list[tuple[Tree, int, int]] = []  # (partial node, arguments so far, column)
+        top: list[Tree] = []
+        for word, col in spans:
+            if top:
+                raise ReaderError(f"expected the end, found {word!r}", line=1, column=col)
+            if word.startswith("[") and len(word) > 1:
+                stack.append((cls(token=word, format="listops"), 0, col))
+                continue
+            if word == "]":
+                if not stack:
+                    raise ReaderError("found ']' with no open list", line=1, column=col)
+                node, nargs, open_col = stack.pop()
+                if nargs == 0:
+                    raise ReaderError(
+                        f"the list opened at column {open_col} has no arguments",
+                        line=1,
+                        column=col,
+                    )
+                item = cls(None, [node, cls(token="]", format="listops")], format="listops")
+            elif any(c in word for c in "[]()"):
+                raise ReaderError(
+                    f"expected an operator, a value or ']', found {word!r}", line=1, column=col
+                )
+            else:
+                item = cls(token=word, format="listops")
+            if stack:
+                node, nargs, open_col = stack.pop()
+                stack.append((cls(None, [node, item], format="listops"), nargs + 1, open_col))
+            else:
+                top.append(item)
+        if stack:
+            raise ReaderError(
+                f"the list opened at column {stack[-1][2]} is not closed by ']'",
+                line=1,
+                column=len(text) + 1,
+            )
+        return top[0]
+
+    @classmethod
+    def from_parents(
+        cls, parents: Sequence[int] | str, tokens: Sequence[str] | str | None = None
+    ) -> Tree:
+        """Build a tree from parent pointers: ``parents[i]`` is the 1-based head of node i.
+
+        ``0`` marks the root. ``tokens[i]`` is the token of node i (dependency trees give one
+        per node; Tai et al.'s constituency files give tokens for the leading leaves only).
+        Children are ordered by index. Both arguments may be strings of space-separated items
+        (the lines of Tai et al.'s ``.parents`` and ``.toks`` files).
+
+        >>> t = Tree.from_parents("2 0 2", tokens="the dog barks")
+        >>> t.token, [c.token for c in t.children], str(t)
+        ('dog', ['the', 'barks'], '2 0 2')
+        """
+        if isinstance(parents, str):
+            heads = []
+            for m in re.finditer(r"\S+", parents):
+                if not _INT_LABEL.match(m.group()) or m.group().startswith("-"):
+                    raise ReaderError(
+                        f"expected a head index (an integer >= 0), found {m.group()!r}",
+                        line=1,
+                        column=m.start() + 1,
+                    )
+                heads.append(int(m.group()))
+        else:
+            heads = [int(h) for h in parents]
+        toks = tokens.split() if isinstance(tokens, str) else list(tokens or [])
+        n = len(heads)
+        if n == 0:
+            raise ValueError("parents: expected at least one node, found none")
+        if len(toks) > n:
+            raise ValueError(f"tokens: expected at most {n} (one per node), found {len(toks)}")
+        for i, h in enumerate(heads):
+            if not 0 <= h <= n:
+                raise ValueError(f"parents[{i}]: expected a head in 0..{n}, found {h}")
+            if h == i + 1:
+                raise ValueError(f"parents[{i}]: node {i + 1} is its own head")
+        roots = [i for i, h in enumerate(heads) if h == 0]
+        if len(roots) != 1:
+            raise ValueError(f"parents: expected exactly one root (head 0), found {len(roots)}")
+        nodes = [
+            cls(token=toks[i] if i < len(toks) else None, position=i, format="parents")
+            for i in range(n)
+        ]
+        for i, h in enumerate(heads):
+            if h:
+                nodes[h - 1].children.append(nodes[i])
+        root = nodes[roots[0]]
+        reached = sum(1 for _ in root.nodes())
+        if reached != n:
+            raise ValueError(
+                f"parents: {n - reached} nodes are not connected to the root (a cycle)"
+            )
+        return root
+
+    @classmethod
+    def from_python(cls, source: str) -> Tree:
+        """The syntax tree of Python ``source``: one node per ``ast`` node, its type as token.
+
+        Children are the ``ast.iter_child_nodes`` order. Names and constants are not kept,
+        so the tree prints as an s-expression of node types, not as source.
+
+        >>> str(Tree.from_python("x = 1"))
+        '(Module (Assign (Name (Store)) (Constant)))'
+        """
+        root = ast.parse(source)
+        tree = cls(token=type(root).__name__, format="python")
+        stack = [(root, tree)]
+        while stack:
+            node, out = stack.pop()
+            for child in ast.iter_child_nodes(node):
+                sub = cls(token=type(child).__name__, format="python")
+                out.children.append(sub)
+                stack.append((child, sub))
+        return tree
+
+    # ------------------------------------------------------------------ batching
+    def map_tokens(self, vocab: Mapping[str, int], unknown: int | None = None) -> Tree:
+        """A copy whose nodes with a token carry its id as ``value`` (a 0-dim int64 tensor).
+
+        A batch of such trees has token ids as ``inputs``, so a stream of trees read once can
+        be collated by :meth:`collate` without a vocabulary.
+
+        >>> Tree.from_listops("[SM 1 2 ]").map_tokens({"[SM": 0, "1": 1, "2": 2, "]": 3}).leaves()[1].value
+        tensor(1)
+        """
+        copies: dict[int, Tree] = {}
+        for node in self.postorder():
+            value = node.value
+            if node.token is not None:
+                value = torch.tensor(_token_id(node.token, vocab, unknown))
+            copies[id(node)] = Tree(
+                node.label,
+                [copies[id(c)] for c in node.children],
+                token=node.token,
+                value=value,
+                position=node.position,
+                format=node.format,
+            )
+        return copies[id(self)]
+
+    @staticmethod
+    def collate(trees: Sequence[Tree]) -> TreeBatch:
+        """A :class:`TreeBatch` of ``trees`` (the hook a MinibatchSource calls)."""
+        return TreeBatch.from_trees(trees)
+
+
+def _reverse_preorder(root: Tree) -> Iterator[Tree]:
+    """Node, then children right to left: the reverse of postorder."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.children)
+
+
+def _token_id(token: str, vocab: Mapping[str, int], unknown: int | None) -> int:
+    if token in vocab:
+        return vocab[token]
+    if unknown is None:
+        raise KeyError(f"vocab: token {token!r} is not in the vocabulary and unknown is None")
+    return unknown
+
+
+def _to_brackets(root: Tree) -> str:
+    parts: list[str] = []
+    stack: list[Tree | str] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            parts.append(item)
+            continue
+        if not item.children:
+            if item.token is None and item.label is None:
+                raise ValueError("brackets: a leaf needs a token or a label")
+            if item.label is None:
+                parts.append(str(item.token))
+            elif item.token is None:
+                parts.append(f"({item.label})")
+            else:
+                parts.append(f"({item.label} {item.token})")
+            continue
+        parts.append("(" if item.label is None else f"({item.label} ")
+        stack.append(")")
+        for i, child in enumerate(reversed(item.children)):
+            stack.append(child)
+            if i < len(item.children) - 1:
+                stack.append(" ")
+    return "".join(parts)
+
+
+def _to_listops(root: Tree) -> str:
+    tokens = []
+    for leaf in root.leaves():
+        if leaf.token is None:
+            raise ValueError("listops: every leaf needs a token")
+        tokens.append(leaf.token)
+    return " ".join(tokens)
+
+
+def _to_sexpr(root: Tree) -> str:
+    parts: list[str] = []
+    stack: list[Tree | str] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            parts.append(item)
+            continue
+        parts.append(f"({item.token}")
+        stack.append(")")
+        for child in reversed(item.children):
+            stack.append(child)
+            stack.append(" ")
+    return "".join(parts)
+
+
+def _read_bracket(tokens: list[tuple[str, int]], start: int, text: str) -> tuple[Tree, int]:
+    """Parse one tree from ``tokens[start:]``; return it and the index after it."""
+    word, col = tokens[start]
+    if word == ")":
+        raise ReaderError("expected '(' or a word, found ')'", line=1, column=col)
+    if word != "(":
+        return Tree(token=word), start + 1
+    root = Tree()
+    # One frame per open bracket: the node, the column of its '(' and its bare-word children.
+    stack: list[tuple[Tree, int, set[int]]] = [(root, col, set())]
+    i = start + 1
+    while stack:
+        if i == len(tokens):
+            raise ReaderError(
+                f"the bracket opened at column {stack[-1][1]} is not closed",
+                line=1,
+                column=len(text) + 1,
+            )
+        word, col = tokens[i]
+        node, _, bare = stack[-1]
+        if word == "(":
+            child = Tree()
+            node.children.append(child)
+            stack.append((child, col, set()))
+        elif word == ")":
+            if node.label is None and not node.children:
+                raise ReaderError("expected a label or a child, found ')'", line=1, column=col)
+            if node.label is not None and len(node.children) == 1 and id(node.children[0]) in bare:
+                node.token = node.children[0].token  # (label word): a labelled leaf
+                node.children = []
+            stack.pop()
+        elif node.label is None and not node.children and tokens[i - 1][0] == "(":
+            node.label = _label_from_text(word)
+        else:
+            leaf = Tree(token=word)
+            bare.add(id(leaf))
+            node.children.append(leaf)
+        i += 1
+    return root, i
+
+
+class TreeBatch:
+    """A forest made into tensors once, nodes sorted by height (all leaves first).
+
+    Attributes:
+        num_trees: number of trees.
+        num_nodes: N, the number of nodes of all trees.
+        inputs: ``[N, *F]`` node values (zeros where a node has none), or ``[N]`` int64 token
+            ids (``-1`` where a node has no token), or None when no node has either.
+        has_input: ``[N]`` bool, True where the node has a token or a value.
+        children: ``[N, K]`` int64 batch indices of each node's children in order, ``-1``
+            padding (K = the most children of any node, at least 1).
+        num_children: ``[N]`` int64.
+        heights: ``[N]`` int64, 0 at leaves, ``1 + max(children)`` above; non-decreasing.
+        levels: one ``[n_h]`` int64 index tensor per height h; the nodes of a height are
+            contiguous, so ``levels[h]`` is ``arange(level_starts[h], level_starts[h + 1])``.
+        level_starts: Python ints, ``len(levels) + 1`` boundaries.
+        level_max_children: Python ints, the most children of a node of each height.
+        roots: ``[num_trees]`` int64 batch index of each tree's root.
+        labels: ``[N]`` int64 node labels, ``-1`` where a node has none.
+        root_labels: ``[num_trees]`` int64 (``labels[roots]``).
+        tree_index: ``[N]`` int64, the tree each node belongs to.
+        preorder: ``[N]`` int64 batch indices, tree after tree, each tree's nodes in the
+            preorder of :meth:`Tree.nodes`; ``tree_starts`` are its boundaries.
+
+    >>> b = Tree.collate([Tree.from_listops("[SM 1 2 ]"), Tree.from_listops("5")])
+    >>> b.num_nodes, b.roots.tolist(), b.level_starts, b.height
+    (8, [7, 4], [0, 5, 6, 7, 8], 3)
+    """
+
+    __slots__ = (
+        "children",
+        "has_input",
+        "heights",
+        "inputs",
+        "labels",
+        "level_max_children",
+        "level_starts",
+        "levels",
+        "num_children",
+        "num_nodes",
+        "num_trees",
+        "preorder",
+        "root_labels",
+        "roots",
+        "tree_index",
+        "tree_starts",
+    )
+
+    def __init__(
+        self,
+        *,
+        inputs: Tensor | None,
+        has_input: Tensor,
+        children: Tensor,
+        num_children: Tensor,
+        heights: Tensor,
+        levels: list[Tensor],
+        level_starts: list[int],
+        level_max_children: list[int],
+        roots: Tensor,
+        labels: Tensor,
+        tree_index: Tensor,
+        preorder: Tensor,
+        tree_starts: list[int],
+    ) -> None:
+        self.inputs = inputs
+        self.has_input = has_input
+        self.children = children
+        self.num_children = num_children
+        self.heights = heights
+        self.levels = levels
+        self.level_starts = level_starts
+        self.level_max_children = level_max_children
+        self.roots = roots
+        self.labels = labels
+        self.root_labels = labels[roots]
+        self.tree_index = tree_index
+        self.preorder = preorder
+        self.tree_starts = tree_starts
+        self.num_trees = int(roots.numel())
+        self.num_nodes = int(heights.numel())
+
+    @property
+    def height(self) -> int:
+        """Height of the tallest tree (the number of sequential steps of a Recursive)."""
+        return len(self.levels) - 1
+
+    @classmethod
+    def from_trees(
+        cls, trees: Sequence[Tree], vocab: Mapping[str, int] | None = None
+    ) -> TreeBatch:
+        """Batch ``trees``; with ``vocab``, ``inputs`` are the ids of the node tokens.
+
+        Without a vocabulary, ``inputs`` stacks the node ``value`` tensors (zeros, or ``-1``
+        for integer values, where a node has none). Labels must be integers or None.
+        """
+        if isinstance(trees, Tree) or not isinstance(trees, Sequence) or not trees:
+            raise ValueError(f"trees: expected a non-empty sequence of Tree, found {trees!r:.80}")
+        nodes: list[Tree] = []
+        child_lists: list[list[int]] = []
+        heights: list[int] = []
+        tree_of: list[int] = []
+        roots: list[int] = []
+        pre: list[int] = []
+        tree_starts = [0]
+        for t, tree in enumerate(trees):
+            if not isinstance(tree, Tree):
+                raise TypeError(f"trees[{t}]: expected a Tree, found {type(tree).__name__}")
+            local: dict[int, int] = {}
+            for node in tree.postorder():
+                kids = [local[id(c)] for c in node.children]
+                local[id(node)] = len(nodes)
+                nodes.append(node)
+                child_lists.append(kids)
+                heights.append(1 + max((heights[k] for k in kids), default=-1))
+                tree_of.append(t)
+            roots.append(local[id(tree)])
+            pre.extend(local[id(node)] for node in tree.nodes())
+            tree_starts.append(len(pre))
+        order = np.argsort(np.asarray(heights, dtype=np.int64), kind="stable")
+        new_index = np.empty(len(nodes), dtype=np.int64)
+        new_index[order] = np.arange(len(nodes))
+        max_children = max(1, max(len(k) for k in child_lists))
+        children = np.full((len(nodes), max_children), -1, dtype=np.int64)
+        for old, kids in enumerate(child_lists):
+            children[new_index[old], : len(kids)] = new_index[kids]
+        num_children = (children >= 0).sum(axis=1)
+        sorted_heights = np.asarray(heights, dtype=np.int64)[order]
+        counts = np.bincount(sorted_heights)
+        level_starts = [0, *np.cumsum(counts).tolist()]
+        level_max_children = [
+            int(num_children[a:b].max()) for a, b in zip(level_starts[:-1], level_starts[1:])
+        ]
+        labels = np.full(len(nodes), -1, dtype=np.int64)
+        for old, node in enumerate(nodes):
+            if node.label is not None:
+                if not isinstance(node.label, int):
+                    raise ValueError(
+                        f"trees[{tree_of[old]}]: expected integer labels (or None), found "
+                        f"{node.label!r}; map the labels to class indices first"
+                    )
+                labels[new_index[old]] = node.label
+        sorted_nodes = [nodes[i] for i in order]
+        inputs, has_input = _node_inputs(sorted_nodes, vocab)
+        return cls(
+            inputs=inputs,
+            has_input=has_input,
+            children=torch.from_numpy(children),
+            num_children=torch.from_numpy(num_children.astype(np.int64)),
+            heights=torch.from_numpy(sorted_heights),
+            levels=[torch.arange(a, b) for a, b in zip(level_starts[:-1], level_starts[1:])],
+            level_starts=level_starts,
+            level_max_children=level_max_children,
+            roots=torch.from_numpy(new_index[roots]),
+            labels=torch.from_numpy(labels),
+            tree_index=torch.from_numpy(np.asarray(tree_of, dtype=np.int64)[order]),
+            preorder=torch.from_numpy(new_index[pre]),
+            tree_starts=tree_starts,
+        )
+
+    def tree_nodes(self, i: int) -> Tensor:
+        """Batch indices of tree ``i``'s nodes, in the preorder of :meth:`Tree.nodes`."""
+        if not 0 <= i < self.num_trees:
+            raise IndexError(f"i: expected a tree index in 0..{self.num_trees - 1}, found {i}")
+        return self.preorder[self.tree_starts[i] : self.tree_starts[i + 1]]
+
+    def to(self, device: torch.device | str) -> TreeBatch:
+        """The same batch with its tensors on ``device``."""
+        return TreeBatch(
+            inputs=None if self.inputs is None else self.inputs.to(device),
+            has_input=self.has_input.to(device),
+            children=self.children.to(device),
+            num_children=self.num_children.to(device),
+            heights=self.heights.to(device),
+            levels=[level.to(device) for level in self.levels],
+            level_starts=self.level_starts,
+            level_max_children=self.level_max_children,
+            roots=self.roots.to(device),
+            labels=self.labels.to(device),
+            tree_index=self.tree_index.to(device),
+            preorder=self.preorder.to(device),
+            tree_starts=self.tree_starts,
+        )
+
+    def embed(self, embedding: torch.nn.Module) -> Tensor:
+        """``[N, I]`` embeddings of the token ids in ``inputs``, zeros where there is none.
+
+        >>> b = TreeBatch.from_trees([Tree.from_listops("[SM 1 ]")], vocab={"[SM": 0, "1": 1, "]": 2})
+        >>> emb = torch.nn.Embedding(3, 2)
+        >>> x = b.embed(emb)
+        >>> x.shape, bool((x[3:] == 0).all())
+        (torch.Size([5, 2]), True)
+        """
+        if self.inputs is None or self.inputs.dtype != torch.int64 or self.inputs.dim() != 1:
+            found = None if self.inputs is None else (self.inputs.dtype, tuple(self.inputs.shape))
+            raise ValueError(f"inputs: expected [N] int64 token ids, found {found}")
+        vectors = embedding(self.inputs.clamp(min=0))
+        return vectors * self.has_input.unsqueeze(1).to(vectors.dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"TreeBatch(num_trees={self.num_trees}, num_nodes={self.num_nodes}, "
+            f"height={self.height}, max_children={self.children.shape[1]})"
+        )
+
+
+def _node_inputs(
+    nodes: list[Tree], vocab: Mapping[str, int] | None
+) -> tuple[Tensor | None, Tensor]:
+    if vocab is not None:
+        ids = [-1 if n.token is None else _token_id(n.token, vocab, None) for n in nodes]
+        tensor = torch.tensor(ids, dtype=torch.int64)
+        return tensor, tensor >= 0
+    has = torch.tensor([n.value is not None for n in nodes], dtype=torch.bool)
+    values = [n.value for n in nodes if n.value is not None]
+    if not values:
+        return None, has
+    first = values[0]
+    for v in values:
+        if v.shape != first.shape or v.dtype != first.dtype:
+            raise ValueError(
+                f"value: expected every node value to have shape {tuple(first.shape)} and dtype "
+                f"{first.dtype}, found {tuple(v.shape)} {v.dtype}"
+            )
+    fill = -1 if not (first.dtype.is_floating_point or first.dtype.is_complex) else 0
+    out = torch.full((len(nodes), *first.shape), fill, dtype=first.dtype)
+    out[has] = torch.stack(values)
+    return out, has

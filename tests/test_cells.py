@@ -1,0 +1,178 @@
+"""Cells against torch.nn's cells with copied weights, hand-written equations, and gradcheck."""
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit import GRUCell, LSTMCell, RNNCell
+from rnnkit.cells import Cell, check_cell
+
+TOL = {"atol": 1e-6, "rtol": 1e-5}  # float32
+
+
+def _copy(src: nn.Module, dst: nn.Module, suffix: str = "") -> None:
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"):
+            if hasattr(dst, name + suffix) and getattr(src, name) is not None:
+                getattr(dst, name + suffix).copy_(getattr(src, name))
+
+
+def _inputs(b=4, i=3, h=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(b, i, generator=g),
+        torch.randn(b, h, generator=g),
+        torch.randn(b, h, generator=g),
+    )
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_cell_equals_torch(nonlinearity):
+    torch.manual_seed(1)
+    ours, theirs = (
+        RNNCell(3, 5, nonlinearity=nonlinearity),
+        nn.RNNCell(3, 5, nonlinearity=nonlinearity),
+    )
+    _copy(ours, theirs)
+    x, h, _ = _inputs()
+    torch.testing.assert_close(ours(x, h), theirs(x, h), **TOL)
+    torch.testing.assert_close(ours(x), theirs(x), **TOL)
+
+
+def test_rnn_sigmoid_cell_is_cntk_rnnstep():
+    cell = RNNCell(3, 5, nonlinearity="sigmoid")
+    x, h, _ = _inputs()
+    want = torch.sigmoid(x @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh)
+    torch.testing.assert_close(cell(x, h), want, **TOL)
+
+
+def test_lstm_cell_equals_torch():
+    torch.manual_seed(2)
+    ours, theirs = LSTMCell(3, 5), nn.LSTMCell(3, 5)
+    _copy(ours, theirs)
+    x, h, c = _inputs()
+    for got, want in zip(ours(x, (h, c)), theirs(x, (h, c)), strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_lstm_projection_equals_torch_lstm():
+    torch.manual_seed(3)
+    ours, theirs = LSTMCell(3, 5, proj_size=2), nn.LSTM(3, 5, proj_size=2)
+    _copy(ours, theirs, suffix="_l0")
+    x, _, c = _inputs()
+    h = torch.randn(4, 2)
+    out, (h_n, c_n) = theirs(x.unsqueeze(0), (h.unsqueeze(0), c.unsqueeze(0)))
+    got_h, got_c = ours(x, (h, c))
+    torch.testing.assert_close(got_h, h_n[0], **TOL)
+    torch.testing.assert_close(got_c, c_n[0], **TOL)
+    assert ours.hidden_size == 2 and got_c.shape == (4, 5)
+
+
+def test_lstm_peepholes_equal_equations():
+    cell = LSTMCell(3, 5, peepholes=True)
+    x, h, c = _inputs()
+    gates = x @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
+    i, f, g, o = gates.chunk(4, 1)
+    i = torch.sigmoid(i + cell.weight_ci * c)
+    f = torch.sigmoid(f + cell.weight_cf * c)
+    c2 = f * c + i * torch.tanh(g)
+    h2 = torch.sigmoid(o + cell.weight_co * c2) * torch.tanh(c2)
+    got_h, got_c = cell(x, (h, c))
+    torch.testing.assert_close(got_c, c2, **TOL)
+    torch.testing.assert_close(got_h, h2, **TOL)
+
+
+def test_lstm_layer_norm_equals_equations():
+    cell = LSTMCell(3, 5, layer_norm=True)
+    with torch.no_grad():  # non-trivial gains and biases so that each one matters
+        for p in cell.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, h, c = _inputs()
+
+    def ln(v, mod):
+        mean, var = v.mean(-1, keepdim=True), v.var(-1, unbiased=False, keepdim=True)
+        return (v - mean) / torch.sqrt(var + 1e-5) * mod.weight + mod.bias
+
+    gates = ln(x @ cell.weight_ih.T + cell.bias_ih, cell.layer_norm_ih) + ln(
+        h @ cell.weight_hh.T + cell.bias_hh, cell.layer_norm_hh
+    )
+    i, f, g, o = gates.chunk(4, 1)
+    c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h2 = torch.sigmoid(o) * torch.tanh(ln(c2, cell.layer_norm_c))
+    got_h, got_c = cell(x, (h, c))
+    torch.testing.assert_close(got_c, c2, **TOL)
+    torch.testing.assert_close(got_h, h2, **TOL)
+
+
+def test_gru_after_equals_torch():
+    torch.manual_seed(4)
+    ours, theirs = GRUCell(3, 5), nn.GRUCell(3, 5)
+    _copy(ours, theirs)
+    x, h, _ = _inputs()
+    torch.testing.assert_close(ours(x, h), theirs(x, h), **TOL)
+
+
+def test_gru_before_equals_cntk_equation():
+    cell = GRUCell(3, 5, reset="before")
+    x, h, _ = _inputs()
+    w_ir, w_iz, w_in = cell.weight_ih.chunk(3)
+    w_hr, w_hz, w_hn = cell.weight_hh.chunk(3)
+    b_ir, b_iz, b_in = cell.bias_ih.chunk(3)
+    b_hr, b_hz, b_hn = cell.bias_hh.chunk(3)
+    r = torch.sigmoid(x @ w_ir.T + b_ir + h @ w_hr.T + b_hr)
+    z = torch.sigmoid(x @ w_iz.T + b_iz + h @ w_hz.T + b_hz)
+    n = torch.tanh(x @ w_in.T + b_in + (r * h) @ w_hn.T + b_hn)
+    torch.testing.assert_close(cell(x, h), (1 - z) * n + z * h, **TOL)
+    # and it really differs from the 'after' form with the same weights
+    after = GRUCell(3, 5)
+    _copy(cell, after)
+    assert not torch.allclose(after(x, h), cell(x, h), atol=1e-4)
+
+
+CELLS = [
+    lambda: RNNCell(3, 4),
+    lambda: RNNCell(3, 4, nonlinearity="sigmoid"),
+    lambda: LSTMCell(3, 4),
+    lambda: LSTMCell(3, 4, proj_size=2, peepholes=True),
+    lambda: LSTMCell(3, 4, layer_norm=True),
+    lambda: GRUCell(3, 4),
+    lambda: GRUCell(3, 4, reset="before", bias=False),
+]
+
+
+@pytest.mark.parametrize("make", CELLS)
+def test_gradcheck_every_cell(make):
+    cell = make().double()
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    state = tuple(
+        (torch.randn_like(s) * 0.5).requires_grad_()
+        for s in (
+            cell.initial_state(2)
+            if isinstance(cell.initial_state(2), tuple)
+            else (cell.initial_state(2),)
+        )
+    )
+
+    def f(x, *state):
+        out = cell(x, state if len(state) > 1 else state[0])
+        return out if isinstance(out, tuple) else (out,)
+
+    assert torch.autograd.gradcheck(f, (x, *state))
+    assert isinstance(cell, Cell)
+
+
+def test_cell_options_are_checked():
+    with pytest.raises(ValueError, match="nonlinearity: expected one of .* found 'gelu'"):
+        RNNCell(3, 4, nonlinearity="gelu")
+    with pytest.raises(ValueError, match="reset: expected 'after' or 'before', found 'middle'"):
+        GRUCell(3, 4, reset="middle")
+    with pytest.raises(ValueError, match="proj_size: .* found 4"):
+        LSTMCell(3, 4, proj_size=4)
+    with pytest.raises(ValueError, match=r"expected input of shape \[B, 3\], found \(2, 5\)"):
+        LSTMCell(3, 4)(torch.zeros(2, 5))
+
+
+def test_protocol_check_names_what_is_missing():
+    with pytest.raises(TypeError, match="found Linear without initial_state, hidden_size"):
+        check_cell(nn.Linear(2, 2))

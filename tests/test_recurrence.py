@@ -1,0 +1,354 @@
+"""Combinators against torch.nn.RNN/LSTM/GRU run one sequence at a time, and backends
+against each other (outputs and parameter gradients)."""
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit import (
+    Bidirectional,
+    Dense,
+    Embedding,
+    Fold,
+    GRUCell,
+    LSTMCell,
+    Recurrence,
+    RecurrenceFrom,
+    RNNCell,
+    SequenceBatch,
+    Sequential,
+    Unfold,
+)
+
+LENGTHS = [3, 1, 7, 2, 5, 7, 4]  # unsorted, with a tie and a length-1 sequence
+TORCH = {RNNCell: nn.RNN, LSTMCell: nn.LSTM, GRUCell: nn.GRU}
+
+
+def _sequences(lengths=LENGTHS, size=3, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, size, generator=g, dtype=dtype) for n in lengths]
+
+
+def _torch_twin(cell):
+    twin = TORCH[type(cell)](cell.input_size, cell.hidden_size, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(twin, name + "_l0").copy_(getattr(cell, name))
+    return twin.to(cell.weight_ih.dtype)
+
+
+def _one_at_a_time(twin, seqs, backwards=False, h0=None):
+    """Outputs and final states of torch's module, sequence by sequence (no batching)."""
+    outs, finals = [], []
+    for i, s in enumerate(seqs):
+        inp = (s.flip(0) if backwards else s).unsqueeze(0)
+        hx = None if h0 is None else tuple(h[i : i + 1].unsqueeze(0) for h in h0)
+        if hx is not None and not isinstance(twin, nn.LSTM):
+            hx = hx[0]
+        out, state = twin(inp, hx)
+        out = out[0].flip(0) if backwards else out[0]
+        outs.append(out)
+        finals.append(tuple(t[0, 0] for t in (state if isinstance(state, tuple) else (state,))))
+    return outs, finals
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: RNNCell(3, 4), lambda: LSTMCell(3, 4), lambda: GRUCell(3, 4)]
+)
+@pytest.mark.parametrize("backend", ["auto", "fused", "loop", "reference"])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_recurrence_and_fold_equal_torch_per_sequence(make, backend, backwards):
+    torch.manual_seed(0)
+    cell = make()
+    seqs = _sequences()
+    want_outs, want_finals = _one_at_a_time(_torch_twin(cell), seqs, backwards)
+    x = SequenceBatch.from_list(seqs)
+    outs, final = Recurrence(cell, go_backwards=backwards, backend=backend).with_final_state(x)
+    for got, want in zip(outs.to_list(), want_outs, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    final = final if isinstance(final, tuple) else (final,)
+    for k, f in enumerate(final):
+        torch.testing.assert_close(
+            f, torch.stack([w[k] for w in want_finals]), atol=1e-5, rtol=1e-5
+        )
+    fold = Fold(cell, go_backwards=backwards, backend=backend)(x)
+    torch.testing.assert_close(fold, torch.stack([w[0] for w in want_finals]), atol=1e-5, rtol=1e-5)
+
+
+STANDARD = [lambda: RNNCell(3, 4), lambda: LSTMCell(3, 4), lambda: GRUCell(3, 4)]
+CUSTOM = [
+    lambda: RNNCell(3, 4, nonlinearity="sigmoid"),
+    lambda: LSTMCell(3, 4, peepholes=True, proj_size=2),
+    lambda: LSTMCell(3, 4, layer_norm=True),
+    lambda: GRUCell(3, 4, reset="before"),
+]
+
+
+def _outputs_and_grads(module, x, combine):
+    module.zero_grad()
+    out = combine(module, x)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    (out * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    assert grads, "no parameter received a gradient"
+    return out.detach(), grads
+
+
+COMBINE = {
+    "recurrence": lambda m, x: m(x).data,
+    "fold": lambda m, x: m.last_of(x),
+    "final_state": lambda m, x: torch.cat([s for s in m.final(x)], dim=1),
+    "all_states": lambda m, x: torch.cat([s.data for s in m.every(x)], dim=1),
+}
+
+
+class _Probe(nn.Module):
+    """A Recurrence with helpers naming each result, so one test walks all of them."""
+
+    def __init__(self, cell, backend, backwards):
+        super().__init__()
+        self.rec = Recurrence(
+            cell, go_backwards=backwards, initial_state="learned", backend=backend
+        )
+        self.fold = Fold(cell, go_backwards=backwards, backend=backend)
+
+    def forward(self, x):
+        return self.rec(x)
+
+    def last_of(self, x):
+        return self.fold(x)
+
+    def final(self, x):
+        state = self.rec.with_final_state(x)[1]
+        return state if isinstance(state, tuple) else (state,)
+
+    def every(self, x):
+        return self.rec.states(x)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("make", STANDARD + CUSTOM)
+@pytest.mark.parametrize("backwards", [False, True])
+@pytest.mark.parametrize("what", sorted(COMBINE))
+def test_all_backends_equal(dtype, tol, make, backwards, what):
+    torch.manual_seed(1)
+    cell = make().to(dtype)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = SequenceBatch.from_list(_sequences(dtype=dtype))
+    backends = ["reference", "loop"] + (["fused"] if make in STANDARD else [])
+    if what == "all_states" and "fused" in backends and isinstance(cell, LSTMCell):
+        with pytest.raises(ValueError, match="backend='fused' gives the output of every step"):
+            _Probe(cell, "fused", backwards).every(x)
+        backends.remove("fused")
+    results = []
+    for backend in backends:
+        probe = _Probe(cell, backend, backwards)
+        with torch.no_grad():
+            for p in probe.rec.initial.learned:
+                p.copy_(torch.linspace(-0.5, 0.5, p.numel(), dtype=dtype))  # states differ
+        results.append(_outputs_and_grads(probe, x, COMBINE[what]))
+    ref_out, ref_grads = results[0]
+    for out, grads in results[1:]:
+        torch.testing.assert_close(out, ref_out, atol=tol, rtol=tol)
+        assert grads.keys() == ref_grads.keys()
+        for name in grads:
+            torch.testing.assert_close(grads[name], ref_grads[name], atol=tol, rtol=tol, msg=name)
+
+
+def test_auto_backend_choice():
+    from rnnkit.recurrence import select_backend
+
+    assert select_backend(LSTMCell(2, 3), "auto") == "fused"
+    assert select_backend(LSTMCell(2, 3), "auto", every_state=True) == "loop"
+    assert select_backend(GRUCell(2, 3, reset="before"), "auto") == "loop"
+    with pytest.raises(
+        ValueError, match="backend='fused' cannot run a GRUCell with reset='before'"
+    ):
+        Recurrence(GRUCell(2, 3, reset="before"), backend="fused")
+    with pytest.raises(ValueError, match="backend: expected one of .* found 'cudnn'"):
+        Recurrence(GRUCell(2, 3), backend="cudnn")
+
+
+def test_bidirectional_equals_each_direction_per_sequence():
+    torch.manual_seed(2)
+    fwd, bwd = LSTMCell(3, 4), LSTMCell(3, 4)
+    seqs = _sequences()
+    f_outs, _ = _one_at_a_time(_torch_twin(fwd), seqs)
+    b_outs, _ = _one_at_a_time(_torch_twin(bwd), seqs, backwards=True)
+    x = SequenceBatch.from_list(seqs)
+    concat = Bidirectional(fwd, bwd)(x).to_list()
+    summed = Bidirectional(Recurrence(fwd), Recurrence(bwd, go_backwards=True), merge="sum")(x)
+    for got, s, f, b in zip(concat, summed.to_list(), f_outs, b_outs, strict=True):
+        torch.testing.assert_close(got, torch.cat([f, b], 1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(s, f + b, atol=1e-5, rtol=1e-5)
+    # torch's own bidirectional LSTM, packed, agrees too
+    twin = nn.LSTM(3, 4, bidirectional=True)
+    with torch.no_grad():
+        for cell, sfx in ((fwd, "_l0"), (bwd, "_l0_reverse")):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(twin, name + sfx).copy_(getattr(cell, name))
+    packed = nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False)
+    out, _ = twin(packed)
+    torch.testing.assert_close(Bidirectional(fwd, bwd)(x).data, out.data, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="go_backwards=True"):
+        Bidirectional(Recurrence(fwd), Recurrence(bwd))
+
+
+def test_initial_state_constant_matches_torch_with_same_start():
+    torch.manual_seed(3)
+    cell = LSTMCell(3, 4)
+    seqs = _sequences()
+    h0 = (torch.full((len(seqs), 4), 0.1), torch.full((len(seqs), 4), 0.1))
+    want, _ = _one_at_a_time(_torch_twin(cell), seqs, h0=h0)
+    got = Recurrence(cell, initial_state=0.1)(SequenceBatch.from_list(seqs)).to_list()
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # a tensor [H] broadcasts like the constant; data [B, H] through RecurrenceFrom likewise
+    as_tensor = Recurrence(cell, initial_state=(torch.full((4,), 0.1), torch.full((4,), 0.1)))
+    from_data = RecurrenceFrom(cell)
+    x = SequenceBatch.from_list(seqs)
+    torch.testing.assert_close(as_tensor(x).data, from_data(h0, x).data)
+    for a, b in zip(from_data(h0, x).to_list(), want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_recurrence_from_is_per_sequence_state():
+    torch.manual_seed(4)
+    cell = GRUCell(3, 4)
+    seqs = _sequences()
+    h0 = torch.randn(len(seqs), 4)
+    want, _ = _one_at_a_time(_torch_twin(cell), seqs, h0=(h0,))
+    got = RecurrenceFrom(cell)(h0, SequenceBatch.from_list(seqs)).to_list()
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"initial_state\[0\]: expected a state of shape \[B=7"):
+        RecurrenceFrom(cell)(h0[:3], SequenceBatch.from_list(seqs))
+
+
+def test_gradcheck_combinators_float64():
+    torch.manual_seed(5)
+    seqs = [s.requires_grad_() for s in _sequences([3, 1, 2], size=2, dtype=torch.float64)]
+    lstm = LSTMCell(2, 3).double()
+    gru = GRUCell(2, 3, reset="before").double()
+    h0 = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(h0, *s):
+        x = SequenceBatch.from_list(list(s))
+        return (
+            Recurrence(lstm)(x).data,
+            Fold(gru, go_backwards=True)(x),
+            Bidirectional(lstm, gru)(x).data,
+            RecurrenceFrom(gru)(h0, x).data,
+            torch.cat(Fold(lstm, backend="loop").final_state(x), 1),
+        )
+
+    assert torch.autograd.gradcheck(f, (h0, *seqs))
+
+
+class _SumCell(nn.Module):
+    hidden_size = 2
+
+    def initial_state(self, batch_size, device=None, dtype=None):
+        return torch.zeros(batch_size, 2, device=device, dtype=dtype)
+
+    def forward(self, x, state=None):
+        return x if state is None else state + x
+
+
+class _MaxCell(_SumCell):
+    def initial_state(self, batch_size, device=None, dtype=None):
+        return torch.full((batch_size, 2), -torch.inf, device=device, dtype=dtype)
+
+    def forward(self, x, state=None):
+        return x if state is None else torch.maximum(state, x)
+
+
+@pytest.mark.parametrize("backend", ["loop", "reference"])
+def test_fold_of_sum_and_max_cells(backend):
+    seqs = _sequences(size=2)
+    x = SequenceBatch.from_list(seqs)
+    torch.testing.assert_close(
+        Fold(_SumCell(), backend=backend)(x), torch.stack([s.sum(0) for s in seqs])
+    )
+    torch.testing.assert_close(
+        Fold(_MaxCell(), backend=backend)(x), torch.stack([s.max(0).values for s in seqs])
+    )
+    cumsum = Recurrence(_SumCell(), go_backwards=True, backend=backend)(x).to_list()
+    for got, s in zip(cumsum, seqs, strict=True):
+        torch.testing.assert_close(got, s.flip(0).cumsum(0).flip(0))
+
+
+def test_stacked_model_trains_on_toy_regression():
+    torch.manual_seed(6)
+    model = Sequential([Recurrence(LSTMCell(1, 15)), Fold(GRUCell(15, 15)), Dense(15, 1)])
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.rand(int(n), 1, generator=g) for n in torch.randint(2, 12, (64,), generator=g)]
+    target = torch.stack([s.mean(0) for s in seqs])  # the mean of the sequence
+    x = SequenceBatch.from_list(seqs)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(150):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+    assert losses[-1] < 0.5 * target.var().item()  # better than predicting the mean
+
+
+def test_unfold_greedy_equals_manual_loop_and_stops():
+    torch.manual_seed(7)
+    cell, readout, embed = GRUCell(4, 6), Dense(6, 5), Embedding(5, 4)
+    unfold = Unfold(cell, readout, embed, max_length=8, stop=0)
+    h0 = torch.randn(3, 6)
+    start = torch.zeros(3, 4)
+    out = unfold(h0, start)
+    for i in range(3):  # the plain loop, one sequence at a time
+        h, x, want = h0[i : i + 1], start[i : i + 1], []
+        for _ in range(8):
+            h = cell(x, h)
+            item = readout(h).argmax(-1)
+            want.append(int(item))
+            if int(item) == 0:
+                break
+            x = embed(item)
+        assert out.to_list()[i].tolist() == want
+
+
+def test_unfold_values_and_sampling():
+    cell = RNNCell(1, 3)
+    unfold = Unfold(cell, Dense(3, 1), nn.Identity(), max_length=5, mode="value")
+    out = unfold(torch.zeros(2, 3), torch.ones(2, 1))
+    assert out.lengths.tolist() == [5, 5]
+    h, x = torch.zeros(2, 3), torch.ones(2, 1)
+    for t in range(5):
+        h = cell(x, h)
+        x = unfold.readout(h)
+        torch.testing.assert_close(out.to_padded()[0][:, t], x)
+    sampler = Unfold(GRUCell(4, 6), Dense(6, 5), Embedding(5, 4), 6, mode="sample", temperature=0.5)
+    a = sampler(torch.zeros(4, 6), torch.zeros(4, 4), generator=torch.Generator().manual_seed(1))
+    b = sampler(torch.zeros(4, 6), torch.zeros(4, 4), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.data, b.data)
+
+
+def test_bad_inputs_are_named():
+    rec = Recurrence(LSTMCell(3, 4))
+    with pytest.raises(
+        TypeError, match=r"x: expected a SequenceBatch .* found Tensor of shape \(2, 5, 3\)"
+    ):
+        rec(torch.zeros(2, 5, 3))
+    with pytest.raises(TypeError, match="cell: expected a cell .* found Linear"):
+        Recurrence(nn.Linear(3, 4))
+    with pytest.raises(ValueError, match="initial_state: expected None, a float, .* found 'zeros'"):
+        Recurrence(GRUCell(3, 4), initial_state="zeros")
+    with pytest.raises(ValueError, match=r"initial_state: expected 2 tensor\(s\)"):
+        Recurrence(LSTMCell(3, 4), initial_state=torch.zeros(4))
+    with pytest.raises(ValueError, match=r"x: LSTMCell expected input of shape \[B, 3\] per step, found steps of shape \(2,\)"):
+        rec(SequenceBatch.from_list([torch.zeros(5, 2)]))
+    with pytest.raises(ValueError, match="merge: expected 'concat' or 'sum', found 'mean'"):
+        Bidirectional(GRUCell(3, 4), GRUCell(3, 4), merge="mean")
+    with pytest.raises(ValueError, match="max_length: expected at least 1, found 0"):
+        Unfold(GRUCell(3, 4), Dense(4, 2), Embedding(2, 3), 0)

@@ -1,0 +1,104 @@
+"""SequenceBatch against plain per-sequence Python lists and torch's own packing."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnkit import SequenceBatch
+
+
+def _random_sequences(lengths, features=(3,), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, *features, generator=g) for n in lengths]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=7))
+def test_list_round_trip_and_indexing(lengths):
+    seqs = _random_sequences(lengths)
+    x = SequenceBatch.from_list(seqs)
+    assert x.lengths.tolist() == lengths
+    for got, want in zip(x.to_list(), seqs, strict=True):
+        assert torch.equal(got, want)
+    assert torch.equal(x.first(), torch.stack([s[0] for s in seqs]))
+    assert torch.equal(x.last(), torch.stack([s[-1] for s in seqs]))
+    for got, want in zip(x.reverse().to_list(), seqs, strict=True):
+        assert torch.equal(got, want.flip(0))
+    # the same layout as torch's PackedSequence
+    ref = torch.nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False)
+    assert torch.equal(x.data, ref.data)
+    assert torch.equal(x.batch_sizes, ref.batch_sizes)
+
+
+def test_padded_round_trip_and_map():
+    seqs = _random_sequences([3, 1, 4], features=(2, 2))
+    x = SequenceBatch.from_list(seqs)
+    padded, lengths = x.to_padded(padding_value=-1.0)
+    assert padded.shape == (3, 4, 2, 2)
+    assert lengths.tolist() == [3, 1, 4]
+    assert torch.all(padded[1, 1:] == -1.0)
+    y = SequenceBatch.from_padded(padded, lengths)
+    for a, b in zip(y.to_list(), seqs, strict=True):
+        assert torch.equal(a, b)
+    doubled = x.map(lambda d: d.sum((1, 2)) * 2)
+    for a, b in zip(doubled.to_list(), seqs, strict=True):
+        assert torch.allclose(a, b.sum((1, 2)) * 2)
+
+
+def test_from_padded_time_major():
+    padded = torch.arange(12.0).view(4, 3, 1)  # [T=4, B=3, 1]
+    x = SequenceBatch.from_padded(padded, [4, 2, 1], batch_first=False)
+    assert [s.squeeze(1).tolist() for s in x.to_list()] == [
+        [0.0, 3.0, 6.0, 9.0],
+        [1.0, 4.0],
+        [2.0],
+    ]
+
+
+def test_gradients_flow_through_packing():
+    seqs = [s.requires_grad_() for s in _random_sequences([2, 5, 3])]
+    x = SequenceBatch.from_list(seqs)
+    (x.last().sum() + 2 * x.reverse().first().sum()).backward()
+    for s in seqs:
+        want = torch.zeros_like(s)
+        want[-1] = 3.0  # last() and reverse().first() both pick the last step
+        assert torch.equal(s.grad, want)
+
+
+def test_zero_length_refused_with_index():
+    with pytest.raises(ValueError, match=r"sequences\[1\]: has zero steps \(shape \(0, 3\)\)"):
+        SequenceBatch.from_list([torch.zeros(2, 3), torch.zeros(0, 3)])
+    with pytest.raises(ValueError, match=r"lengths\[2\]: sequence 2 has length 0"):
+        SequenceBatch.from_padded(torch.zeros(3, 4, 1), [1, 2, 0])
+
+
+def test_mismatched_features_refused_with_shapes():
+    with pytest.raises(ValueError, match=r"sequences\[2\]: feature shape \(4,\) differs .*\(3,\)"):
+        SequenceBatch.from_list([torch.zeros(2, 3), torch.zeros(1, 3), torch.zeros(5, 4)])
+
+
+def test_non_tensor_refused_with_index():
+    with pytest.raises(TypeError, match=r"sequences\[1\]: expected a torch.Tensor .* found list"):
+        SequenceBatch.from_list([torch.zeros(2, 3), [[1.0, 2.0, 3.0]]])
+    with pytest.raises(TypeError, match="expected a list of"):
+        SequenceBatch.from_list(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="at least one sequence"):
+        SequenceBatch.from_list([])
+
+
+def test_lengths_longer_than_padding_refused():
+    with pytest.raises(ValueError, match=r"lengths\[0\]: sequence 0 has length 5 .* only 4 steps"):
+        SequenceBatch.from_padded(torch.zeros(2, 4, 1), [5, 1])
+    with pytest.raises(ValueError, match=r"expected 2 integers .* found shape \(3,\)"):
+        SequenceBatch.from_padded(torch.zeros(2, 4, 1), [1, 1, 1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_round_trip():
+    seqs = _random_sequences([3, 1, 4])
+    x = SequenceBatch.from_list(seqs).to("cuda")
+    assert x.data.is_cuda
+    for a, b in zip(x.reverse().to_list(), seqs, strict=True):
+        assert torch.equal(a.cpu(), b.flip(0))
+    assert torch.equal(x.last().cpu(), torch.stack([s[-1] for s in seqs]))
