@@ -62,7 +62,7 @@ def test_lstm_projection_equals_torch_lstm():
     _copy(ours, theirs, suffix="_l0")
     x, _, c = _inputs()
     h = torch.randn(4, 2)
-    out, (h_n, c_n) = theirs(x.unsqueeze(0), (h.unsqueeze(0), c.unsqueeze(0)))
+    _, (h_n, c_n) = theirs(x.unsqueeze(0), (h.unsqueeze(0), c.unsqueeze(0)))
     got_h, got_c = ours(x, (h, c))
     torch.testing.assert_close(got_h, h_n[0], **TOL)
     torch.testing.assert_close(got_c, c_n[0], **TOL)

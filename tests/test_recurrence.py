@@ -12,6 +12,8 @@ from rnnkit import (
     Fold,
     GRUCell,
     LSTMCell,
+    MinGRUCell,
+    MinLSTMCell,
     Recurrence,
     RecurrenceFrom,
     RNNCell,
@@ -346,9 +348,85 @@ def test_bad_inputs_are_named():
         Recurrence(GRUCell(3, 4), initial_state="zeros")
     with pytest.raises(ValueError, match=r"initial_state: expected 2 tensor\(s\)"):
         Recurrence(LSTMCell(3, 4), initial_state=torch.zeros(4))
-    with pytest.raises(ValueError, match=r"x: LSTMCell expected input of shape \[B, 3\] per step, found steps of shape \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"x: LSTMCell expected input of shape \[B, 3\] per step, found steps of shape \(2,\)",
+    ):
         rec(SequenceBatch.from_list([torch.zeros(5, 2)]))
     with pytest.raises(ValueError, match="merge: expected 'concat' or 'sum', found 'mean'"):
         Bidirectional(GRUCell(3, 4), GRUCell(3, 4), merge="mean")
     with pytest.raises(ValueError, match="max_length: expected at least 1, found 0"):
         Unfold(GRUCell(3, 4), Dense(4, 2), Embedding(2, 3), 0)
+
+
+def _min_gru_by_hand(cell, seq, h):
+    """The minGRU equations of Feng et al. (2024), one step at a time."""
+    outs = []
+    for x in seq:
+        k, v = (cell.weight_ih @ x + cell.bias_ih).chunk(2)
+        z, cand = torch.sigmoid(k), torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+        h = (1 - z) * h + z * cand
+        outs.append(h)
+    return torch.stack(outs)
+
+
+def _min_lstm_by_hand(cell, seq, h):
+    outs = []
+    for x in seq:
+        f, i, v = (cell.weight_ih @ x + cell.bias_ih).chunk(3)
+        f, i = torch.sigmoid(f), torch.sigmoid(i)
+        cand = torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+        h = f / (f + i) * h + i / (f + i) * cand
+        outs.append(h)
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize(
+    "make,by_hand",
+    [(lambda: MinGRUCell(3, 4), _min_gru_by_hand), (lambda: MinLSTMCell(3, 4), _min_lstm_by_hand)],
+)
+@pytest.mark.parametrize("backwards", [False, True])
+def test_min_cells_scan_equals_loop_and_equations(make, by_hand, backwards):
+    torch.manual_seed(8)
+    cell = make().double()
+    seqs = _sequences(dtype=torch.float64)
+    x = SequenceBatch.from_list(seqs)
+    h0 = torch.randn(len(seqs), 4, dtype=torch.float64)  # negative entries too
+    results = {}
+    for backend in ("scan", "loop", "reference"):
+        cell.zero_grad()
+        rec = RecurrenceFrom(cell, go_backwards=backwards, backend=backend)
+        out, final = rec.with_final_state(h0, x)
+        (
+            out.data
+            * torch.linspace(-1, 1, out.data.numel(), dtype=torch.float64).view_as(out.data)
+        ).sum().backward()
+        results[backend] = (out, final, cell.weight_ih.grad.clone())
+    for i, s in enumerate(seqs):
+        want = by_hand(cell, s.flip(0) if backwards else s, h0[i])
+        want = want.flip(0) if backwards else want
+        torch.testing.assert_close(results["scan"][0].to_list()[i], want, atol=1e-10, rtol=1e-10)
+    for backend in ("loop", "reference"):
+        torch.testing.assert_close(
+            results[backend][0].data, results["scan"][0].data, atol=1e-10, rtol=1e-10
+        )
+        torch.testing.assert_close(results[backend][1], results["scan"][1], atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(results[backend][2], results["scan"][2], atol=1e-10, rtol=1e-10)
+    assert Recurrence(cell).backend == "auto"
+    from rnnkit.recurrence import select_backend
+
+    assert select_backend(cell, "auto") == "scan"
+
+
+def test_gradcheck_scan_float64():
+    torch.manual_seed(9)
+    cell = MinGRUCell(2, 3).double()
+    seqs = [s.requires_grad_() for s in _sequences([3, 1, 4], size=2, dtype=torch.float64)]
+    h0 = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(h0, *s):
+        return RecurrenceFrom(cell, backend="scan")(h0, SequenceBatch.from_list(list(s))).data
+
+    assert torch.autograd.gradcheck(f, (h0, *seqs))
+    with pytest.raises(ValueError, match="backend='scan' needs a cell whose recurrence is linear"):
+        Recurrence(GRUCell(2, 3), backend="scan")

@@ -3,7 +3,7 @@
 The public index: every name a user needs, imported from the module that defines it.
 """
 
-from rnnkit.cells import Cell, GRUCell, LSTMCell, RNNCell
+from rnnkit.cells import Cell, GRUCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
 from rnnkit.sequences import SequenceBatch
@@ -19,6 +19,8 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "Layer",
+    "MinGRUCell",
+    "MinLSTMCell",
     "RNNCell",
     "Recurrence",
     "RecurrenceFrom",

@@ -33,6 +33,8 @@ __all__ = [
     "Cell",
     "GRUCell",
     "LSTMCell",
+    "MinGRUCell",
+    "MinLSTMCell",
     "RNNCell",
     "State",
     "check_cell",
@@ -326,3 +328,97 @@ class GRUCell(_StepCell):
             r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
             n = torch.tanh(x_n + nn.functional.linear(r * h, w_n, b_n))
         return (1 - z) * n + z * h
+
+
+def _positive(v: Tensor) -> Tensor:
+    """``g(v)``: ``v + 0.5`` for ``v >= 0`` and ``sigmoid(v)`` below (Feng et al. 2024)."""
+    return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+
+
+def _log_positive(v: Tensor) -> Tensor:
+    """``log g(v)``, computed without forming ``g(v)``."""
+    return torch.where(v >= 0, torch.log(v.clamp(min=0) + 0.5), -nn.functional.softplus(-v))
+
+
+class _LinearRecurrenceCell(_StepCell):
+    """A cell whose update is ``h' = a ⊙ h + b`` with ``a, b`` functions of ``x`` only.
+
+    Such a recurrence runs as a parallel prefix scan (:meth:`scan`): with ``A_t = a_1 ⋯ a_t``,
+    ``h_t = A_t h_0 + A_t Σ_{k≤t} b_k / A_k``, computed in log space (``logcumsumexp``) for
+    stability, so its sequential depth is that of one cumulative sum instead of T steps.
+    Subclasses define ``log_coefficients(px) -> (log a, log b)``, ``[..., H]`` each.
+    """
+
+    log_coefficients: Callable[[Tensor], tuple[Tensor, Tensor]]
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        return self._zeros(batch_size, self.hidden_size, device, dtype)
+
+    def step(self, px: Tensor, state: State) -> Tensor:
+        (h,) = as_tuple(state)
+        log_a, log_b = self.log_coefficients(px)
+        return torch.exp(log_a) * h + torch.exp(log_b)
+
+    def scan(self, px: Tensor, h0: Tensor) -> Tensor:
+        """All states ``[T, B, H]`` from the projected inputs ``[T, B, G*H]`` and ``h0 [B, H]``."""
+        log_a, log_b = self.log_coefficients(px)
+        a_star = torch.cumsum(log_a, dim=0)
+        return torch.exp(a_star) * h0 + torch.exp(a_star + torch.logcumsumexp(log_b - a_star, 0))
+
+
+class MinGRUCell(_LinearRecurrenceCell):
+    r"""minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): gates see ``x`` only.
+
+    .. code-block:: text
+
+        z = σ(W_iz x + b_iz)
+        h̃ = g(W_ih x + b_ih)          g(v) = v + 0.5 (v ≥ 0), σ(v) (v < 0)
+        h' = (1 - z) ⊙ h + z ⊙ h̃
+
+    Shapes: ``weight_ih [2H, I]`` (rows ``z`` then ``h̃``), ``bias_ih [2H]``; state ``[B, H]``.
+    Runs on the ``'scan'`` backend (a parallel prefix scan) or the loop.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))
+        self.bias_ih = nn.Parameter(torch.empty(2 * hidden_size)) if bias else None
+        self.reset_parameters()
+
+    def log_coefficients(self, px: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = px.chunk(2, dim=-1)
+        log_z = -nn.functional.softplus(-k)
+        log_one_minus_z = -nn.functional.softplus(k)
+        return log_one_minus_z, log_z + _log_positive(v)
+
+
+class MinLSTMCell(_LinearRecurrenceCell):
+    r"""minLSTM (Feng et al. 2024): forget and input gates of ``x`` only, normalised to sum 1.
+
+    .. code-block:: text
+
+        f = σ(W_if x + b_if)      i = σ(W_ii x + b_ii)      h̃ = g(W_ih x + b_ih)
+        f' = f / (f + i)          i' = i / (f + i)
+        h' = f' ⊙ h + i' ⊙ h̃
+
+    Shapes: ``weight_ih [3H, I]`` (rows ``f``, ``i``, ``h̃``), ``bias_ih [3H]``; state ``[B, H]``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
+        self.reset_parameters()
+
+    def log_coefficients(self, px: Tensor) -> tuple[Tensor, Tensor]:
+        f, i, v = px.chunk(3, dim=-1)
+        log_f, log_i = -nn.functional.softplus(-f), -nn.functional.softplus(-i)
+        log_norm = torch.logaddexp(log_f, log_i)
+        return log_f - log_norm, log_i - log_norm + _log_positive(v)

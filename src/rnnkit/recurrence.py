@@ -40,6 +40,7 @@ Running sum and max, as in CNTK's docstrings:
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal, TypeAlias
 
 import torch
@@ -61,8 +62,8 @@ __all__ = [
     "select_backend",
 ]
 
-Backend: TypeAlias = Literal["auto", "fused", "loop", "reference"]
-_BACKENDS = ("auto", "fused", "loop", "reference")
+Backend: TypeAlias = Literal["auto", "fused", "scan", "loop", "reference"]
+_BACKENDS = ("auto", "fused", "scan", "loop", "reference")
 Need: TypeAlias = Literal["none", "output", "all"]
 InitialSpec: TypeAlias = float | Tensor | tuple[Tensor, ...] | Literal["learned"] | None
 
@@ -103,8 +104,16 @@ def select_backend(cell: Any, backend: Backend, every_state: bool = False) -> st
             "backend='fused' gives the output of every step, not every state tensor; "
             "use 'loop' or 'auto' for states()"
         )
+    scannable = callable(getattr(cell, "scan", None))
+    if backend == "scan" and not scannable:
+        raise ValueError(
+            f"backend='scan' needs a cell whose recurrence is linear in the state (a `scan` "
+            f"method, as MinGRUCell and MinLSTMCell have); {type(cell).__name__} has none"
+        )
     if backend != "auto":
         return backend
+    if scannable:
+        return "scan"
     # Only the output h of every step comes out of the fused kernel; every state needs a loop.
     return "fused" if reason is None and not every_state else "loop"
 
@@ -153,7 +162,7 @@ def plan_segments(
             break
         bounds = sorted({round(i * t / k) for i in range(k + 1)})
         cost = call_cost * (len(bounds) - 1)
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             cost += (b - a) * (step_cost + row_cost * int(batch_sizes[a]))
         if cost < best_cost:
             best, best_cost = bounds, cost
@@ -188,7 +197,7 @@ def _run_fused(
     padded = x.to_padded_time_major()
     outs, offsets = [], []
     offset = 0
-    for a, z in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, z in itertools.pairwise(bounds):
         rows = int(x.batch_sizes[a])
         state = tuple(s[:rows] for s in state)
         out, state = _fused_call(cell, padded[a:z, :rows], None, state)
@@ -204,8 +213,18 @@ def _run_fused(
     data = torch.cat(outs).index_select(0, index)
     if need == "none":
         return data, None
-    last = x.step_offsets[lengths - 1] + torch.arange(b)
-    return data, (data.index_select(0, last.to(data.device)),)
+    return data, (data.index_select(0, x.last_rows_sorted()),)
+
+
+def _run_scan(
+    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...]
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """A linear recurrence as a parallel prefix scan over the padded (sorted) batch; each
+    sequence's output at step t depends on its steps up to t only, so padding is never read."""
+    px = x.with_data(cell.input_projection(x.data)).to_padded_time_major()
+    out = cell.scan(px, state[0])
+    data = out.flatten(0, 1).index_select(0, x.padded_index)
+    return data, (data.index_select(0, x.last_rows_sorted()),)
 
 
 def _run_loop(
@@ -266,6 +285,9 @@ def run_recurrence(
     """
     if backend == "fused":
         out, final = _run_fused(cell, x, state, need)
+        return [out], final
+    if backend == "scan":
+        out, final = _run_scan(cell, x, state)
         return [out], final
     if backend == "loop":
         return _run_loop(cell, x, state, keep_states)

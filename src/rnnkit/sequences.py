@@ -252,10 +252,14 @@ class SequenceBatch:
         """``[B, *F]`` the first step of every sequence, caller order."""
         return self.data[: self.batch_size].index_select(0, self.unsorted_indices)
 
+    def last_rows_sorted(self) -> Tensor:
+        """``[B]`` the row in ``data`` of each sequence's last step, sorted order."""
+        rows = self.step_offsets[self.sorted_lengths - 1] + torch.arange(self.batch_size)
+        return rows.to(self.data.device)
+
     def last_rows(self) -> Tensor:
         """``[B]`` the row in ``data`` of each sequence's last step, caller order."""
-        rows = self.step_offsets[self.sorted_lengths - 1] + torch.arange(self.batch_size)
-        return rows.to(self.data.device).index_select(0, self.unsorted_indices)
+        return self.last_rows_sorted().index_select(0, self.unsorted_indices)
 
     def last(self) -> Tensor:
         """``[B, *F]`` the last step of every sequence, caller order."""
