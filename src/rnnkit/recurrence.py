@@ -92,8 +92,21 @@ def fused_reason(cell: Any) -> str | None:
     return f"{type(cell).__name__} is not one of rnnkit's standard RNN/LSTM/GRU cells"
 
 
-def select_backend(cell: Any, backend: Backend, every_state: bool = False) -> str:
-    """The execution path for ``cell``: the requested one, checked, or the automatic one."""
+def scan_pays(x: SequenceBatch, hidden_size: int) -> bool:
+    """Whether the parallel scan beats the loop for this batch.
+
+    On a GPU it always does. On a CPU the loop's cost is T small steps, the scan's a few
+    passes over all ``T x B x H`` elements; measured on 2 cores (bench/README.md), the scan
+    wins while a step is small (``B * H <= 4096``) and the loop wins beyond.
+    """
+    return x.data.is_cuda or x.batch_size * hidden_size <= 4096
+
+
+def select_backend(
+    cell: Any, backend: Backend, every_state: bool = False, x: SequenceBatch | None = None
+) -> str:
+    """The execution path for ``cell``: the requested one, checked, or the automatic one
+    (for a scannable cell it depends on the batch ``x`` when given)."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend: expected one of {_BACKENDS}, found {backend!r}")
     reason = fused_reason(cell)
@@ -113,7 +126,7 @@ def select_backend(cell: Any, backend: Backend, every_state: bool = False) -> st
     if backend != "auto":
         return backend
     if scannable:
-        return "scan"
+        return "scan" if x is None or scan_pays(x, cell.hidden_size) else "loop"
     # Only the output h of every step comes out of the fused kernel; every state needs a loop.
     return "fused" if reason is None and not every_state else "loop"
 
@@ -428,7 +441,7 @@ class Recurrence(Layer):
                 f"found steps of shape {tuple(x.feature_shape)}"
             )
         start = self._start(x, state)
-        backend = select_backend(self.cell, self.backend, keep_states and len(start) > 1)
+        backend = select_backend(self.cell, self.backend, keep_states and len(start) > 1, x)
         source = x.reverse() if self.go_backwards else x
         outs, final = run_recurrence(
             self.cell, source, start, backend, keep_states=keep_states, need=need

@@ -18,19 +18,20 @@ nodes, and every operation is out of place, so autograd gives backpropagation th
 >>> import torch
 >>> from rnnkit.trees import Tree, TreeBatch
 >>> torch.manual_seed(0) and None
->>> batch = TreeBatch.from_trees([Tree.from_listops("[SM 1 2 ]"), Tree.from_listops("[MAX 3 4 5 ]")],
-...                              vocab={t: i for i, t in enumerate("[SM [MAX ] 1 2 3 4 5".split())})
+>>> trees = [Tree.from_listops("[SM 1 2 ]"), Tree.from_listops("[MAX 3 4 5 ]")]
+>>> vocab = {t: i for i, t in enumerate("[SM [MAX ] 1 2 3 4 5".split())}
+>>> batch = TreeBatch.from_trees(trees, vocab=vocab)
 >>> tree_lstm = Recursive(ChildSumTreeLSTMCell(4, 3))
 >>> x = batch.embed(torch.nn.Embedding(8, 4))
 >>> h, c = tree_lstm(batch, x)
 >>> h.shape, tree_lstm.root_states(batch, x)[0].shape, batch.height
-(torch.Size([15, 3]), torch.Size([2, 3]), 4)
+(torch.Size([16, 3]), torch.Size([2, 3]), 4)
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol, Union
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ __all__ = [
     "TreeCell",
 ]
 
-State = Union[Tensor, tuple[Tensor, ...]]
+State = Tensor | tuple[Tensor, ...]
 
 
 class TreeCell(Protocol):
@@ -110,16 +111,20 @@ class Recursive(nn.Module):
             )
         self.cell = cell
 
+    @property
+    def _cell(self) -> TreeCell:
+        return cast(TreeCell, self.cell)
+
     def _check(self, batch: TreeBatch, inputs: Tensor) -> None:
         if not isinstance(batch, TreeBatch):
             raise TypeError(f"batch: expected a TreeBatch, found {type(batch).__name__}")
-        expected = (batch.num_nodes, self.cell.input_size)
+        expected = (batch.num_nodes, self._cell.input_size)
         if inputs.dim() != 2 or tuple(inputs.shape) != expected:
             raise ValueError(
                 f"inputs: expected [N, I] = {list(expected)} (one row per node), "
                 f"found {list(inputs.shape)}"
             )
-        limit = self.cell.max_children
+        limit = self._cell.max_children
         widest = max(batch.level_max_children)
         if limit is not None and widest > limit:
             raise ValueError(
@@ -130,26 +135,40 @@ class Recursive(nn.Module):
     def forward(self, batch: TreeBatch, inputs: Tensor) -> State:
         """States of every node (see the class docstring), computed one height at a time."""
         self._check(batch, inputs)
-        starts = batch.level_starts
-        leaf_states = _as_tuple(self.cell.leaf(inputs[: starts[1]]))
-        # Per state component: a zero row (padding children point to it), then one block per
-        # height. Nodes are sorted by height, so the blocks concatenated are in node order.
-        blocks = [[s.new_zeros(1, s.shape[1]), s] for s in leaf_states]
-        for h in range(1, len(batch.levels)):
+        starts, schedule = batch.level_starts, batch.schedule
+        height = len(batch.levels) - 1
+        # received[p][c]: blocks of state component c sent to height p by the heights below.
+        received: list[list[list[Tensor]]] = [[] for _ in range(height + 1)]
+        done: list[tuple[Tensor, ...]] = []
+        for h in range(height + 1):
             a, b = starts[h], starts[h + 1]
-            k = self.cell.max_children or batch.level_max_children[h]
-            index = batch.children[a:b, :k] + 1  # -1 (no child) becomes row 0, the zero row
-            if index.shape[1] < k:
-                index = F.pad(index, (0, k - index.shape[1]))
-            flat = index.reshape(-1)
-            gathered = tuple(
-                torch.cat(parts).index_select(0, flat).view(b - a, k, -1) for parts in blocks
-            )
-            children = gathered if len(gathered) > 1 else gathered[0]
-            out = _as_tuple(self.cell(inputs[a:b], children, index > 0))
-            for parts, s in zip(blocks, out):
-                parts.append(s)
-        states = tuple(torch.cat(parts[1:]) for parts in blocks)
+            if h == 0:
+                out = _as_tuple(self._cell.leaf(inputs[a:b]))
+            else:
+                k = self._cell.max_children or batch.level_max_children[h]
+                slots = schedule.slots[h]
+                pad = schedule.num_received[h]  # the zero row
+                if slots.shape[1] < k:
+                    slots = F.pad(slots, (0, k - slots.shape[1]), value=pad)
+                flat = slots.reshape(-1)
+                gathered = tuple(
+                    torch.cat([*blocks, blocks[0].new_zeros(1, blocks[0].shape[1])])
+                    .index_select(0, flat)
+                    .view(b - a, k, -1)
+                    for blocks in received[h]
+                )
+                children = gathered if len(gathered) > 1 else gathered[0]
+                out = _as_tuple(self._cell(inputs[a:b], children, slots < pad))
+            done.append(out)
+            if h < height:
+                sent = [s.index_select(0, schedule.order[h]).split(schedule.splits[h]) for s in out]
+                for p in range(h + 1, height + 1):
+                    if schedule.splits[h][p - h - 1]:
+                        if not received[p]:
+                            received[p] = [[] for _ in out]
+                        for c, blocks in enumerate(received[p]):
+                            blocks.append(sent[c][p - h - 1])
+        states = tuple(torch.cat([out[c] for out in done]) for c in range(len(done[0])))
         return states if len(states) > 1 else states[0]
 
     def node_states(self, batch: TreeBatch, inputs: Tensor) -> State:
@@ -175,9 +194,9 @@ class Recursive(nn.Module):
             x = inputs[j : j + 1]
             kids = children[j][: counts[j]]
             if not kids:
-                states.append(_as_tuple(self.cell.leaf(x)))
+                states.append(_as_tuple(self._cell.leaf(x)))
                 continue
-            k = self.cell.max_children or len(kids)
+            k = self._cell.max_children or len(kids)
             stacked = []
             for c in range(len(states[0])):
                 rows = [states[i][c] for i in kids]
@@ -185,7 +204,7 @@ class Recursive(nn.Module):
                 stacked.append(torch.stack(rows, dim=1))
             mask = torch.arange(k, device=x.device).unsqueeze(0) < len(kids)
             out = tuple(stacked) if len(stacked) > 1 else stacked[0]
-            states.append(_as_tuple(self.cell(x, out, mask)))
+            states.append(_as_tuple(self._cell(x, out, mask)))
         result = tuple(torch.cat([s[c] for s in states]) for c in range(len(states[0])))
         return result if len(result) > 1 else result[0]
 
@@ -204,7 +223,8 @@ class RecursiveCell(nn.Module):
     >>> with torch.no_grad():
     ...     _ = cell.weight.fill_(0.5)
     ...     _ = cell.bias.zero_()
-    >>> cell(torch.zeros(1, 2), torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), torch.ones(1, 2, dtype=torch.bool))
+    >>> children = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # c1 = [1, 0], c2 = [0, 1]
+    >>> cell(torch.zeros(1, 2), children, torch.ones(1, 2, dtype=torch.bool))
     tensor([[0.7616, 0.7616]], grad_fn=<TanhBackward0>)
     """
 
@@ -249,7 +269,7 @@ class RNTNCell(nn.Module):
     ...     _ = cell.weight.zero_()
     ...     _ = cell.bias.zero_()
     >>> cell(torch.zeros(1, 1), torch.tensor([[[0.5], [0.25]]]), torch.ones(1, 2, dtype=torch.bool))
-    tensor([[0.5119]], grad_fn=<TanhBackward0>)
+    tensor([[0.5098]], grad_fn=<TanhBackward0>)
     """
 
     max_children: int | None = 2
@@ -263,7 +283,9 @@ class RNTNCell(nn.Module):
             )
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.weight_tensor = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size, 2 * hidden_size))
+        self.weight_tensor = nn.Parameter(
+            torch.empty(hidden_size, 2 * hidden_size, 2 * hidden_size)
+        )
         self.weight = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size))
         self.bias = nn.Parameter(torch.empty(hidden_size))
         _uniform_(self, hidden_size)
@@ -356,7 +378,8 @@ class NaryTreeLSTMCell(nn.Module):
     blocks i, f_1..f_N, g, o acting on ``[h_1; ...; h_N]``, ``bias_hh [(N + 3)H]``.
 
     >>> cell = NaryTreeLSTMCell(3, 2, n=2)
-    >>> h, c = cell(torch.randn(5, 3), (torch.randn(5, 2, 2), torch.randn(5, 2, 2)), torch.ones(5, 2, dtype=torch.bool))
+    >>> kids = (torch.randn(5, 2, 2), torch.randn(5, 2, 2))
+    >>> h, c = cell(torch.randn(5, 3), kids, torch.ones(5, 2, dtype=torch.bool))
     >>> cell.weight_hh.shape, h.shape
     (torch.Size([10, 4]), torch.Size([5, 2]))
     """

@@ -32,7 +32,8 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal
+from itertools import pairwise
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
 
-__all__ = ["Tree", "TreeBatch"]
+__all__ = ["GatherSchedule", "Tree", "TreeBatch"]
 
 TreeFormat = Literal["brackets", "listops", "parents", "python"]
 FORMATS: tuple[str, ...] = ("brackets", "listops", "parents", "python")
@@ -145,7 +146,7 @@ class Tree:
                 return False
             if a.value is not None and b.value is not None and not torch.equal(a.value, b.value):
                 return False
-            pairs.extend(zip(a.children, b.children))
+            pairs.extend(zip(a.children, b.children, strict=True))
         return True
 
     __hash__ = None  # type: ignore[assignment]
@@ -244,10 +245,10 @@ class Tree:
         Internal nodes have no token. A single value (``7``) is a one-leaf tree.
 
         >>> t = Tree.from_listops("[MAX 2 [MIN 4 7 ] ]")
-        >>> Tree(None, t.children).to_string("brackets")
-        '((([MAX 2) (([MIN 4) 7) ])) ])'
+        >>> t.to_string("brackets")
+        '((([MAX 2) ((([MIN 4) 7) ])) ])'
         >>> t.height(), [leaf.token for leaf in t.leaves()][:3]
-        (4, ['[MAX', '2', '[MIN'])
+        (5, ['[MAX', '2', '[MIN'])
         """
         spans = [(m.group(), m.start() + 1) for m in re.finditer(r"\S+", text)]
         if not spans:
@@ -360,7 +361,7 @@ class Tree:
         """
         root = ast.parse(source)
         tree = cls(token=type(root).__name__, format="python")
-        stack = [(root, tree)]
+        stack: list[tuple[ast.AST, Tree]] = [(root, tree)]
         while stack:
             node, out = stack.pop()
             for child in ast.iter_child_nodes(node):
@@ -376,7 +377,8 @@ class Tree:
         A batch of such trees has token ids as ``inputs``, so a stream of trees read once can
         be collated by :meth:`collate` without a vocabulary.
 
-        >>> Tree.from_listops("[SM 1 2 ]").map_tokens({"[SM": 0, "1": 1, "2": 2, "]": 3}).leaves()[1].value
+        >>> vocab = {"[SM": 0, "1": 1, "2": 2, "]": 3}
+        >>> Tree.from_listops("[SM 1 2 ]").map_tokens(vocab).leaves()[1].value
         tensor(1)
         """
         copies: dict[int, Tree] = {}
@@ -510,6 +512,24 @@ def _read_bracket(tokens: list[tuple[str, int]], start: int, text: str) -> tuple
     return root, i
 
 
+class GatherSchedule(NamedTuple):
+    """How :class:`~rnnkit.recursive.Recursive` moves states from children to parents.
+
+    Every node but a root is the child of exactly one parent, so the states of height l are
+    sent once: reordered by their parent's height (``order[l]``, positions within height l,
+    roots left out) and cut into one block per parent height ``p = l + 1, ..., height``
+    (``splits[l]``, block sizes). Height p concatenates the blocks it received (from l = 0,
+    1, ..., p - 1) and a zero row, and reads its children's states at ``slots[p]`` ``[n_p, K_p]``
+    (the zero row, index ``num_received[p]``, where a node has fewer children). Each state is
+    copied a constant number of times, so a forest costs O(N) memory traffic, not O(N x height).
+    """
+
+    order: list[Tensor]
+    splits: list[list[int]]
+    slots: list[Tensor]
+    num_received: list[int]
+
+
 class TreeBatch:
     """A forest made into tensors once, nodes sorted by height (all leaves first).
 
@@ -522,6 +542,7 @@ class TreeBatch:
         children: ``[N, K]`` int64 batch indices of each node's children in order, ``-1``
             padding (K = the most children of any node, at least 1).
         num_children: ``[N]`` int64.
+        parents: ``[N]`` int64 batch index of each node's parent, ``-1`` at the roots.
         heights: ``[N]`` int64, 0 at leaves, ``1 + max(children)`` above; non-decreasing.
         levels: one ``[n_h]`` int64 index tensor per height h; the nodes of a height are
             contiguous, so ``levels[h]`` is ``arange(level_starts[h], level_starts[h + 1])``.
@@ -533,10 +554,13 @@ class TreeBatch:
         tree_index: ``[N]`` int64, the tree each node belongs to.
         preorder: ``[N]`` int64 batch indices, tree after tree, each tree's nodes in the
             preorder of :meth:`Tree.nodes`; ``tree_starts`` are its boundaries.
+        schedule: the :class:`GatherSchedule` a Recursive follows.
 
     >>> b = Tree.collate([Tree.from_listops("[SM 1 2 ]"), Tree.from_listops("5")])
     >>> b.num_nodes, b.roots.tolist(), b.level_starts, b.height
     (8, [7, 4], [0, 5, 6, 7, 8], 3)
+    >>> b.parents.tolist(), b.schedule.slots[1].tolist(), b.schedule.splits[0]
+    ([5, 5, 6, 7, -1, 6, 7, -1], [[0, 1]], [2, 1, 1])
     """
 
     __slots__ = (
@@ -551,9 +575,11 @@ class TreeBatch:
         "num_children",
         "num_nodes",
         "num_trees",
+        "parents",
         "preorder",
         "root_labels",
         "roots",
+        "schedule",
         "tree_index",
         "tree_starts",
     )
@@ -564,31 +590,33 @@ class TreeBatch:
         inputs: Tensor | None,
         has_input: Tensor,
         children: Tensor,
-        num_children: Tensor,
+        parents: Tensor,
         heights: Tensor,
-        levels: list[Tensor],
         level_starts: list[int],
-        level_max_children: list[int],
         roots: Tensor,
         labels: Tensor,
         tree_index: Tensor,
         preorder: Tensor,
         tree_starts: list[int],
+        schedule: GatherSchedule,
     ) -> None:
         self.inputs = inputs
         self.has_input = has_input
         self.children = children
-        self.num_children = num_children
+        self.num_children = (children >= 0).sum(dim=1)
+        self.parents = parents
         self.heights = heights
-        self.levels = levels
         self.level_starts = level_starts
-        self.level_max_children = level_max_children
+        self.levels = [torch.arange(a, b, device=heights.device) for a, b in pairwise(level_starts)]
+        counts = self.num_children.tolist()
+        self.level_max_children = [max(counts[a:b]) for a, b in pairwise(level_starts)]
         self.roots = roots
         self.labels = labels
         self.root_labels = labels[roots]
         self.tree_index = tree_index
         self.preorder = preorder
         self.tree_starts = tree_starts
+        self.schedule = schedule
         self.num_trees = int(roots.numel())
         self.num_nodes = int(heights.numel())
 
@@ -598,9 +626,7 @@ class TreeBatch:
         return len(self.levels) - 1
 
     @classmethod
-    def from_trees(
-        cls, trees: Sequence[Tree], vocab: Mapping[str, int] | None = None
-    ) -> TreeBatch:
+    def from_trees(cls, trees: Sequence[Tree], vocab: Mapping[str, int] | None = None) -> TreeBatch:
         """Batch ``trees``; with ``vocab``, ``inputs`` are the ids of the node tokens.
 
         Without a vocabulary, ``inputs`` stacks the node ``value`` tensors (zeros, or ``-1``
@@ -629,21 +655,18 @@ class TreeBatch:
             roots.append(local[id(tree)])
             pre.extend(local[id(node)] for node in tree.nodes())
             tree_starts.append(len(pre))
+        num = len(nodes)
         order = np.argsort(np.asarray(heights, dtype=np.int64), kind="stable")
-        new_index = np.empty(len(nodes), dtype=np.int64)
-        new_index[order] = np.arange(len(nodes))
-        max_children = max(1, max(len(k) for k in child_lists))
-        children = np.full((len(nodes), max_children), -1, dtype=np.int64)
+        new_index = np.empty(num, dtype=np.int64)
+        new_index[order] = np.arange(num)
+        children = np.full((num, max(1, max(len(k) for k in child_lists))), -1, dtype=np.int64)
+        parents = np.full(num, -1, dtype=np.int64)
         for old, kids in enumerate(child_lists):
             children[new_index[old], : len(kids)] = new_index[kids]
-        num_children = (children >= 0).sum(axis=1)
+            parents[new_index[kids]] = new_index[old]
         sorted_heights = np.asarray(heights, dtype=np.int64)[order]
-        counts = np.bincount(sorted_heights)
-        level_starts = [0, *np.cumsum(counts).tolist()]
-        level_max_children = [
-            int(num_children[a:b].max()) for a, b in zip(level_starts[:-1], level_starts[1:])
-        ]
-        labels = np.full(len(nodes), -1, dtype=np.int64)
+        level_starts = [0, *np.cumsum(np.bincount(sorted_heights)).tolist()]
+        labels = np.full(num, -1, dtype=np.int64)
         for old, node in enumerate(nodes):
             if node.label is not None:
                 if not isinstance(node.label, int):
@@ -652,22 +675,20 @@ class TreeBatch:
                         f"{node.label!r}; map the labels to class indices first"
                     )
                 labels[new_index[old]] = node.label
-        sorted_nodes = [nodes[i] for i in order]
-        inputs, has_input = _node_inputs(sorted_nodes, vocab)
+        inputs, has_input = _node_inputs([nodes[i] for i in order], vocab)
         return cls(
             inputs=inputs,
             has_input=has_input,
             children=torch.from_numpy(children),
-            num_children=torch.from_numpy(num_children.astype(np.int64)),
+            parents=torch.from_numpy(parents),
             heights=torch.from_numpy(sorted_heights),
-            levels=[torch.arange(a, b) for a, b in zip(level_starts[:-1], level_starts[1:])],
             level_starts=level_starts,
-            level_max_children=level_max_children,
             roots=torch.from_numpy(new_index[roots]),
             labels=torch.from_numpy(labels),
             tree_index=torch.from_numpy(np.asarray(tree_of, dtype=np.int64)[order]),
             preorder=torch.from_numpy(new_index[pre]),
             tree_starts=tree_starts,
+            schedule=_gather_schedule(children, parents, sorted_heights, level_starts),
         )
 
     def tree_nodes(self, i: int) -> Tensor:
@@ -678,26 +699,32 @@ class TreeBatch:
 
     def to(self, device: torch.device | str) -> TreeBatch:
         """The same batch with its tensors on ``device``."""
+        s = self.schedule
         return TreeBatch(
             inputs=None if self.inputs is None else self.inputs.to(device),
             has_input=self.has_input.to(device),
             children=self.children.to(device),
-            num_children=self.num_children.to(device),
+            parents=self.parents.to(device),
             heights=self.heights.to(device),
-            levels=[level.to(device) for level in self.levels],
             level_starts=self.level_starts,
-            level_max_children=self.level_max_children,
             roots=self.roots.to(device),
             labels=self.labels.to(device),
             tree_index=self.tree_index.to(device),
             preorder=self.preorder.to(device),
             tree_starts=self.tree_starts,
+            schedule=GatherSchedule(
+                [t.to(device) for t in s.order],
+                s.splits,
+                [t.to(device) for t in s.slots],
+                s.num_received,
+            ),
         )
 
     def embed(self, embedding: torch.nn.Module) -> Tensor:
         """``[N, I]`` embeddings of the token ids in ``inputs``, zeros where there is none.
 
-        >>> b = TreeBatch.from_trees([Tree.from_listops("[SM 1 ]")], vocab={"[SM": 0, "1": 1, "]": 2})
+        >>> vocab = {"[SM": 0, "1": 1, "]": 2}
+        >>> b = TreeBatch.from_trees([Tree.from_listops("[SM 1 ]")], vocab=vocab)
         >>> emb = torch.nn.Embedding(3, 2)
         >>> x = b.embed(emb)
         >>> x.shape, bool((x[3:] == 0).all())
@@ -738,3 +765,31 @@ def _node_inputs(
     out = torch.full((len(nodes), *first.shape), fill, dtype=first.dtype)
     out[has] = torch.stack(values)
     return out, has
+
+
+def _gather_schedule(
+    children: np.ndarray, parents: np.ndarray, heights: np.ndarray, level_starts: list[int]
+) -> GatherSchedule:
+    """The :class:`GatherSchedule` of a forest whose nodes are sorted by height."""
+    num = len(heights)
+    height = len(level_starts) - 2
+    parent_height = np.where(parents >= 0, heights[parents], -1)
+    # Every non-root node, by (parent height, height, index): the blocks height p receives,
+    # in the order it concatenates them.
+    sent = np.nonzero(parents >= 0)[0]
+    sent = sent[np.lexsort((sent, heights[sent], parent_height[sent]))]
+    position = np.zeros(num, dtype=np.int64)
+    position[sent] = np.arange(len(sent))
+    first = np.searchsorted(parent_height[sent], np.arange(height + 2))
+    order, splits, slots, received = [], [], [], []
+    for h, (a, b) in enumerate(pairwise(level_starts)):
+        mine = np.arange(a, b)[parent_height[a:b] >= 0]
+        mine = mine[np.argsort(parent_height[mine], kind="stable")]
+        order.append(torch.from_numpy(mine - a))
+        splits.append(np.bincount(parent_height[mine], minlength=height + 1)[h + 1 :].tolist())
+        count = int(first[h + 1] - first[h]) if h > 0 else 0
+        kids = children[a:b, : max(1, int((children[a:b] >= 0).sum(axis=1).max()))]
+        slot = np.where(kids >= 0, position[kids] - (first[h] if h > 0 else 0), count)
+        slots.append(torch.from_numpy(slot.astype(np.int64)))
+        received.append(count)
+    return GatherSchedule(order, splits, slots, received)

@@ -161,7 +161,7 @@ def _ts_bool(value: str, path: PathArg, line: int, column: int, tag: str) -> boo
 
 
 def _ts_positive_int(value: str, path: PathArg, line: int, column: int, tag: str) -> int:
-    if value.isascii() and value.isdigit() and int(value) > 0:
+    if value.isascii() and value.isdigit() and len(value) <= 18 and int(value) > 0:
         return int(value)
     raise ReaderError(
         f"{tag}: expected a positive integer, found {value!r}", path=path, line=line, column=column
@@ -472,6 +472,10 @@ def read_idx(path: PathArg) -> np.ndarray:
             path=path,
         )
     shape = struct.unpack(f">{ndim}I", raw[4:offset])
+    if math.prod(n for n in shape if n) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise ReaderError(
+            f"expected a shape NumPy can hold at bytes 4-{offset - 1}, found {shape}", path=path
+        )
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) - offset != expected:
         raise ReaderError(
