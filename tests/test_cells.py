@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnkit import GRUCell, LSTMCell, RNNCell
+from rnnkit import GRUCell, GRUDCell, LSTMCell, Recurrence, RNNCell, SequenceBatch
 from rnnkit.cells import Cell, check_cell
 
 TOL = {"atol": 1e-6, "rtol": 1e-5}  # float32
@@ -176,3 +176,83 @@ def test_cell_options_are_checked():
 def test_protocol_check_names_what_is_missing():
     with pytest.raises(TypeError, match="found Linear without initial_state, hidden_size"):
         check_cell(nn.Linear(2, 2))
+
+
+def _constant_grud():
+    cell = GRUDCell(1, 1, x_mean=torch.tensor([2.0]))
+    with torch.no_grad():
+        for name, value in [
+            ("weight_ih", 0.5),
+            ("weight_hh", 0.5),
+            ("weight_mh", 0.5),
+            ("bias_ih", 0.0),
+            ("weight_decay_x", 1.0),
+            ("bias_decay_x", 0.0),
+            ("weight_decay_h", 1.0),
+            ("bias_decay_h", 0.0),
+        ]:
+            getattr(cell, name).fill_(value)
+    return cell
+
+
+def test_grud_golden_numbers_by_hand():
+    import math
+
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    cell = _constant_grud()
+    # step 1: x unobserved (m=0), 1 time unit since the last observation; h0=0, x_last=mean=2
+    # γ_x = e^-1, x̂ = γ_x*2 + (1-γ_x)*2 = 2; ĥ = 0; r = z = σ(0.5*2) ; n = tanh(0.5*2)
+    h1 = sig(1.0) * math.tanh(1.0)
+    # step 2: x=4 observed, δ=2: ĥ = e^-2 h1; x̂ = 4; V m = 0.5
+    hh = math.exp(-2.0) * h1
+    r2 = sig(0.5 * 4 + 0.5 * hh + 0.5)
+    z2 = sig(0.5 * 4 + 0.5 * hh + 0.5)
+    n2 = math.tanh(0.5 * 4 + 0.5 * r2 * hh + 0.5)
+    h2 = (1 - z2) * hh + z2 * n2
+    # step 3: unobserved again after 3 units: x̂ = γ_x*4 + (1-γ_x)*2 with γ_x = e^-3
+    g3 = math.exp(-3.0)
+    xh = g3 * 4 + (1 - g3) * 2
+    hh3 = math.exp(-3.0) * h2
+    r3 = sig(0.5 * xh + 0.5 * hh3)
+    z3 = r3
+    n3 = math.tanh(0.5 * xh + 0.5 * r3 * hh3)
+    h3 = (1 - z3) * hh3 + z3 * n3
+    values = torch.tensor([[float("nan")], [4.0], [float("nan")]])
+    mask = torch.tensor([[0.0], [1.0], [0.0]])
+    delta = torch.tensor([[1.0], [2.0], [3.0]])
+    seq = GRUDCell.pack_inputs(values, mask, delta)
+    out, (h, x_last) = Recurrence(cell).with_final_state(SequenceBatch.from_list([seq]))
+    torch.testing.assert_close(
+        out.data.squeeze(1), torch.tensor([h1, h2, h3]), atol=1e-6, rtol=1e-6
+    )
+    assert x_last.item() == 4.0
+    assert h.item() == out.data[-1].item()
+
+
+def test_grud_backends_agree_on_ragged_batch_and_gradcheck():
+    torch.manual_seed(10)
+    cell = GRUDCell(2, 3, x_mean=torch.tensor([0.5, -1.0])).double()
+    g = torch.Generator().manual_seed(0)
+    seqs = []
+    for n in (4, 1, 6):
+        values = torch.randn(n, 2, generator=g, dtype=torch.float64)
+        mask = (torch.rand(n, 2, generator=g) > 0.4).double()
+        delta = torch.rand(n, 2, generator=g, dtype=torch.float64) * 3
+        seqs.append(GRUDCell.pack_inputs(values, mask, delta))
+    x = SequenceBatch.from_list(seqs)
+    a = Recurrence(cell, backend="loop")(x).data
+    b = Recurrence(cell, backend="reference")(x).data
+    torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    inputs = torch.cat(seqs)[:3].requires_grad_()
+    state = (
+        torch.randn(3, 3, dtype=torch.float64, requires_grad=True),
+        torch.randn(3, 2, dtype=torch.float64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(lambda x, h, xl: cell(x, (h, xl)), (inputs, *state))
+
+
+def test_grud_refuses_bad_shapes_and_means():
+    with pytest.raises(ValueError, match=r"mask and delta: expected the shape of values \(3, 2\)"):
+        GRUDCell.pack_inputs(torch.zeros(3, 2), torch.zeros(3, 1), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="x_mean: expected 2 finite training means"):
+        GRUDCell(2, 3, x_mean=torch.tensor([1.0, float("nan")]))

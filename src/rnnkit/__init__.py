@@ -3,7 +3,15 @@
 The public index: every name a user needs, imported from the module that defines it.
 """
 
-from rnnkit.cells import Cell, GRUCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
+from rnnkit.cells import (
+    Cell,
+    GRUCell,
+    GRUDCell,
+    LSTMCell,
+    MinGRUCell,
+    MinLSTMCell,
+    RNNCell,
+)
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
 from rnnkit.sequences import SequenceBatch
@@ -17,6 +25,7 @@ __all__ = [
     "Embedding",
     "Fold",
     "GRUCell",
+    "GRUDCell",
     "LSTMCell",
     "Layer",
     "MinGRUCell",

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 __all__ = [
     "Cell",
     "GRUCell",
+    "GRUDCell",
     "LSTMCell",
     "MinGRUCell",
     "MinLSTMCell",
@@ -422,3 +423,98 @@ class MinLSTMCell(_LinearRecurrenceCell):
         log_f, log_i = -nn.functional.softplus(-f), -nn.functional.softplus(-i)
         log_norm = torch.logaddexp(log_f, log_i)
         return log_f - log_norm, log_i - log_norm + _log_positive(v)
+
+
+class GRUDCell(_StepCell):
+    r"""GRU-D (Che et al. 2018, arXiv:1606.01865): a GRU for series with missing values.
+
+    Each step's input is ``[x, m, δ]`` concatenated (``[B, 3D]``, see :meth:`pack_inputs`):
+    the values ``x`` (anything where unobserved), the mask ``m`` (1 = observed) and ``δ``, the
+    time since each variable was last observed, in any unit, from real timestamps. The state
+    is ``(h [B, H], x_last [B, D])``, the last observed value of each variable (starting at the
+    training mean ``x_mean``, a buffer set from the training split only).
+
+    .. code-block:: text
+
+        γ_x = exp(-max(0, w_γx ⊙ δ + b_γx))        input decay, diagonal
+        γ_h = exp(-max(0, W_γh δ + b_γh))          hidden decay
+        x̂ = m ⊙ x + (1 - m) ⊙ (γ_x ⊙ x_last + (1 - γ_x) ⊙ x_mean)
+        ĥ = γ_h ⊙ h
+        r = σ(W_r x̂ + U_r ĥ + V_r m + b_r)
+        z = σ(W_z x̂ + U_z ĥ + V_z m + b_z)
+        h̃ = tanh(W_n x̂ + U_n (r ⊙ ĥ) + V_n m + b_n)
+        h' = (1 - z) ⊙ ĥ + z ⊙ h̃                  x_last' = m ⊙ x + (1 - m) ⊙ x_last
+
+    Shapes: ``weight_ih [3H, D]`` (W, gates r, z, n), ``weight_hh [3H, H]`` (U),
+    ``weight_mh [3H, D]`` (V), ``bias_ih [3H]``, ``weight_decay_x [D]``, ``bias_decay_x [D]``,
+    ``weight_decay_h [H, D]``, ``bias_decay_h [H]``; ``input_size`` is ``3D``.
+    """
+
+    x_mean: Tensor
+
+    def __init__(self, num_variables: int, hidden_size: int, x_mean: Tensor | None = None) -> None:
+        super().__init__()
+        d, h = num_variables, hidden_size
+        self.num_variables, self.hidden_size, self.input_size = d, h, 3 * d
+        self.weight_ih = nn.Parameter(torch.empty(3 * h, d))
+        self.weight_hh = nn.Parameter(torch.empty(3 * h, h))
+        self.weight_mh = nn.Parameter(torch.empty(3 * h, d))
+        self.bias_ih = nn.Parameter(torch.empty(3 * h))
+        self.weight_decay_x = nn.Parameter(torch.empty(d))
+        self.bias_decay_x = nn.Parameter(torch.empty(d))
+        self.weight_decay_h = nn.Parameter(torch.empty(h, d))
+        self.bias_decay_h = nn.Parameter(torch.empty(h))
+        mean = torch.zeros(d) if x_mean is None else torch.as_tensor(x_mean, dtype=torch.float32)
+        if mean.shape != (d,) or not bool(torch.isfinite(mean).all()):
+            raise ValueError(
+                f"x_mean: expected {d} finite training means, found shape {tuple(mean.shape)}"
+                + ("" if mean.shape != (d,) else " with NaN/Inf (a variable never observed?)")
+            )
+        self.register_buffer("x_mean", mean.clone())
+        self.reset_parameters()
+
+    @staticmethod
+    def pack_inputs(values: Tensor, mask: Tensor, delta: Tensor) -> Tensor:
+        """``[T, D]`` values (NaN allowed where unobserved), mask and gaps to ``[T, 3D]``."""
+        if values.shape != mask.shape or values.shape != delta.shape:
+            raise ValueError(
+                f"mask and delta: expected the shape of values {tuple(values.shape)}, found "
+                f"{tuple(mask.shape)} and {tuple(delta.shape)}"
+            )
+        observed = mask.to(values.dtype)
+        return torch.cat([torch.nan_to_num(values) * observed, observed, delta], dim=-1)
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        h = self._zeros(batch_size, self.hidden_size, device, dtype)
+        return h, self.x_mean.to(h).expand(batch_size, -1).clone()
+
+    def input_projection(self, x: Tensor) -> Tensor:
+        """``[N, 3D] -> [N, 2D + D + H + 3H]``: x, m, γ_x, γ_h and ``V m + b`` per step."""
+        _check_input("GRUDCell input", x, self.input_size)
+        values, mask, delta = x.chunk(3, dim=-1)
+        gamma_x = torch.exp(-torch.relu(self.weight_decay_x * delta + self.bias_decay_x))
+        gamma_h = torch.exp(
+            -torch.relu(nn.functional.linear(delta, self.weight_decay_h, self.bias_decay_h))
+        )
+        vm = nn.functional.linear(mask, self.weight_mh, self.bias_ih)
+        return torch.cat([values, mask, gamma_x, gamma_h, vm], dim=-1)
+
+    def step(self, px: Tensor, state: State) -> tuple[Tensor, Tensor]:
+        h, x_last = as_tuple(state)
+        d, hid = self.num_variables, self.hidden_size
+        x, m, gamma_x, gamma_h, vm = px.split([d, d, d, hid, 3 * hid], dim=-1)
+        x_hat = m * x + (1 - m) * (gamma_x * x_last + (1 - gamma_x) * self.x_mean)
+        h_hat = gamma_h * h
+        wx_r, wx_z, wx_n = nn.functional.linear(x_hat, self.weight_ih).chunk(3, dim=-1)
+        vm_r, vm_z, vm_n = vm.chunk(3, dim=-1)
+        u_rz, u_n = self.weight_hh[: 2 * hid], self.weight_hh[2 * hid :]
+        uh_r, uh_z = nn.functional.linear(h_hat, u_rz).chunk(2, dim=-1)
+        r = torch.sigmoid(wx_r + uh_r + vm_r)
+        z = torch.sigmoid(wx_z + uh_z + vm_z)
+        n = torch.tanh(wx_n + nn.functional.linear(r * h_hat, u_n) + vm_n)
+        return (1 - z) * h_hat + z * n, m * x + (1 - m) * x_last
