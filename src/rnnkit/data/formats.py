@@ -97,7 +97,7 @@ def read_text(path: PathArg) -> str:
 # UEA/UCR .ts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TsDataset:
     """What `read_ts` returns.
 
