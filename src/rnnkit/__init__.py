@@ -12,6 +12,7 @@ from rnnkit.cells import (
     MinLSTMCell,
     RNNCell,
 )
+from rnnkit.data.minibatch import MinibatchSource
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
 from rnnkit.sequences import SequenceBatch
@@ -30,6 +31,7 @@ __all__ = [
     "Layer",
     "MinGRUCell",
     "MinLSTMCell",
+    "MinibatchSource",
     "RNNCell",
     "Recurrence",
     "RecurrenceFrom",
