@@ -5,6 +5,7 @@ Every reader returns examples (dicts ``stream name -> tensor [T_i, *F]``) that
 malformed input.
 """
 
+from rnnkit.data.ctf import CTFReader, Stream, iter_ctf, read_ctf, write_ctf
 from rnnkit.data.errors import ReaderError
 from rnnkit.data.formats import (
     TextVocabulary,
@@ -31,19 +32,23 @@ from rnnkit.data.timeseries import (
 )
 
 __all__ = [
+    "CTFReader",
     "Collatable",
     "Minibatch",
     "MinibatchSource",
     "ReaderError",
     "Scaler",
+    "Stream",
     "TextVocabulary",
     "TimeSeries",
     "TsDataset",
     "Vocabulary",
     "encode_sentences",
+    "iter_ctf",
     "load_series",
     "mnist_sequences",
     "read_conll",
+    "read_ctf",
     "read_idx",
     "read_tagged",
     "read_text",
@@ -52,5 +57,6 @@ __all__ = [
     "text_windows",
     "time_since_observed",
     "windows",
+    "write_ctf",
     "write_idx",
 ]

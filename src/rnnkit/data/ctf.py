@@ -1,0 +1,751 @@
+"""The CNTK Text Format (CTF): read sequences of dense and sparse samples, and write them back.
+
+A CTF file holds one sample per stream per line; lines are grouped into sequences by an
+optional leading sequence id (CNTK's ``CNTKTextFormatReader``)::
+
+    0 |x 0.1 0.2 |y 1        <- sequence 0: x has 2 samples, y has 1
+    0 |x 0.3 0.4
+    7 |x 1 2 |w 3:0.5        <- sequence 7: a sparse sample, index 3 holds 0.5
+
+The grammar, as this module reads it:
+
+- A line is ``[id] (|name values... | |# comment)*`` ending in ``\\n`` or ``\\r\\n`` (the last line
+  may lack it). Spaces and tabs separate; nothing else does (a lone ``\\r`` is an error).
+- ``id`` is an unsigned integer below 2**64 (``007`` is 7). If the first line that carries a
+  sample has an id, consecutive lines with the same id form one sequence, a line without an id
+  continues the current sequence, and an id may appear again only on consecutive lines. If that
+  first line has no id, every line is its own sequence and later ids are checked, then ignored
+  (both rules are CNTK's).
+- Dense values are decimal numbers ``[+-](digits[.digits] | .digits)[(e|E)[+-]digits]``, exactly
+  ``dim`` per sample. Sparse values are ``index:value`` pairs with ``0 <= index < dim``, each index
+  at most once per sample; ``|name`` with no pairs is an all-zero sample. Numbers are read as
+  float64 and rounded to float32 (beyond float32's range they become ±inf).
+- A stream appears at most once per line (one sample per stream per line, as in CNTK).
+- A comment starts with ``|#`` and runs to the end of the line or to the next ``|`` that is not
+  followed by ``#``: inside a comment ``|#`` is an escaped pipe.
+- A line without samples (blank, or only comments, with or without an id) belongs to no sequence;
+  only its syntax is checked.
+
+Each example is a dict ``name -> float32 tensor [T_k, dim]`` over all the requested streams, where
+``T_k`` counts the lines of the sequence carrying stream ``k`` (CNTK requires 1 ≤ T_k; here a
+stream without samples in a sequence gives a ``[0, dim]`` tensor). Sparse streams are stored
+dense in the tensor, so memory is ``T_k * dim * 4`` bytes. A stream of the file that is not
+requested is an error, not skipped.
+
+Malformed input raises :class:`~rnnkit.data.errors.ReaderError` with ``path:line:column``
+(1-based, columns count characters; invalid UTF-8 bytes count one each), the stream and what was
+found. With ``skip_bad=True`` the sequences holding a malformed line are skipped and their errors
+collected (``CTFReader.errors``, or the ``errors`` list given to :func:`read_ctf`).
+
+Speed: each block of about 1 MiB of lines is first read by a fast path (``str.split`` per line,
+one NumPy conversion per stream and block). A block it cannot vouch for (comments, blank lines,
+non-ASCII text, anything malformed) is read again by the plain path, a careful scanner that
+locates errors. ``CTFReader(..., fast=False)`` forces the plain path; both give equal results.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnkit.data.errors import ReaderError
+
+__all__ = ["CTFReader", "Stream", "iter_ctf", "read_ctf", "write_ctf"]
+
+_BLOCK_BYTES = 1 << 20
+_MAX_ID = 2**64
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_PAIR = re.compile(r"([0-9]+):(.*)", re.DOTALL)
+_SPACES = re.compile(r"[ \t]*")
+_TOKEN = re.compile(r"[^ \t|]+")
+# ASCII characters that ``str.split()`` treats as whitespace but CTF does not.
+_ODD_SPACES = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+
+PathArg = str | PathLike[str]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream of a CTF file: its name in the file, its dimension and its encoding.
+
+    >>> Stream("features", 4)
+    Stream(field='features', dim=4, sparse=False)
+    >>> Stream("word", 10000, sparse=True).sparse
+    True
+    """
+
+    field: str
+    dim: int
+    sparse: bool = False
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.field, str)
+            or not self.field
+            or self.field.startswith("#")
+            or any(c in self.field for c in " \t|\r\n")
+        ):
+            raise ValueError(
+                "field: expected a non-empty name without spaces, tabs, newlines or '|' that "
+                f"does not start with '#', found {self.field!r}"
+            )
+        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
+            raise ValueError(f"dim: expected a positive integer, found {self.dim!r}")
+        if not isinstance(self.sparse, bool):
+            raise ValueError(f"sparse: expected a bool, found {self.sparse!r}")
+
+
+def _check_streams(streams: Mapping[str, Stream]) -> dict[str, Stream]:
+    if not isinstance(streams, Mapping) or not streams:
+        raise ValueError(f"streams: expected a non-empty mapping name -> Stream, found {streams!r}")
+    fields: dict[str, str] = {}
+    for name, stream in streams.items():
+        if not isinstance(stream, Stream):
+            raise ValueError(f"streams[{name!r}]: expected a Stream, found {stream!r}")
+        if stream.field in fields:
+            raise ValueError(
+                f"streams: {fields[stream.field]!r} and {name!r} both read field {stream.field!r}"
+            )
+        fields[stream.field] = name
+    return dict(streams)
+
+
+class _LineError(Exception):
+    """A malformed line, with the sequence id read before the fault (-1: the id itself)."""
+
+    def __init__(self, error: ReaderError, sid: int | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.sid = sid
+
+
+@dataclass
+class _Block:
+    """The samples of a block of lines, cut into sequence pieces.
+
+    ``values[k]`` is stream k's float32 [n_k, dim] array; ``starts[i, k]`` is the first row of
+    piece i in it; piece 0 continues the open sequence when ``continues``; ``errors[i]`` marks a
+    piece of a bad sequence. Reading stops after the pieces when ``fatal`` is set.
+    """
+
+    values: list[np.ndarray]
+    starts: np.ndarray
+    continues: bool
+    errors: list[ReaderError | None]
+    fatal: ReaderError | None
+
+
+@dataclass
+class _State:
+    """Sequence grouping carried from block to block."""
+
+    ids: bool | None = None  # None until the first line with a sample
+    cur_text: str | None = None
+    cur_id: int | None = None
+    seen: set[int] = dataclass_field(default_factory=set)
+
+
+def _to_float32(values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32)
+
+
+class CTFReader:
+    """Iterate over the sequences of a CTF file, one example dict per sequence, in file order.
+
+    Args:
+        path: the CTF file (UTF-8).
+        streams: name -> :class:`Stream`; the examples use these names as keys.
+        skip_bad: skip sequences holding a malformed line instead of raising; each skipped
+            sequence leaves its first error in :attr:`errors` (its count is :attr:`skipped`).
+        fast: use the fast path where it applies (the results are the same either way).
+
+    Each pass reads the file again, line by line, and resets :attr:`errors`.
+
+    >>> import tempfile, os
+    >>> from pathlib import Path
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.ctf")
+    >>> _ = Path(path).write_text("0 |x 1 2 |y 1\\n0 |x 3 4\\n5 |x 5 6 |y 0\\n6 |x oops |y 1\\n")
+    >>> reader = CTFReader(path, {"x": Stream("x", 2), "y": Stream("y", 1)}, skip_bad=True)
+    >>> [ex["x"].tolist() for ex in reader]
+    [[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0]]]
+    >>> reader.skipped, str(reader.errors[0]).split(path)[1]
+    (1, ":4:6: stream 'x': expected a number, found 'oops'")
+    """
+
+    def __init__(
+        self,
+        path: PathArg,
+        streams: Mapping[str, Stream],
+        *,
+        skip_bad: bool = False,
+        fast: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.streams = _check_streams(streams)
+        self.skip_bad = skip_bad
+        self.fast = fast
+        self.errors: list[ReaderError] = []
+        self._names = list(self.streams)
+        self._specs = [self.streams[n] for n in self._names]
+        self._index = {s.field: k for k, s in enumerate(self._specs)}
+
+    @property
+    def skipped(self) -> int:
+        """The number of sequences skipped in the current (or last) pass."""
+        return len(self.errors)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        self.errors = []
+        return self._run(self.errors)
+
+    # -- reading blocks ------------------------------------------------------------------
+
+    def _run(self, errors: list[ReaderError]) -> Iterator[dict[str, Tensor]]:
+        state = _State()
+        opened: list[list[Tensor]] | None = None
+        open_error: ReaderError | None = None
+        for lineno, text in self._blocks():
+            block = self._fast_block(text, lineno, state) if self.fast else None
+            if block is None:
+                block = self._plain_block(text, lineno, state)
+            counts = np.diff(block.starts, axis=0, append=[[len(v) for v in block.values]])
+            pieces = [
+                torch.from_numpy(v).split(counts[:, k].tolist()) for k, v in enumerate(block.values)
+            ]
+            for i in range(len(block.starts)):
+                piece = [p[i] for p in pieces]
+                error = block.errors[i]
+                if i == 0 and block.continues:
+                    if opened is not None:
+                        opened.append(piece)
+                        open_error = open_error or error
+                    continue
+                if opened is not None:
+                    yield from self._close(opened, open_error, errors)
+                opened, open_error = [piece], error
+            if block.fatal is not None:
+                raise block.fatal
+        if opened is not None:
+            yield from self._close(opened, open_error, errors)
+
+    def _close(
+        self, pieces: list[list[Tensor]], error: ReaderError | None, errors: list[ReaderError]
+    ) -> Iterator[dict[str, Tensor]]:
+        if error is not None:
+            errors.append(error)
+            return
+        if len(pieces) == 1:
+            yield dict(zip(self._names, pieces[0], strict=True))
+        else:
+            yield {name: torch.cat([p[k] for p in pieces]) for k, name in enumerate(self._names)}
+
+    def _blocks(self) -> Iterator[tuple[int, str]]:
+        """Blocks of whole lines as text, each with the number of lines before it."""
+        lineno = 0
+        carry = b""
+        with open(self.path, "rb") as f:
+            while True:
+                data = f.read(_BLOCK_BYTES)
+                if not data:
+                    break
+                data = carry + data
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                if cut:
+                    text = data[:cut].decode("utf-8", "surrogateescape")
+                    yield lineno, text
+                    lineno += text.count("\n")
+        if carry:
+            yield lineno, carry.decode("utf-8", "surrogateescape") + "\n"
+
+    # -- the fast path -------------------------------------------------------------------
+
+    def _fast_block(self, text: str, lineno: int, state: _State) -> _Block | None:
+        """Read a block of lines, or return None when the plain path must read it."""
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        if not text.isascii() or any(c in text for c in _ODD_SPACES):
+            return None
+        lines = text.split("\n")
+        lines.pop()  # the text ends with a newline
+        specs = self._specs
+        index = self._index
+        nstreams = len(specs)
+        widths = [0 if s.sparse else s.dim + 1 for s in specs]
+        dest: list[list] = [[] for _ in specs]
+        starts: list[list[int]] = [[0] * nstreams]
+        continues = True
+        ids, cur_text, cur_id = state.ids, state.cur_text, state.cur_id
+        seen = state.seen
+        new_ids: set[int] = set()
+        first = True
+        for line in lines:
+            fields = line.split("|")
+            if len(fields) == 1:
+                return None
+            head = fields[0].strip()
+            if ids is None:
+                ids = bool(head)
+            new = False
+            if ids:
+                if head and head != cur_text:
+                    if not head.isdigit() or len(head) > 20:
+                        return None
+                    value = int(head)
+                    if value != cur_id:
+                        if value >= _MAX_ID or value in seen or value in new_ids:
+                            return None
+                        new_ids.add(value)
+                        cur_id = value
+                        new = True
+                    cur_text = head
+            else:
+                if head and (not head.isdigit() or len(head) > 20 or int(head) >= _MAX_ID):
+                    return None
+                new = True
+            if new:
+                if first:
+                    continues = False
+                else:
+                    starts.append([len(d) for d in dest])
+            first = False
+            mask = 0
+            for field in fields[1:]:
+                if not field or field[0] in " \t":
+                    return None
+                if field[0] == "#":
+                    continue
+                tokens = field.split()
+                k = index.get(tokens[0])
+                if k is None or mask >> k & 1:
+                    return None
+                mask |= 1 << k
+                del tokens[0]
+                if widths[k]:
+                    if len(tokens) + 1 != widths[k]:
+                        return None
+                    dest[k] += tokens
+                else:
+                    dest[k].append(tokens)
+            if not mask:
+                return None
+        values: list[np.ndarray] = []
+        underscores = "_" in text
+        for k, spec in enumerate(specs):
+            if spec.sparse:
+                array = self._fast_sparse(dest[k], spec, underscores)
+            else:
+                array = _fast_dense(dest[k], spec, underscores)
+            if array is None:
+                return None
+            values.append(array)
+        state.ids, state.cur_text, state.cur_id = ids, cur_text, cur_id
+        seen |= new_ids
+        table = np.array(starts, dtype=np.int64).reshape(-1, nstreams)
+        for k, spec in enumerate(specs):
+            if not spec.sparse:
+                table[:, k] //= spec.dim
+        return _Block(values, table, continues, [None] * len(table), None)
+
+    @staticmethod
+    def _fast_sparse(
+        samples: list[list[str]], spec: Stream, underscores: bool
+    ) -> np.ndarray | None:
+        rows = np.zeros((len(samples), spec.dim), dtype=np.float32)
+        tokens = [t for s in samples for t in s]
+        if not tokens:
+            return rows
+        indices: list[str] = []
+        numbers: list[str] = []
+        for token in tokens:
+            i, colon, v = token.partition(":")
+            if not colon or not i.isdigit() or len(i) > 18:
+                return None
+            indices.append(i)
+            numbers.append(v)
+        parsed = _fast_numbers(numbers, underscores)
+        if parsed is None:
+            return None
+        cols = np.array(indices, dtype=np.int64)
+        if cols.max() >= spec.dim:
+            return None
+        owner = np.repeat(np.arange(len(samples)), [len(s) for s in samples])
+        order = np.lexsort((cols, owner))
+        if np.any((np.diff(owner[order]) == 0) & (np.diff(cols[order]) == 0)):
+            return None
+        rows[owner, cols] = _to_float32(parsed)
+        return rows
+
+    # -- the plain path ------------------------------------------------------------------
+
+    def _plain_block(self, text: str, lineno: int, state: _State) -> _Block:
+        lines = text.split("\n")
+        lines.pop()
+        nstreams = len(self._specs)
+        rows: list[list[np.ndarray]] = [[] for _ in self._specs]
+        starts: list[list[int]] = [[0] * nstreams]
+        errors: list[ReaderError | None] = [None]
+        continues = True
+        first = True
+        seen = state.seen
+        fatal: ReaderError | None = None
+        for number, line in enumerate(lines, lineno + 1):
+            if line.endswith("\r"):
+                line = line[:-1]
+            error: ReaderError | None = None
+            samples: list[tuple[int, np.ndarray]] = []
+            try:
+                sid, samples = self._parse_line(line, number)
+            except _LineError as bad:
+                sid, error = bad.sid, bad.error
+            if not samples and error is None:
+                continue
+            if state.ids is None:
+                state.ids = sid is not None
+            new = True
+            if state.ids:
+                if sid is None or (sid == state.cur_id and sid != -1):
+                    new = False
+                elif sid != -1 and sid in seen:
+                    error = ReaderError(
+                        f"sequence id {sid} was used by an earlier sequence; an id may repeat "
+                        "only on consecutive lines",
+                        path=self.path,
+                        line=number,
+                        column=len(line) - len(line.lstrip(" \t")) + 1,
+                    )
+                elif sid != -1:
+                    seen.add(sid)
+                state.cur_id = sid if new else state.cur_id
+                state.cur_text = None
+            if new:
+                if first:
+                    continues = False
+                else:
+                    starts.append([len(r) for r in rows])
+                    errors.append(None)
+            first = False
+            if error is not None:
+                errors[-1] = errors[-1] or error
+                if not self.skip_bad:
+                    fatal = error
+                    break
+            for k, row in samples:
+                rows[k].append(row)
+        values = [
+            np.stack(r) if r else np.empty((0, s.dim), dtype=np.float32)
+            for r, s in zip(rows, self._specs, strict=True)
+        ]
+        table = np.array(starts, dtype=np.int64).reshape(-1, nstreams)
+        return _Block(values, table, continues, errors, fatal)
+
+    def _error(self, message: str, line: int, column: int, stream: str | None) -> ReaderError:
+        return ReaderError(message, path=self.path, line=line, column=column, stream=stream)
+
+    def _parse_line(
+        self, line: str, number: int
+    ) -> tuple[int | None, list[tuple[int, np.ndarray]]]:
+        """One line's sequence id (None when absent) and samples; raises _LineError."""
+        end = len(line)
+        pos = _skip_spaces(line, 0)
+        sid: int | None = None
+        if pos < end and line[pos] != "|":
+            token = _TOKEN.match(line, pos)
+            assert token is not None  # a non-space, non-'|' character starts a token
+            text = token.group()
+            if not (text.isascii() and text.isdigit() and len(text) <= 20 and int(text) < _MAX_ID):
+                message = "expected a sequence id (an unsigned integer below 2**64) or '|'"
+                error = self._error(f"{message}, found {text!r}", number, pos + 1, None)
+                raise _LineError(error, -1)
+            sid = int(text)
+            pos = token.end()
+        samples: list[tuple[int, np.ndarray]] = []
+        first_at: dict[int, int] = {}
+        try:
+            while True:
+                pos = _skip_spaces(line, pos)
+                if pos >= end:
+                    return sid, samples
+                if line[pos] != "|":
+                    token = _TOKEN.match(line, pos)
+                    assert token is not None
+                    raise self._error(
+                        f"expected '|' before a stream name, found {token.group()!r}",
+                        number,
+                        pos + 1,
+                        None,
+                    )
+                bar = pos
+                pos += 1
+                if line.startswith("#", pos):
+                    pos = _comment_end(line, pos + 1)
+                    continue
+                token = _TOKEN.match(line, pos)
+                if token is None:
+                    found = "end of line" if pos >= end else repr(line[pos])
+                    raise self._error(
+                        f"expected a stream name after '|', found {found}", number, pos + 1, None
+                    )
+                field = token.group()
+                k = self._index.get(field)
+                if k is None:
+                    known = ", ".join(repr(s.field) for s in self._specs)
+                    raise self._error(
+                        f"unknown stream {field!r} (expected one of {known})",
+                        number,
+                        pos + 1,
+                        field,
+                    )
+                if k in first_at:
+                    raise self._error(
+                        f"stream appears twice on one line (first at column {first_at[k]})",
+                        number,
+                        bar + 1,
+                        field,
+                    )
+                first_at[k] = bar + 1
+                pos = token.end()
+                values: list[tuple[int, str]] = []
+                while True:
+                    pos = _skip_spaces(line, pos)
+                    if pos >= end or line[pos] == "|":
+                        break
+                    token = _TOKEN.match(line, pos)
+                    assert token is not None
+                    values.append((pos + 1, token.group()))
+                    pos = token.end()
+                spec = self._specs[k]
+                if spec.sparse:
+                    row = self._plain_sparse(values, spec, number)
+                else:
+                    row = self._plain_dense(values, spec, number, bar + 1)
+                samples.append((k, row))
+        except ReaderError as error:
+            raise _LineError(error, sid) from None
+
+    def _plain_dense(
+        self, values: list[tuple[int, str]], spec: Stream, number: int, column: int
+    ) -> np.ndarray:
+        for col, text in values:
+            if not _NUMBER.fullmatch(text):
+                raise self._error(f"expected a number, found {text!r}", number, col, spec.field)
+        if len(values) != spec.dim:
+            raise self._error(
+                f"expected {spec.dim} values, found {len(values)}", number, column, spec.field
+            )
+        return _to_float32(np.array([float(t) for _, t in values], dtype=np.float64))
+
+    def _plain_sparse(self, values: list[tuple[int, str]], spec: Stream, number: int) -> np.ndarray:
+        row = np.zeros(spec.dim, dtype=np.float64)
+        used: set[int] = set()
+        for col, text in values:
+            pair = _PAIR.fullmatch(text)
+            if pair is None or not _NUMBER.fullmatch(pair.group(2)):
+                raise self._error(f"expected index:value, found {text!r}", number, col, spec.field)
+            digits = pair.group(1)
+            if len(digits) > len(str(spec.dim)) or int(digits) >= spec.dim:
+                raise self._error(
+                    f"sparse index must be below dim {spec.dim}, found {text!r}",
+                    number,
+                    col,
+                    spec.field,
+                )
+            i = int(digits)
+            if i in used:
+                raise self._error(
+                    f"sparse index {i} appears twice in one sample, found {text!r}",
+                    number,
+                    col,
+                    spec.field,
+                )
+            used.add(i)
+            row[i] = float(pair.group(2))
+        return _to_float32(row)
+
+
+def _fast_numbers(tokens: list[str], underscores: bool) -> np.ndarray | None:
+    """float64 values of number tokens, or None when one is not a CTF number.
+
+    ``underscores`` says whether the block holds a ``_`` anywhere (else no token can).
+    """
+    try:
+        values = np.array(tokens, dtype=np.float64)
+    except ValueError:
+        return None
+    # float() also reads "1_0", "nan" and "inf"; the grammar has none of them.
+    if underscores and "_" in "".join(tokens):
+        return None
+    odd = np.flatnonzero(~np.isfinite(values))
+    if any(not _NUMBER.fullmatch(tokens[i]) for i in odd.tolist()):
+        return None
+    return values
+
+
+def _fast_dense(tokens: list[str], spec: Stream, underscores: bool) -> np.ndarray | None:
+    values = _fast_numbers(tokens, underscores)
+    if values is None:
+        return None
+    return _to_float32(values).reshape(-1, spec.dim)
+
+
+def _skip_spaces(line: str, pos: int) -> int:
+    spaces = _SPACES.match(line, pos)
+    assert spaces is not None  # the pattern matches the empty string
+    return spaces.end()
+
+
+def _comment_end(line: str, pos: int) -> int:
+    """Where a comment whose body starts at ``pos`` ends: the next ``|`` not followed by ``#``."""
+    bar = line.find("|", pos)
+    while bar != -1 and line.startswith("#", bar + 1):
+        bar = line.find("|", bar + 2)
+    return len(line) if bar == -1 else bar
+
+
+def _check_report(skip_bad: bool, errors: list[ReaderError] | None, who: str) -> None:
+    if skip_bad and errors is None:
+        raise ValueError(
+            f"{who}: skip_bad=True needs an errors list to receive the skipped sequences' "
+            "errors, found errors=None (nothing is dropped silently)"
+        )
+
+
+def iter_ctf(
+    path: PathArg,
+    streams: Mapping[str, Stream],
+    *,
+    skip_bad: bool = False,
+    errors: list[ReaderError] | None = None,
+) -> Iterator[dict[str, Tensor]]:
+    """Stream the sequences of a CTF file one example at a time (the file may exceed memory).
+
+    ``skip_bad=True`` skips sequences holding a malformed line and appends their first errors to
+    ``errors`` (required then). Without it the first malformed line raises ``ReaderError``.
+    Examples are dicts ``name -> float32 [T_k, dim]``; see the module docstring for the grammar.
+
+    >>> import tempfile, os
+    >>> from pathlib import Path
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.ctf")
+    >>> _ = Path(path).write_text("|x 1 |w 2:5\\n|x 2 |# a comment, '|#' is an escaped pipe\\n")
+    >>> streams = {"x": Stream("x", 1), "w": Stream("w", 3, sparse=True)}
+    >>> [{k: v.tolist() for k, v in ex.items()} for ex in iter_ctf(path, streams)]
+    [{'x': [[1.0]], 'w': [[0.0, 0.0, 5.0]]}, {'x': [[2.0]], 'w': []}]
+    """
+    _check_report(skip_bad, errors, "iter_ctf")
+    reader = CTFReader(path, streams, skip_bad=skip_bad)
+    return reader._run(errors if errors is not None else [])
+
+
+def read_ctf(
+    path: PathArg,
+    streams: Mapping[str, Stream],
+    *,
+    skip_bad: bool = False,
+    errors: list[ReaderError] | None = None,
+) -> list[dict[str, Tensor]]:
+    """All sequences of a CTF file as a list of examples ``name -> float32 [T_k, dim]``.
+
+    Arguments as for :func:`iter_ctf`.
+
+    >>> import tempfile, os
+    >>> from pathlib import Path
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.ctf")
+    >>> _ = Path(path).write_text("3 |y 1 |x 0.5\\n3 |x 1.5\\n9 |x 2e1 |y 0\\n")
+    >>> data = read_ctf(path, {"x": Stream("x", 1), "y": Stream("y", 1)})
+    >>> [(ex["x"].squeeze(1).tolist(), ex["y"].squeeze(1).tolist()) for ex in data]
+    [([0.5, 1.5], [1.0]), ([20.0], [0.0])]
+    """
+    _check_report(skip_bad, errors, "read_ctf")
+    return list(iter_ctf(path, streams, skip_bad=skip_bad, errors=errors))
+
+
+def _format_row(row: np.ndarray) -> str:
+    return " ".join(map(str, row))
+
+
+def write_ctf(
+    path: PathArg,
+    examples: Iterable[Mapping[str, Tensor]],
+    streams: Mapping[str, Stream],
+    *,
+    ids: bool = True,
+) -> int:
+    """Write examples ``name -> [T_k, dim]`` as CTF that :func:`read_ctf` reads back equal.
+
+    Sequence i is written on ``max_k T_k`` lines with id i (``ids=True``); line t carries the
+    t-th sample of each stream that has one. Without ids every line is its own sequence, so each
+    example must fit on one line. Values are written as float32 in their shortest exact decimal
+    form; sparse streams as ``index:value`` for the nonzero entries. Returns the number of
+    sequences written.
+
+    >>> import tempfile, os, torch
+    >>> from pathlib import Path
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.ctf")
+    >>> streams = {"x": Stream("x", 2), "w": Stream("w", 4, sparse=True)}
+    >>> ex = {"x": torch.tensor([[0.1, 2.0], [3.0, -4.5]]), "w": torch.tensor([[0, 0, 1.0, 0]])}
+    >>> write_ctf(path, [ex], streams)
+    1
+    >>> print(Path(path).read_text(), end="")
+    0 |x 0.1 2.0 |w 2:1.0
+    0 |x 3.0 -4.5
+    """
+    specs = _check_streams(streams)
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for count, example in enumerate(examples, 1):
+            if set(example) != set(specs):
+                raise ValueError(
+                    f"examples[{count - 1}]: expected the streams {sorted(specs)}, "
+                    f"found {sorted(example)}"
+                )
+            arrays: list[np.ndarray] = []
+            for name, spec in specs.items():
+                value = example[name]
+                array = np.asarray(
+                    value.detach().cpu() if isinstance(value, Tensor) else value, dtype=np.float32
+                )
+                if array.ndim != 2 or array.shape[1] != spec.dim:
+                    raise ValueError(
+                        f"examples[{count - 1}][{name!r}]: expected shape [T, {spec.dim}], "
+                        f"found {list(array.shape)}"
+                    )
+                if not np.isfinite(array).all():
+                    raise ValueError(
+                        f"examples[{count - 1}][{name!r}]: CTF holds finite numbers only, "
+                        "found nan or inf"
+                    )
+                arrays.append(array)
+            steps = max(len(a) for a in arrays)
+            if steps == 0:
+                raise ValueError(
+                    f"examples[{count - 1}]: has no sample in any stream; CTF cannot hold it"
+                )
+            if not ids and steps > 1:
+                raise ValueError(
+                    f"examples[{count - 1}]: ids=False writes one line per sequence, "
+                    f"found {steps} steps"
+                )
+            prefix = f"{count - 1} " if ids else ""
+            for t in range(steps):
+                parts = []
+                for array, spec in zip(arrays, specs.values(), strict=True):
+                    if t >= len(array):
+                        continue
+                    row = array[t]
+                    if spec.sparse:
+                        nz = np.flatnonzero(row)
+                        pairs = "".join(f" {i}:{row[i]!s}" for i in nz.tolist())
+                        parts.append(f"|{spec.field}{pairs}")
+                    else:
+                        parts.append(f"|{spec.field} {_format_row(row)}")
+                f.write(prefix + " ".join(parts) + "\n")
+    return count
