@@ -168,7 +168,11 @@ def plan_segments(
     ``sum(len_s * (step_cost + row_cost * rows_s)) + call_cost * segments`` over evenly spaced
     cuts (1 to 16 segments).
     """
-    t = batch_sizes.numel()
+    sizes = batch_sizes.tolist()
+    t = len(sizes)
+    # One segment wins outright when all of its padding costs less than one more call.
+    if row_cost * (t * sizes[0] - sum(sizes)) <= call_cost:
+        return [0, t]
     best, best_cost = [0, t], float("inf")
     for k in (1, 2, 3, 4, 6, 8, 12, 16):
         if k > t:
@@ -176,7 +180,7 @@ def plan_segments(
         bounds = sorted({round(i * t / k) for i in range(k + 1)})
         cost = call_cost * (len(bounds) - 1)
         for a, b in itertools.pairwise(bounds):
-            cost += (b - a) * (step_cost + row_cost * int(batch_sizes[a]))
+            cost += (b - a) * (step_cost + row_cost * sizes[a])
         if cost < best_cost:
             best, best_cost = bounds, cost
     return best
@@ -192,8 +196,8 @@ def _segment_costs(cell: Any) -> tuple[float, float, float]:
 def _run_fused(
     cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need
 ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
-    lengths = x.sorted_lengths
-    equal = bool(lengths[0] == lengths[-1])
+    sizes = x.batch_sizes
+    equal = bool(sizes[0] == sizes[-1])
     packed = x.data.is_cuda or (need == "all" and len(state) > 1 and not equal)
     if packed:
         # cuDNN skips finished rows itself; on CPU only packing gives an LSTM's exact final c.
@@ -208,10 +212,25 @@ def _run_fused(
     # but those outputs are never read and those rows leave before the next segment.
     bounds = plan_segments(x.batch_sizes, *_segment_costs(cell))
     padded = x.to_padded_time_major()
+    if len(bounds) == 2:
+        out, _ = _fused_call(cell, padded, None, state)
+        data = out.reshape(t * b, -1).index_select(0, x.padded_index)
+    else:
+        data = _run_segments(cell, x, padded, bounds, state)
+    if need == "none":
+        return data, None
+    return data, (data.index_select(0, x.last_rows_sorted()),)
+
+
+def _run_segments(
+    cell: Any, x: SequenceBatch, padded: Tensor, bounds: list[int], state: tuple[Tensor, ...]
+) -> Tensor:
+    """The packed outputs of a ragged batch run as padded segments cut at ``bounds``."""
     outs, offsets = [], []
     offset = 0
+    sizes = x.batch_sizes.tolist()
     for a, z in itertools.pairwise(bounds):
-        rows = int(x.batch_sizes[a])
+        rows = sizes[a]
         state = tuple(s[:rows] for s in state)
         out, state = _fused_call(cell, padded[a:z, :rows], None, state)
         outs.append(out.reshape((z - a) * rows, -1))
@@ -223,10 +242,7 @@ def _run_fused(
     width = torch.tensor([r for _, r in offsets])[segment]
     start = torch.tensor(bounds[:-1])[segment]
     index = (base + (step - start) * width + seq).to(padded.device)
-    data = torch.cat(outs).index_select(0, index)
-    if need == "none":
-        return data, None
-    return data, (data.index_select(0, x.last_rows_sorted()),)
+    return torch.cat(outs).index_select(0, index)
 
 
 def _run_scan(
@@ -427,7 +443,9 @@ class Recurrence(Layer):
 
     def _start(self, x: SequenceBatch, state: State | None) -> tuple[Tensor, ...]:
         if state is None:
-            return _to_sorted(self.initial(x.batch_size, x.data.device, x.data.dtype), x, "state")
+            start = self.initial(x.batch_size, x.data.device, x.data.dtype)
+            # Zeros, a constant or a learned vector are the same in every row: no reordering.
+            return start if self.initial.fixed is None else _to_sorted(start, x, "state")
         return _to_sorted(as_tuple(state), x, "initial_state")
 
     def _run(

@@ -152,7 +152,7 @@ class SequenceBatch:
         return cls(data, batch_sizes, order.to(device), unsorted.to(device))
 
     # ------------------------------------------------------------------ shape facts
-    @property
+    @cached_property
     def batch_size(self) -> int:
         """B, the number of sequences."""
         return int(self.batch_sizes[0])
@@ -207,6 +207,8 @@ class SequenceBatch:
             )
         out = SequenceBatch(data, self.batch_sizes, self.sorted_indices, self.unsorted_indices)
         for key in (
+            "batch_size",
+            "_last_rows_sorted",
             "sorted_lengths",
             "step_offsets",
             "_row_position",
@@ -254,6 +256,10 @@ class SequenceBatch:
 
     def last_rows_sorted(self) -> Tensor:
         """``[B]`` the row in ``data`` of each sequence's last step, sorted order."""
+        return self._last_rows_sorted
+
+    @cached_property
+    def _last_rows_sorted(self) -> Tensor:
         rows = self.step_offsets[self.sorted_lengths - 1] + torch.arange(self.batch_size)
         return rows.to(self.data.device)
 

@@ -396,8 +396,8 @@ class Tree:
             )
         return copies[id(self)]
 
-    @staticmethod
-    def collate(trees: Sequence[Tree]) -> TreeBatch:
+    @classmethod
+    def collate(cls, trees: Sequence[Tree]) -> TreeBatch:
         """A :class:`TreeBatch` of ``trees`` (the hook a MinibatchSource calls)."""
         return TreeBatch.from_trees(trees)
 
@@ -635,8 +635,8 @@ class TreeBatch:
         if isinstance(trees, Tree) or not isinstance(trees, Sequence) or not trees:
             raise ValueError(f"trees: expected a non-empty sequence of Tree, found {trees!r:.80}")
         nodes: list[Tree] = []
-        child_lists: list[list[int]] = []
         heights: list[int] = []
+        edges: list[tuple[int, int, int]] = []  # (parent, slot, child), postorder numbers
         tree_of: list[int] = []
         roots: list[int] = []
         pre: list[int] = []
@@ -646,11 +646,16 @@ class TreeBatch:
                 raise TypeError(f"trees[{t}]: expected a Tree, found {type(tree).__name__}")
             local: dict[int, int] = {}
             for node in tree.postorder():
-                kids = [local[id(c)] for c in node.children]
-                local[id(node)] = len(nodes)
+                j = len(nodes)
+                height = 0
+                for slot, child in enumerate(node.children):
+                    k = local[id(child)]
+                    edges.append((j, slot, k))
+                    if heights[k] >= height:
+                        height = heights[k] + 1
+                local[id(node)] = j
                 nodes.append(node)
-                child_lists.append(kids)
-                heights.append(1 + max((heights[k] for k in kids), default=-1))
+                heights.append(height)
                 tree_of.append(t)
             roots.append(local[id(tree)])
             pre.extend(local[id(node)] for node in tree.nodes())
@@ -659,11 +664,12 @@ class TreeBatch:
         order = np.argsort(np.asarray(heights, dtype=np.int64), kind="stable")
         new_index = np.empty(num, dtype=np.int64)
         new_index[order] = np.arange(num)
-        children = np.full((num, max(1, max(len(k) for k in child_lists))), -1, dtype=np.int64)
+        edge = np.asarray(edges, dtype=np.int64).reshape(-1, 3)
+        width = 1 + int(edge[:, 1].max()) if len(edge) else 1
+        children = np.full((num, width), -1, dtype=np.int64)
+        children[new_index[edge[:, 0]], edge[:, 1]] = new_index[edge[:, 2]]
         parents = np.full(num, -1, dtype=np.int64)
-        for old, kids in enumerate(child_lists):
-            children[new_index[old], : len(kids)] = new_index[kids]
-            parents[new_index[kids]] = new_index[old]
+        parents[new_index[edge[:, 2]]] = new_index[edge[:, 0]]
         sorted_heights = np.asarray(heights, dtype=np.int64)[order]
         level_starts = [0, *np.cumsum(np.bincount(sorted_heights)).tolist()]
         labels = np.full(num, -1, dtype=np.int64)

@@ -1,0 +1,144 @@
+"""The classic long-range memory tasks, generated from a seed.
+
+* :func:`adding_problem` (Hochreiter & Schmidhuber 1997, in the form of Le et al. 2015):
+  ``T`` steps of two channels, a value drawn from U(0, 1) and a marker that is 1 at exactly
+  two steps, one in the first half ``[0, T//2)`` and one in the second half ``[T//2, T)``.
+  The target is the sum of the two marked values. Always predicting 1.0, the mean of the
+  target, gives a mean squared error of ``Var(u + v) = 2/12 ≈ 0.167`` (:data:`ADDING_BASELINE_MSE`).
+* :func:`copy_task` (Arjovsky, Shah & Bengio 2016): ``K`` symbols drawn from ``1..S``, then
+  ``delay - 1`` blanks (0), a delimiter (``S + 1``), and ``K`` more blanks; the target is
+  blanks for the first ``delay + K`` steps and the ``K`` symbols for the last ``K``. A model
+  that outputs blanks and then guesses uniformly scores a cross-entropy per step of
+  ``K log S / (delay + 2K)`` (:func:`copy_baseline`).
+
+Both return plain tensors (``[B, T, ...]`` inputs, targets); :func:`as_examples` turns them
+into the examples :class:`~rnnkit.data.MinibatchSource` batches.
+
+>>> x, y = adding_problem(2, 6, seed=0)
+>>> x.shape, y.shape, x[:, :, 1].sum(dim=1).tolist()
+(torch.Size([2, 6, 2]), torch.Size([2, 1]), [2.0, 2.0])
+>>> bool(torch.allclose((x[..., 0] * x[..., 1]).sum(dim=1, keepdim=True), y))
+True
+>>> x, y = copy_task(1, delay=3, num_copy=2, num_symbols=8, seed=0)
+>>> x[0].tolist()[2:], y[0].tolist()[:5]   # after the 2 symbols: 2 blanks, "go", 2 blanks
+([0, 0, 9, 0, 0], [0, 0, 0, 0, 0])
+>>> bool((y[0, -2:] == x[0, :2]).all())
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ADDING_BASELINE_MSE",
+    "adding_problem",
+    "as_examples",
+    "copy_baseline",
+    "copy_task",
+]
+
+ADDING_BASELINE_MSE = 1.0 / 6.0
+"""MSE of always predicting 1.0 on the adding problem: the variance of a sum of two U(0, 1)."""
+
+
+def _check_count(name: str, value: int, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name}: expected an integer >= {least}, found {value!r}")
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def adding_problem(
+    num_examples: int, length: int, seed: int, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """``num_examples`` sequences of the adding problem of length ``length`` (at least 2).
+
+    Returns ``x [B, T, 2]`` (channel 0 the values, channel 1 the two markers) and the target
+    ``y [B, 1]``, the sum of the two marked values. The same ``seed`` gives the same data.
+
+    >>> x, y = adding_problem(1, 4, seed=3)
+    >>> x[0, :, 1].tolist()   # one marker in steps 0-1, one in steps 2-3
+    [0.0, 1.0, 0.0, 1.0]
+    """
+    _check_count("num_examples", num_examples, 1)
+    _check_count("length", length, 2)
+    g = _generator(seed)
+    values = torch.rand(num_examples, length, generator=g, dtype=torch.float64)
+    half = length // 2
+    first = torch.randint(0, half, (num_examples,), generator=g)
+    second = torch.randint(half, length, (num_examples,), generator=g)
+    markers = torch.zeros(num_examples, length, dtype=torch.float64)
+    rows = torch.arange(num_examples)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    target = values[rows, first] + values[rows, second]
+    x = torch.stack([values, markers], dim=-1)
+    return x.to(dtype), target.unsqueeze(1).to(dtype)
+
+
+def copy_task(
+    num_examples: int, delay: int, num_copy: int = 10, num_symbols: int = 8, *, seed: int
+) -> tuple[Tensor, Tensor]:
+    """The copy task: remember ``num_copy`` symbols for ``delay`` steps, then repeat them.
+
+    Returns ids ``x [B, delay + 2K]`` and ``y [B, delay + 2K]`` (int64). Symbol 0 is the
+    blank, ``1..num_symbols`` the data, ``num_symbols + 1`` the delimiter that says "now
+    repeat", placed at step ``K + delay - 1``; the vocabulary has ``num_symbols + 2`` ids.
+    """
+    _check_count("num_examples", num_examples, 1)
+    _check_count("delay", delay, 1)
+    _check_count("num_copy", num_copy, 1)
+    _check_count("num_symbols", num_symbols, 1)
+    g = _generator(seed)
+    total = delay + 2 * num_copy
+    symbols = torch.randint(1, num_symbols + 1, (num_examples, num_copy), generator=g)
+    x = torch.zeros(num_examples, total, dtype=torch.int64)
+    y = torch.zeros(num_examples, total, dtype=torch.int64)
+    x[:, :num_copy] = symbols
+    x[:, num_copy + delay - 1] = num_symbols + 1
+    y[:, -num_copy:] = symbols
+    return x, y
+
+
+def copy_baseline(delay: int, num_copy: int = 10, num_symbols: int = 8) -> float:
+    """Cross-entropy per step (nats) of predicting blanks, then a uniform guess of the symbols.
+
+    >>> round(copy_baseline(100, 10, 8), 4)   # 10 log 8 / 120, as in Arjovsky et al. (2016)
+    0.1733
+    """
+    _check_count("delay", delay, 1)
+    _check_count("num_copy", num_copy, 1)
+    _check_count("num_symbols", num_symbols, 1)
+    return num_copy * math.log(num_symbols) / (delay + 2 * num_copy)
+
+
+def as_examples(x: Tensor, y: Tensor, names: Sequence[str] = ("x", "y")) -> list[dict[str, Tensor]]:
+    """Examples ``{names[0]: x[i], names[1]: y[i]}`` for :class:`~rnnkit.data.MinibatchSource`.
+
+    A target with as many steps as ``x`` (``y [B, T, ...]``, the copy task) stays a sequence;
+    any other (``y [B, F]``, the adding problem) becomes one sample ``[1, F]``, which the
+    source batches into a ``[B, F]`` tensor.
+
+    >>> x, y = adding_problem(3, 4, seed=0)
+    >>> ex = as_examples(x, y)
+    >>> len(ex), ex[0]["x"].shape, ex[0]["y"].shape
+    (3, torch.Size([4, 2]), torch.Size([1, 1]))
+    """
+    if len(names) != 2:
+        raise ValueError(f"names: expected two stream names, found {list(names)}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"y: expected {x.shape[0]} examples (the first dimension of x), found {y.shape[0]}"
+        )
+    per_step = y.dim() >= 2 and y.shape[1] == x.shape[1]
+    return [
+        {names[0]: xi, names[1]: yi if per_step else yi.reshape(1, *yi.shape)}
+        for xi, yi in zip(x, y, strict=True)
+    ]

@@ -1,0 +1,1010 @@
+"""Save and load models without pickle; export the standard recurrent models to ONNX.
+
+:func:`save` writes a directory holding two files:
+
+``model.safetensors``
+    The ``state_dict`` (safetensors: raw tensors and a JSON header, nothing executable).
+    Tied tensors are written once; tensors that a description needs as data (a fixed initial
+    state) are stored under keys starting with ``__config__:``.
+``model.json``
+    What to build before loading the weights: the format version, the rnnkit and torch
+    versions, and the module tree, each module as its registered type name and the arguments
+    of its constructor (``{"$module": "rnnkit.LSTMCell", "config": {"input_size": 1, ...}}``).
+
+:func:`load` rebuilds the tree from the JSON with the registered constructors (it never imports
+a module or calls a function named in the file), then loads the weights strictly. It never
+unpickles anything: pickle files (``.pt``, ``.pth``, ``.pkl``, ``.bin``, ...) are refused,
+because unpickling runs whatever code the file contains.
+
+Every rnnkit module type is registered, and ``torch.nn`` Linear, Embedding, Identity, Tanh,
+ReLU, Sigmoid, Dropout and LayerNorm. :func:`register_module` adds a type of your own.
+
+:func:`export_onnx` writes an ONNX graph ``(x [B, T, I] or ids [B, T], lengths [B]) -> output``
+with dynamic batch and length for stacks of Embedding, Dense, Recurrence, Fold and
+Bidirectional over the standard RNN/LSTM/GRU cells.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from rnnkit import Dense, Fold, GRUCell, SequenceBatch
+>>> model = Fold(GRUCell(2, 3)) >> Dense(3, 1)
+>>> with tempfile.TemporaryDirectory() as directory:
+...     save(model, directory)
+...     print(sorted(p.name for p in Path(directory).iterdir()))
+...     loaded = load(directory)
+['model.json', 'model.safetensors']
+>>> x = SequenceBatch.from_list([torch.ones(4, 2), torch.zeros(2, 2)])
+>>> torch.equal(model(x), loaded(x))
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.cells import GRUCell, GRUDCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
+from rnnkit.layers import Activation, Dense, Dropout, Embedding, Sequential
+from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
+from rnnkit.recursive import (
+    ChildSumTreeLSTMCell,
+    NaryTreeLSTMCell,
+    Recursive,
+    RecursiveCell,
+    RNTNCell,
+)
+from rnnkit.sequences import SequenceBatch
+
+__all__ = [
+    "DESCRIPTION_FILE",
+    "FORMAT_VERSION",
+    "PICKLE_SUFFIXES",
+    "WEIGHTS_FILE",
+    "export_onnx",
+    "load",
+    "register_module",
+    "save",
+]
+
+FORMAT = "rnnkit.model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _safetensors() -> Any:
+    """``safetensors.torch``, imported when saving or loading (the ``train`` extra)."""
+    try:
+        import safetensors.torch
+    except ImportError as error:  # pragma: no cover - the test extra installs it
+        raise ImportError(
+            "rnnkit.save/load need the safetensors package: pip install 'rnnkit[train]'"
+        ) from error
+    return safetensors.torch
+
+
+def _safetensors_error() -> type[Exception]:
+    import safetensors
+
+    return cast(type[Exception], safetensors.SafetensorError)
+
+
+DESCRIPTION_FILE = "model.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+_CONFIG_PREFIX = "__config__:"
+
+M = TypeVar("M", bound=nn.Module)
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class _Handler:
+    cls: type[nn.Module]
+    name: str
+    to_config: Callable[[Any], Mapping[str, Any]]
+    from_config: Callable[[dict[str, Any]], nn.Module]
+
+
+_BY_TYPE: dict[type[nn.Module], _Handler] = {}
+_BY_NAME: dict[str, _Handler] = {}
+
+
+def register_module(
+    cls: type[M],
+    to_config: Callable[[M], Mapping[str, Any]],
+    from_config: Callable[[dict[str, Any]], M] | None = None,
+    *,
+    name: str | None = None,
+) -> None:
+    """Teach :func:`save` and :func:`load` a module type.
+
+    Args:
+        cls: the module class (matched exactly: a subclass needs its own registration).
+        to_config: ``module -> {argument: value}``, the constructor arguments. A value is
+            None, a bool, an int, a finite float, a str, a list or tuple of values, a dict with
+            str keys of values, a module (described in turn, so it needs a registration too)
+            or a tensor (stored in ``model.safetensors``). Tuples come back as lists.
+        from_config: ``{argument: value} -> module``; by default ``cls(**config)``.
+        name: the type name written in ``model.json``; by default ``module.QualName`` of
+            ``cls``. :func:`load` finds the constructor by this name, so the code that calls
+            ``register_module`` must run before ``load``.
+
+    Registering a class again replaces its handler; a name already taken by another class is
+    refused.
+
+    >>> class Scale(nn.Module):
+    ...     def __init__(self, factor: float) -> None:
+    ...         super().__init__()
+    ...         self.factor = factor
+    ...     def forward(self, x):
+    ...         return self.factor * x
+    >>> register_module(Scale, lambda m: {"factor": m.factor}, name="example.Scale")
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as directory:
+    ...     save(Scale(2.5), directory)
+    ...     load(directory).factor
+    2.5
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"cls: expected a subclass of torch.nn.Module, found {cls!r}")
+    if not callable(to_config):
+        raise TypeError(f"to_config: expected a callable, found {type(to_config).__name__}")
+    if from_config is not None and not callable(from_config):
+        raise TypeError(f"from_config: expected a callable, found {type(from_config).__name__}")
+    type_name = name if name is not None else _type_name(cls)
+    if not isinstance(type_name, str) or not type_name:
+        raise ValueError(f"name: expected a non-empty str, found {type_name!r}")
+    taken = _BY_NAME.get(type_name)
+    if taken is not None and taken.cls is not cls:
+        raise ValueError(
+            f"name: {type_name!r} is already registered for {_type_name(taken.cls)}; pass "
+            "another name="
+        )
+    previous = _BY_TYPE.get(cls)
+    if previous is not None:
+        del _BY_NAME[previous.name]
+
+    def build(config: dict[str, Any]) -> nn.Module:
+        return cls(**config)
+
+    handler = _Handler(cls, type_name, to_config, from_config or build)
+    _BY_TYPE[cls] = handler
+    _BY_NAME[type_name] = handler
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# Functions a Dense or an Activation may carry, saved by name.
+_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+}
+_FUNCTION_NAMES: list[tuple[Callable[..., Any], str]] = [
+    (torch.tanh, "tanh"),
+    (F.tanh, "tanh"),
+    (torch.relu, "relu"),
+    (F.relu, "relu"),
+    (torch.sigmoid, "sigmoid"),
+    (F.sigmoid, "sigmoid"),
+]
+
+
+def _function_to_config(fn: Any, owner: str) -> str | nn.Module | None:
+    """A Dense's or Activation's function: None, a name, or a module (described in turn)."""
+    if fn is None or isinstance(fn, nn.Module):
+        return fn
+    for known, fn_name in _FUNCTION_NAMES:
+        if fn is known:
+            return fn_name
+    raise TypeError(
+        f"{owner}: cannot save the function {getattr(fn, '__qualname__', repr(fn))}; a function "
+        f"is saved by name and only {sorted(_FUNCTIONS)} (torch.* or torch.nn.functional.*) are "
+        "known. Use a module instead (torch.nn.Tanh(), or your own registered with "
+        "rnnkit.register_module)"
+    )
+
+
+def _function_from_config(value: Any) -> Callable[[Tensor], Tensor] | None:
+    if value is None or isinstance(value, nn.Module):
+        return value
+    if value not in _FUNCTIONS:
+        raise ValueError(f"expected a module or one of {sorted(_FUNCTIONS)}, found {value!r}")
+    return _FUNCTIONS[value]
+
+
+def _initial_to_config(module: Recurrence) -> Any:
+    initial = module.initial
+    if initial.constant is not None:
+        return initial.constant
+    if len(initial.learned):
+        return "learned"
+    if initial.fixed is not None:
+        return tuple(initial.fixed)
+    return None
+
+
+def _initial_from_config(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _recurrence_config(module: Recurrence) -> dict[str, Any]:
+    return {
+        "cell": module.cell,
+        "go_backwards": module.go_backwards,
+        "initial_state": _initial_to_config(module),
+        "backend": module.backend,
+    }
+
+
+R = TypeVar("R", bound=Recurrence)
+
+
+def _build_recurrence(cls: type[R]) -> Callable[[dict[str, Any]], R]:
+    def build(config: dict[str, Any]) -> R:
+        config = dict(config)
+        config["initial_state"] = _initial_from_config(config.get("initial_state"))
+        return cls(**config)
+
+    return build
+
+
+def _unfold_config(module: Unfold) -> dict[str, Any]:
+    if callable(module.stop):
+        raise TypeError(
+            "Unfold.stop: a stop function cannot be saved (only a token id or None); "
+            "register your own module type with rnnkit.register_module"
+        )
+    return {
+        "cell": module.cell,
+        "readout": module.readout,
+        "feedback": module.feedback,
+        "max_length": module.max_length,
+        "stop": module.stop,
+        "mode": module.mode,
+        "temperature": module.temperature,
+    }
+
+
+def _dense_from_config(config: dict[str, Any]) -> Dense:
+    config = dict(config)
+    config["activation"] = _function_from_config(config.get("activation"))
+    return Dense(**config)
+
+
+def _activation_from_config(config: dict[str, Any]) -> Activation:
+    fn = _function_from_config(config["fn"])
+    if fn is None:
+        raise ValueError("fn: expected a module or a function name, found None")
+    return Activation(fn)
+
+
+def _attributes(*names: str, **computed: Callable[[Any], Any]) -> Callable[[Any], dict[str, Any]]:
+    """A ``to_config`` reading constructor arguments kept as attributes of the same names, and
+    ``computed`` ones (``bias=_present("bias_ih")``)."""
+
+    def to_config(module: Any) -> dict[str, Any]:
+        config = {name: getattr(module, name) for name in names}
+        return {**config, **{name: fn(module) for name, fn in computed.items()}}
+
+    return to_config
+
+
+def _present(attribute: str) -> Callable[[Any], bool]:
+    return lambda module: getattr(module, attribute) is not None
+
+
+def _register_builtins() -> None:
+    sizes = ("input_size", "hidden_size")
+    with_bias = _present("bias_ih")
+    register_module(
+        RNNCell, _attributes(*sizes, "nonlinearity", bias=with_bias), name="rnnkit.RNNCell"
+    )
+    register_module(
+        LSTMCell,
+        _attributes(
+            "input_size",
+            "proj_size",
+            "peepholes",
+            "layer_norm",
+            hidden_size=lambda m: m.cell_size,  # hidden_size is the output size (proj or cell)
+            bias=with_bias,
+        ),
+        name="rnnkit.LSTMCell",
+    )
+    register_module(GRUCell, _attributes(*sizes, "reset", bias=with_bias), name="rnnkit.GRUCell")
+    for min_cell in (MinGRUCell, MinLSTMCell):
+        register_module(
+            min_cell, _attributes(*sizes, bias=with_bias), name=f"rnnkit.{min_cell.__name__}"
+        )
+    # x_mean is a buffer, so it comes back with the weights.
+    register_module(GRUDCell, _attributes("num_variables", "hidden_size"), name="rnnkit.GRUDCell")
+    register_module(
+        Recurrence, _recurrence_config, _build_recurrence(Recurrence), name="rnnkit.Recurrence"
+    )
+    register_module(Fold, _recurrence_config, _build_recurrence(Fold), name="rnnkit.Fold")
+    register_module(
+        RecurrenceFrom,
+        _attributes("cell", "go_backwards", "backend"),
+        name="rnnkit.RecurrenceFrom",
+    )
+    register_module(
+        Bidirectional,
+        _attributes(
+            "merge", forward=lambda m: m.forward_layer, backward=lambda m: m.backward_layer
+        ),
+        name="rnnkit.Bidirectional",
+    )
+    register_module(Unfold, _unfold_config, name="rnnkit.Unfold")
+    register_module(
+        Dense,
+        _attributes(
+            "in_features",
+            "out_features",
+            bias=_present("bias"),
+            activation=lambda m: _function_to_config(m.activation, "Dense.activation"),
+        ),
+        _dense_from_config,
+        name="rnnkit.Dense",
+    )
+    register_module(
+        Embedding,
+        _attributes(
+            "num_embeddings", "embedding_dim", padding_idx=lambda m: m.embedding.padding_idx
+        ),
+        name="rnnkit.Embedding",
+    )
+    register_module(Dropout, _attributes(p=lambda m: m.dropout.p), name="rnnkit.Dropout")
+    register_module(
+        Activation,
+        _attributes(fn=lambda m: _function_to_config(m.fn, "Activation.fn")),
+        _activation_from_config,
+        name="rnnkit.Activation",
+    )
+    register_module(
+        Sequential, _attributes(layers=lambda m: list(m.layers)), name="rnnkit.Sequential"
+    )
+
+    register_module(Recursive, _attributes("cell"), name="rnnkit.Recursive")
+    for tree_cell in (RecursiveCell, RNTNCell, ChildSumTreeLSTMCell):
+        register_module(tree_cell, _attributes(*sizes), name=f"rnnkit.{tree_cell.__name__}")
+    register_module(
+        NaryTreeLSTMCell,
+        _attributes(*sizes, n=lambda m: m.max_children),
+        name="rnnkit.NaryTreeLSTMCell",
+    )
+
+    register_module(
+        nn.Linear,
+        _attributes("in_features", "out_features", bias=_present("bias")),
+        name="torch.nn.Linear",
+    )
+    embedding_options = ("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse")
+    register_module(
+        nn.Embedding,
+        _attributes("num_embeddings", "embedding_dim", *embedding_options),
+        name="torch.nn.Embedding",
+    )
+    for function in (nn.Identity, nn.Tanh, nn.Sigmoid):
+        register_module(function, _attributes(), name=f"torch.nn.{function.__name__}")
+    register_module(nn.ReLU, _attributes("inplace"), name="torch.nn.ReLU")
+    register_module(nn.Dropout, _attributes("p", "inplace"), name="torch.nn.Dropout")
+    register_module(
+        nn.LayerNorm,
+        _attributes(
+            "eps",
+            "elementwise_affine",
+            normalized_shape=lambda m: list(m.normalized_shape),
+            bias=_present("bias"),
+        ),
+        lambda c: nn.LayerNorm(**{**c, "normalized_shape": tuple(c["normalized_shape"])}),
+        name="torch.nn.LayerNorm",
+    )
+
+
+_register_builtins()
+
+
+# ---------------------------------------------------------------------------- describe
+
+
+def _describe(module: nn.Module, where: str, tensors: dict[str, Tensor]) -> dict[str, Any]:
+    handler = _BY_TYPE.get(type(module))
+    if handler is None:
+        raise TypeError(
+            f"{where}: cannot save a module of type {_type_name(type(module))}: rnnkit.save "
+            "knows how to rebuild only registered types. Register it first with "
+            "rnnkit.register_module(cls, to_config, from_config), where to_config(module) "
+            "returns its constructor arguments"
+        )
+    try:
+        config = handler.to_config(module)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from error
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"{where}: to_config of {handler.name} must return a mapping of constructor "
+            f"arguments, returned {type(config).__name__}"
+        )
+    encoded = {str(k): _encode(v, f"{where}.{k}", tensors) for k, v in config.items()}
+    return {"$module": handler.name, "config": encoded}
+
+
+def _encode(value: Any, where: str, tensors: dict[str, Tensor]) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: cannot save the non-finite float {value} in JSON")
+        return value
+    if isinstance(value, nn.Module):
+        return _describe(value, where, tensors)
+    if isinstance(value, Tensor):
+        key = f"{_CONFIG_PREFIX}{where}"
+        tensors[key] = value.detach().cpu().contiguous().clone()
+        return {"$tensor": key}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, f"{where}.{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or k.startswith("$"):
+                raise ValueError(
+                    f"{where}: expected str keys not starting with '$' (reserved), found {k!r}"
+                )
+            out[k] = _encode(v, f"{where}.{k}", tensors)
+        return out
+    raise TypeError(
+        f"{where}: cannot save a value of type {type(value).__name__} in model.json; expected "
+        "None, bool, int, float, str, list, tuple, dict, a module or a tensor"
+    )
+
+
+def _build(node: Any, where: str, tensors: Mapping[str, Tensor], source: Path) -> nn.Module:
+    if not isinstance(node, dict) or not isinstance(node.get("$module"), str):
+        raise ValueError(f"{source}: {where}: expected a module description with '$module'")
+    type_name = node["$module"]
+    handler = _BY_NAME.get(type_name)
+    if handler is None:
+        raise ValueError(
+            f"{source}: {where} is a module of type {type_name!r}, which is not registered. "
+            "Run the code that calls rnnkit.register_module for it before rnnkit.load "
+            "(loading never imports the code a file names)"
+        )
+    config = node.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: {where} ({type_name}): expected a 'config' object")
+    arguments = {k: _decode(v, f"{where}.{k}", tensors, source) for k, v in config.items()}
+    try:
+        module = handler.from_config(arguments)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{source}: {where}: cannot rebuild {type_name} from its config {config}: {error}"
+        ) from error
+    if type(module) is not handler.cls:
+        raise TypeError(
+            f"{where}: from_config of {type_name} returned {_type_name(type(module))}, "
+            f"expected {_type_name(handler.cls)}"
+        )
+    return module
+
+
+def _decode(value: Any, where: str, tensors: Mapping[str, Tensor], source: Path) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, f"{where}.{i}", tensors, source) for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    if "$module" in value:
+        return _build(value, where, tensors, source)
+    if "$tensor" in value:
+        key = value["$tensor"]
+        if key not in tensors:
+            raise ValueError(
+                f"{source.parent / WEIGHTS_FILE}: missing the tensor {key!r} that {where} "
+                f"in {source.name} refers to"
+            )
+        return tensors[key]
+    return {k: _decode(v, f"{where}.{k}", tensors, source) for k, v in value.items()}
+
+
+# ---------------------------------------------------------------------------- save / load
+
+
+def _split_tied(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors to write (each storage once) and ``{alias: name written}`` for tied ones."""
+    written: dict[str, Tensor] = {}
+    tied: dict[str, str] = {}
+    views: dict[tuple[Any, ...], str] = {}
+    storages: set[tuple[str, int]] = set()
+    for name, tensor in state.items():
+        tensor = tensor.detach()
+        if tensor.numel() == 0:
+            written[name] = tensor.cpu().contiguous()
+            continue
+        storage = (str(tensor.device), tensor.untyped_storage().data_ptr())
+        view = (*storage, tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if view in views:
+            tied[name] = views[view]
+            continue
+        views[view] = name
+        shared = storage in storages  # another view of the same storage: write a copy
+        storages.add(storage)
+        tensor = tensor.cpu().contiguous()
+        written[name] = tensor.clone() if shared else tensor
+    return written, tied
+
+
+def _check_rebuilds(
+    model: nn.Module, description: dict[str, Any], tensors: dict[str, Tensor]
+) -> None:
+    """Build the description (on the CPU) and compare its state_dict with the model's.
+
+    Not on the meta device: constructors may read values (GRUDCell checks its means). The
+    random initialisation of the rebuilt module leaves the caller's random stream as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        rebuilt = _build(description, "model", tensors, Path(DESCRIPTION_FILE))
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    if want != got:
+        missing = sorted(set(want) - set(got))
+        extra = sorted(set(got) - set(want))
+        shapes = sorted(
+            f"{k}: {want[k]} vs {got[k]}" for k in set(want) & set(got) if want[k] != got[k]
+        )
+        raise ValueError(
+            "model: its description does not rebuild the same module (a to_config misses a "
+            f"constructor argument?): keys the rebuilt module lacks {missing}, keys it has in "
+            f"excess {extra}, shapes differing (saved vs rebuilt) {shapes}"
+        )
+
+
+def _refuse_pickle(path: Path) -> ValueError:
+    return ValueError(
+        f"{path}: refusing to load a pickle file ({path.suffix}): unpickling runs arbitrary "
+        "code stored in the file, so rnnkit.load never calls torch.load or pickle. If you "
+        "trust where it comes from, convert it once: build the model in Python, call "
+        f"model.load_state_dict(torch.load('{path}', weights_only=True)), then "
+        "rnnkit.save(model, directory) to write model.safetensors + model.json"
+    )
+
+
+def save(model: nn.Module, directory: str | os.PathLike[str]) -> None:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory`` (created if needed).
+
+    Raises ``TypeError`` naming the module path and type for a module type that is not
+    registered (see :func:`register_module`), and ``ValueError`` when the description would not
+    rebuild a module with the same ``state_dict`` keys and shapes (checked by building it once,
+    so a saved model always loads). Existing files of the same names are replaced.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, found {type(model).__name__}")
+    target = Path(directory)
+    if target.suffix.lower() in PICKLE_SUFFIXES and not target.is_dir():
+        raise ValueError(
+            f"directory: expected a directory to hold {WEIGHTS_FILE} and {DESCRIPTION_FILE}, "
+            f"found {str(target)!r}, a name with the pickle suffix {target.suffix}"
+        )
+    config_tensors: dict[str, Tensor] = {}
+    description = _describe(model, "model", config_tensors)
+    _check_rebuilds(model, description, config_tensors)
+    weights, tied = _split_tied(model.state_dict())
+    clashes = sorted(set(weights) & set(config_tensors))
+    if clashes:
+        raise ValueError(f"model: state_dict keys {clashes} clash with reserved config keys")
+    from rnnkit import __version__
+
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rnnkit_version": __version__,
+        "torch_version": torch.__version__,
+        "weights": {"file": WEIGHTS_FILE, "tied": tied},
+        "model": description,
+    }
+    target.mkdir(parents=True, exist_ok=True)
+    weights_tmp = target / f".{WEIGHTS_FILE}.tmp"
+    _safetensors().save_file({**weights, **config_tensors}, weights_tmp, {"format": "pt"})
+    os.replace(weights_tmp, target / WEIGHTS_FILE)
+    json_tmp = target / f".{DESCRIPTION_FILE}.tmp"
+    json_tmp.write_text(json.dumps(header, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(json_tmp, target / DESCRIPTION_FILE)
+
+
+def _find_files(directory: Path) -> tuple[Path, Path]:
+    description = directory / DESCRIPTION_FILE
+    weights = directory / WEIGHTS_FILE
+    if directory.is_dir() and description.is_file() and weights.is_file():
+        return description, weights
+    if directory.suffix.lower() in PICKLE_SUFFIXES and not directory.is_dir():
+        raise _refuse_pickle(directory)
+    if not directory.exists():
+        raise FileNotFoundError(f"directory: {directory} does not exist")
+    if not directory.is_dir():
+        raise ValueError(
+            f"directory: expected a directory written by rnnkit.save, found the file {directory}"
+        )
+    pickles = sorted(p for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    missing = [p.name for p in (description, weights) if not p.is_file()]
+    if pickles:
+        raise _refuse_pickle(pickles[0])
+    raise FileNotFoundError(
+        f"{directory}: missing {' and '.join(missing)} (write them with rnnkit.save)"
+    )
+
+
+def _read_description(path: Path) -> dict[str, Any]:
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason})") from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise ValueError(f"{path}: expected 'format': {FORMAT!r}, found {found!r}")
+    version = header.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {version!r} is not one this rnnkit reads (1 to "
+            f"{FORMAT_VERSION}); it was written by rnnkit {header.get('rnnkit_version')}"
+        )
+    for key in ("model", "weights"):
+        if not isinstance(header.get(key), dict):
+            raise ValueError(f"{path}: missing the {key!r} object")
+    return header
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    try:
+        return _safetensors().load_file(path)
+    except (_safetensors_error(), OSError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from error
+
+
+def _load_weights(model: nn.Module, stored: dict[str, Tensor], tied: Any, path: Path) -> None:
+    if not isinstance(tied, dict):
+        raise ValueError(f"{path.parent / DESCRIPTION_FILE}: 'weights.tied' must be an object")
+    expected = model.state_dict()
+    values: dict[str, Tensor] = {}
+    missing = []
+    for name in expected:
+        source = tied.get(name, name)
+        if source in stored:
+            values[name] = stored[source]
+        else:
+            missing.append(name)
+    unexpected = sorted(set(stored) - set(values) - set(tied.values()))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: the weights do not match the model described in {DESCRIPTION_FILE}: "
+            f"missing keys {missing}, unexpected keys {unexpected}"
+        )
+    for name, value in values.items():
+        if value.shape != expected[name].shape:
+            raise ValueError(
+                f"{path}: {name!r} has shape {list(value.shape)} but the model described in "
+                f"{DESCRIPTION_FILE} expects {list(expected[name].shape)}"
+            )
+    # Keep the saved dtypes (a float64 model loads as float64); .data keeps tied objects tied.
+    for name, tensor in [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]:
+        if name in values and tensor.dtype != values[name].dtype:
+            tensor.data = tensor.data.to(values[name].dtype)
+    model.load_state_dict(values, strict=True)
+
+
+def load(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in ``directory`` by :func:`save` and load its weights.
+
+    Reads only JSON and safetensors: no ``torch.load``, no pickle. The model is returned on
+    ``device``, in eval mode (call ``.train()`` to go on training). Pickle files are refused
+    with a message saying how to convert them; a corrupted or mismatched file raises
+    ``ValueError`` naming the file and the key.
+    """
+    description_path, weights_path = _find_files(Path(directory))
+    header = _read_description(description_path)
+    stored = _read_weights(weights_path)
+    config_tensors = {k: v for k, v in stored.items() if k.startswith(_CONFIG_PREFIX)}
+    weights = {k: v for k, v in stored.items() if not k.startswith(_CONFIG_PREFIX)}
+    with torch.random.fork_rng(devices=[]):  # initial weights are overwritten: draw nothing
+        model = _build(header["model"], "model", config_tensors, description_path)
+    _load_weights(model, weights, header["weights"].get("tied", {}), weights_path)
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------- ONNX export
+
+
+def _fused_kind(cell: nn.Module) -> str | None:
+    """The torch function computing ``cell`` over a padded batch, or None if there is none."""
+    if type(cell) is LSTMCell and cell.is_standard:
+        return "lstm"
+    if type(cell) is GRUCell and cell.is_standard:
+        return "gru"
+    if type(cell) is RNNCell and cell.nonlinearity in ("tanh", "relu"):
+        return f"rnn_{cell.nonlinearity}"
+    return None
+
+
+def _time_index(lengths: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """``t [1, T]`` and ``L [B, 1]`` for masks and index arithmetic."""
+    t = torch.arange(steps, device=lengths.device).unsqueeze(0)
+    return t, lengths.unsqueeze(1)
+
+
+def _gather_time(x: Tensor, index: Tensor) -> Tensor:
+    """``x [B, T, F]``, ``index [B, T']`` -> ``[B, T', F]``: ``out[b, s] = x[b, index[b, s]]``."""
+    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
+
+
+class _ExportRecurrence(nn.Module):
+    """A Recurrence or Fold of a standard cell, on padded ``x [B, T, I]`` and ``lengths [B]``.
+
+    Forwards, the fused function runs over the padding, which no valid step reads. Backwards,
+    each sequence is reversed within its length (``t -> L - 1 - t`` for ``t < L``, padding
+    left in place), run forwards, and reversed back. A Fold reads each sequence's step
+    ``L - 1`` of that run (for a backward Fold: the output after the sequence's first step).
+    """
+
+    def __init__(self, layer: Recurrence, where: str) -> None:
+        super().__init__()
+        kind = _fused_kind(layer.cell)
+        if kind is None:
+            raise ValueError(
+                f"{where}: export_onnx supports Recurrence/Fold over a standard RNNCell "
+                "(tanh or relu), LSTMCell (no peepholes, layer_norm or proj_size) or GRUCell "
+                f"(reset='after'), found {_type_name(type(layer.cell))} with other options"
+            )
+        self.kind, self.fold, self.go_backwards = kind, isinstance(layer, Fold), layer.go_backwards
+        self.cell = layer.cell
+        zeros = [z[0] for z in _tuple(cast(Any, layer.cell).initial_state(1))]
+        initial = layer.initial
+        if initial.constant is not None:
+            vectors = [torch.full_like(z, initial.constant) for z in zeros]
+        elif len(initial.learned):
+            vectors = [p.detach().clone() for p in initial.learned]
+        elif initial.fixed is not None:
+            vectors = []
+            for k, f in enumerate(initial.fixed):
+                if f.dim() > 1 and f.shape[0] != 1:
+                    raise ValueError(
+                        f"{where}.initial_state[{k}]: export_onnx needs one initial state for "
+                        f"every batch size ([H] or [1, H]), found shape {list(f.shape)}"
+                    )
+                vectors.append(f.detach().reshape(-1))
+        else:
+            vectors = zeros
+        weight = cast(Any, layer.cell).weight_ih
+        for k, v in enumerate(vectors):
+            self.register_buffer(f"initial_{k}", v.to(weight, copy=True))
+        self.num_states = len(vectors)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        t, ends = _time_index(lengths, x.shape[1])
+        reverse = torch.where(t < ends, ends - 1 - t, t)
+        if self.go_backwards:
+            x = _gather_time(x, reverse)
+        cell: Any = self.cell
+        batch = x.shape[0]
+        states = [getattr(self, f"initial_{k}") for k in range(self.num_states)]
+        hx = tuple(s.expand(1, batch, s.shape[0]).contiguous() for s in states)
+        weights = [cell.weight_ih, cell.weight_hh]
+        has_bias = cell.bias_ih is not None
+        if has_bias:
+            weights += [cell.bias_ih, cell.bias_hh]
+        run: Any = getattr(torch, self.kind)
+        flags = (has_bias, 1, 0.0, False, False, True)  # bias, layers, dropout, train, bidi, bf
+        out = (
+            run(x, hx, weights, *flags)[0]
+            if self.kind == "lstm"
+            else run(x, hx[0], weights, *flags)[0]
+        )
+        if self.fold:
+            return _gather_time(out, ends - 1).squeeze(1)
+        return _gather_time(out, reverse) if self.go_backwards else out
+
+
+class _ExportBidirectional(nn.Module):
+    def __init__(self, layer: Bidirectional, where: str) -> None:
+        super().__init__()
+        self.forward_layer = _ExportRecurrence(layer.forward_layer, f"{where}.forward_layer")
+        self.backward_layer = _ExportRecurrence(layer.backward_layer, f"{where}.backward_layer")
+        self.merge = layer.merge
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        f, b = self.forward_layer(x, lengths), self.backward_layer(x, lengths)
+        return f + b if self.merge == "sum" else torch.cat([f, b], dim=-1)
+
+
+class _ExportFunction(nn.Module):
+    fn: Callable[[Tensor], Tensor]
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+
+_PER_STEP_TORCH = (nn.Linear, nn.Identity, nn.Tanh, nn.ReLU, nn.Sigmoid, nn.LayerNorm)
+
+
+def _per_step(module: Any, where: str) -> list[nn.Module]:
+    """The export form of a per-step layer: plain modules applied to ``[..., F]`` tensors."""
+    if type(module) in _PER_STEP_TORCH:
+        return [module]
+    if type(module) in (Dropout, nn.Dropout):
+        return []  # the graph is for inference, where dropout is the identity
+    if type(module) is Dense:
+        activation = _function_to_config(module.activation, f"{where}.activation")
+        return [module.linear, *_function_for_export(activation, f"{where}.activation")]
+    if type(module) is Activation:
+        fn = _function_to_config(module.fn, f"{where}.fn")
+        return _function_for_export(fn, f"{where}.fn")
+    raise ValueError(
+        f"{where}: export_onnx does not support {_type_name(type(module))}; supported: "
+        "Sequential of Embedding (first), Dense, Dropout, Activation (tanh, relu, sigmoid), "
+        "torch.nn Linear/Identity/Tanh/ReLU/Sigmoid/Dropout/LayerNorm, and Recurrence, Fold, "
+        "Bidirectional over standard RNN/LSTM/GRU cells"
+    )
+
+
+def _function_for_export(fn: str | nn.Module | None, where: str) -> list[nn.Module]:
+    if fn is None:
+        return []
+    if isinstance(fn, str):
+        return [_ExportFunction(_FUNCTIONS[fn])]
+    return _per_step(fn, where)
+
+
+def _tuple(state: Any) -> tuple[Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
+class _ExportModel(nn.Module):
+    """The model re-expressed on padded tensors: ``(x, lengths) -> output``.
+
+    Per-step stages see ``[B, T, F]`` (or ``[B, F]`` after a Fold), recurrent stages
+    ``(x, lengths)``; sequence outputs are zeroed at padded steps, as ``to_padded`` gives.
+    """
+
+    def __init__(self, model: nn.Module, token_ids: bool) -> None:
+        super().__init__()
+        layers = list(model.layers) if type(model) is Sequential else [model]
+        stages: list[nn.Module] = []
+        self.recurrent: list[bool] = []
+        sequence = True
+        for i, layer in enumerate(layers):
+            where = f"model.layers.{i}" if type(model) is Sequential else "model"
+            embedding = type(layer) in (Embedding, nn.Embedding)
+            if embedding != (i == 0 and token_ids):
+                raise ValueError(
+                    f"{where}: export_onnx expects an Embedding as the first layer exactly when "
+                    f"the example holds token ids (int64 steps), found {_type_name(type(layer))} "
+                    f"at position {i} with {'token ids' if token_ids else 'float steps'}"
+                )
+            found: list[nn.Module]
+            if embedding:
+                found = [getattr(layer, "embedding", layer)]
+            elif type(layer) in (Recurrence, Fold, Bidirectional):
+                if not sequence:
+                    raise ValueError(
+                        f"{where}: a {type(layer).__name__} after a Fold receives [B, H], not a "
+                        "sequence"
+                    )
+                found = [
+                    _ExportBidirectional(layer, where)
+                    if isinstance(layer, Bidirectional)
+                    else _ExportRecurrence(cast(Recurrence, layer), where)
+                ]
+                sequence = type(layer) is not Fold
+            else:
+                found = _per_step(layer, where)
+            stages.extend(found)
+            self.recurrent.extend(
+                isinstance(s, (_ExportRecurrence, _ExportBidirectional)) for s in found
+            )
+        self.stages = nn.ModuleList(stages)
+        self.sequence_output = sequence
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        for stage, recurrent in zip(self.stages, self.recurrent, strict=True):
+            x = stage(x, lengths) if recurrent else stage(x)
+        if not self.sequence_output:
+            return x
+        t, ends = _time_index(lengths, x.shape[1])
+        return torch.where((t < ends).unsqueeze(2), x, torch.zeros((), dtype=x.dtype))
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    example: SequenceBatch,
+    opset_version: int = 17,
+) -> None:
+    """Write ``model`` as an ONNX graph with dynamic batch size and length.
+
+    The graph's inputs are ``x [B, T, I]`` (float steps) or ``ids [B, T]`` (int64 token ids:
+    pad with a valid id, e.g. 0) and ``lengths [B]`` (int64, each in ``1..T``); its output
+    ``output`` is what the model returns, padded: ``[B, T, H]`` with zeros at padded steps
+    for a sequence (as ``SequenceBatch.to_padded``), ``[B, O]`` for a model ending in a Fold.
+
+    Supported models: a :class:`~rnnkit.layers.Sequential` (or a single layer) of an
+    optional first ``Embedding``, then ``Recurrence``, ``Fold`` and ``Bidirectional`` over
+    standard cells (``RNNCell`` tanh/relu, ``LSTMCell`` without peepholes, layer_norm or
+    proj_size, ``GRUCell`` with ``reset='after'``), in either direction, with zero, constant,
+    learned or fixed ``[H]`` initial states, and per-step ``Dense``, ``Dropout`` (exported as
+    the identity), ``Activation`` (tanh, relu, sigmoid) and torch.nn Linear, Identity, Tanh,
+    ReLU, Sigmoid, Dropout, LayerNorm. Anything else is refused with ``ValueError`` naming the
+    layer. The recurrent layers become ONNX LSTM/GRU/RNN operators.
+
+    ``example`` is a SequenceBatch the model accepts; it fixes the input dtype. The export uses
+    torch's TorchScript-based exporter (``dynamo=False``): it maps the fused RNN functions to
+    ONNX's RNN operators with a dynamic time axis.
+    """
+    if not isinstance(example, SequenceBatch):
+        raise TypeError(f"example: expected a SequenceBatch, found {type(example).__name__}")
+    token_ids = not example.data.is_floating_point()
+    if token_ids and example.data.dim() != 1:
+        raise ValueError(
+            f"example: token ids must be one id per step ([N]), found steps of shape "
+            f"{list(example.feature_shape)}"
+        )
+    if not token_ids and example.data.dim() != 2:
+        raise ValueError(
+            f"example: expected float steps of shape [I], found {list(example.feature_shape)}"
+        )
+    wrapper = _ExportModel(model, token_ids)
+    padded, lengths = example.to_padded()
+    # The exporter puts the wrapper, which holds the model's modules, in eval mode and back
+    # in train mode; the model's own modes are restored afterwards.
+    modes = [(module, module.training) for module in model.modules()]
+    x_name = "ids" if token_ids else "x"
+    output_axes = {0: "batch", 1: "time"} if wrapper.sequence_output else {0: "batch"}
+    with warnings.catch_warnings():
+        # Expected and harmless here: the TorchScript exporter announces its deprecation, and
+        # warns that an RNN's initial state may fix the batch size; ours is expanded from the
+        # input's batch size in the graph (the tests run other batch sizes through it).
+        warnings.filterwarnings(
+            "ignore", "You are using the legacy TorchScript", DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\."
+        )
+        warnings.filterwarnings(
+            "ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning
+        )
+        torch.onnx.export(
+            wrapper,
+            (padded, lengths.to(torch.int64)),
+            str(path),
+            dynamo=False,
+            input_names=[x_name, "lengths"],
+            output_names=["output"],
+            dynamic_axes={
+                x_name: {0: "batch", 1: "time"},
+                "lengths": {0: "batch"},
+                "output": output_axes,
+            },
+            opset_version=opset_version,
+        )
+    for module, training in modes:
+        module.training = training

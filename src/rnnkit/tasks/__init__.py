@@ -1,0 +1,1 @@
+"""Ready recipes: each reads or makes its data, trains, evaluates against a baseline."""

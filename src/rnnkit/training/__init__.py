@@ -1,0 +1,64 @@
+"""Training: the Trainer, its callbacks, criteria and checkpoints.
+
+* :mod:`~rnnkit.training.criteria` – losses and metrics as sums over samples, and
+  :class:`Criterion` pairing them.
+* :mod:`~rnnkit.training.trainer` – :class:`Trainer` (fit, evaluate, predict, restore).
+* :mod:`~rnnkit.training.callbacks` – the progress printer in CNTK's formats, a terminal
+  progress bar, validation, CSV and TensorBoard logs, early stopping, learning-rate records.
+* :mod:`~rnnkit.training.checkpoint` – atomic checkpoints in safetensors + JSON, no pickle.
+* :mod:`~rnnkit.training.distributed` – joining torchrun's process group.
+"""
+
+from rnnkit.training.callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    EpochInfo,
+    LearningRateLogger,
+    ProgressBar,
+    ProgressPrinter,
+    StepInfo,
+    TensorBoardLogger,
+    Validation,
+)
+from rnnkit.training.checkpoint import Checkpoint, load_state, save_state
+from rnnkit.training.criteria import (
+    Criterion,
+    classification_error,
+    count_samples,
+    cross_entropy_with_softmax,
+    squared_error,
+)
+from rnnkit.training.trainer import (
+    FitSummary,
+    ModelInputError,
+    NonFiniteError,
+    Trainer,
+    TrainerState,
+)
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "Checkpoint",
+    "Criterion",
+    "EarlyStopping",
+    "EpochInfo",
+    "FitSummary",
+    "LearningRateLogger",
+    "ModelInputError",
+    "NonFiniteError",
+    "ProgressBar",
+    "ProgressPrinter",
+    "StepInfo",
+    "TensorBoardLogger",
+    "Trainer",
+    "TrainerState",
+    "Validation",
+    "classification_error",
+    "count_samples",
+    "cross_entropy_with_softmax",
+    "load_state",
+    "save_state",
+    "squared_error",
+]

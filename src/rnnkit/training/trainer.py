@@ -1,0 +1,684 @@
+"""`Trainer`: fit a model on a MinibatchSource, evaluate it, predict with it, resume it exactly.
+
+The loss of a step is the criterion's loss sum divided by the number of label samples of all
+processes (see :mod:`rnnkit.training.criteria`), so the learning rate applies to the mean
+gradient per sample, and two processes with half a batch each take the same step as one
+process with the whole batch. Checkpoints (:class:`~rnnkit.training.Checkpoint`) hold the
+model, optimizer, scheduler, random states, counters, callbacks and the source's position; a
+run killed at any moment and resumed from its last checkpoint ends with the same weights, bit
+for bit on the CPU, as a run that was never interrupted.
+
+>>> import torch
+>>> from rnnkit import Dense, Fold, LSTMCell
+>>> from rnnkit.data.minibatch import MinibatchSource
+>>> from rnnkit.training import Criterion, Trainer, squared_error
+>>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+<torch._C.Generator object at ...>
+>>> examples = [{"features": torch.full((n, 1), 0.1 * n), "labels": torch.tensor([[0.1 * n]])}
+...             for n in range(2, 10)]
+>>> model = Fold(LSTMCell(1, 4)) >> Dense(4, 1)
+>>> trainer = Trainer(model, Criterion(squared_error), torch.optim.Adam(model.parameters(), 0.05))
+>>> summary = trainer.fit(MinibatchSource(examples, 12, seed=1), epochs=30)
+>>> len(summary.history), summary.samples, summary.stop_reason  # 8 labels per epoch
+(30, 240, 'epochs')
+>>> summary.history[-1].metrics["loss"] < 0.2 * summary.history[0].metrics["loss"]
+True
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from rnnkit.data.minibatch import Minibatch, MinibatchSource
+from rnnkit.sequences import SequenceBatch
+from rnnkit.training.callbacks import Callback, EpochInfo, StepInfo, Validation
+from rnnkit.training.checkpoint import Checkpoint, load_state
+from rnnkit.training.criteria import count_samples
+from rnnkit.training.distributed import Processes, join, launched_device, sum_over_processes
+
+__all__ = ["FitSummary", "ModelInputError", "NonFiniteError", "Trainer", "TrainerState"]
+
+CriterionFn = Callable[[Any, Any], tuple[Tensor, Tensor]]
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or the gradient of a step was NaN or infinite (``on_nonfinite='stop'``)."""
+
+
+class ModelInputError(ValueError):
+    """The first minibatch does not fit the model or the criterion."""
+
+
+@dataclass
+class TrainerState:
+    """The counters a checkpoint saves; counts are label samples of all processes."""
+
+    step: int = 0
+    epoch: int = 0  # completed epochs
+    samples: int = 0
+    epoch_steps: int = 0
+    epoch_samples: int = 0  # consumed in this epoch, skipped steps included (for epoch_size)
+    epoch_trained: int = 0  # samples of the steps that were not skipped
+    epoch_loss: float = 0.0
+    epoch_metric: float = 0.0
+    epoch_seconds: float = 0.0
+    skipped_steps: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """What ``fit`` did: the epochs it finished, the totals since training began, and why it
+    stopped (``'epochs'``, ``'max_samples'``, ``'the source is exhausted'``, or a callback's
+    reason such as early stopping)."""
+
+    history: list[EpochInfo]
+    steps: int
+    samples: int
+    skipped_steps: tuple[int, ...]
+    stop_reason: str
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, (Tensor, SequenceBatch)) else value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, SequenceBatch):
+        lengths = value.lengths
+        return (
+            f"SequenceBatch of {value.batch_size} sequences (lengths {int(lengths.min())}.."
+            f"{int(lengths.max())}) of steps {tuple(value.feature_shape)} {value.data.dtype}"
+        )
+    if isinstance(value, Tensor):
+        return f"tensor {tuple(value.shape)} {value.dtype}"
+    return type(value).__name__
+
+
+def _expected_input(model: nn.Module) -> str:
+    for name, module in model.named_modules():
+        for attribute in ("input_size", "in_features", "num_embeddings"):
+            size = getattr(module, attribute, None)
+            if isinstance(size, int):
+                where = f"'{name}'" if name else "the model"
+                return (
+                    f"its first layer, {where} ({type(module).__name__}), takes {attribute}={size}"
+                )
+    return "no layer of the model states its input size"
+
+
+def _stream_names(mb: Any) -> list[str]:
+    return list(mb.streams) if isinstance(mb, Minibatch) else list(mb)
+
+
+def _nonfinite_streams(mb: Minibatch) -> str:
+    """Which streams of ``mb`` hold NaN or infinite values, and in which examples."""
+    found = []
+    for name, value in mb.streams.items():
+        rows = value.to_list() if isinstance(value, SequenceBatch) else value
+        if not isinstance(value, (Tensor, SequenceBatch)) or not rows[0].is_floating_point():
+            continue
+        bad = [(i, int((~torch.isfinite(r)).sum())) for i, r in enumerate(rows)]
+        bad = [(mb.indices[i], n) for i, n in bad if n]
+        if bad:
+            found.append(
+                f"stream {name!r} holds {sum(n for _, n in bad)} non-finite values, in the "
+                f"examples at source positions {[i for i, _ in bad]}"
+            )
+    if not found:
+        return (
+            "every stream of the minibatch is finite, so the model produced it (diverging "
+            "weights? try a lower learning rate or clip_norm)"
+        )
+    return "; ".join(found)
+
+
+def _copy_source(source: MinibatchSource, **changes: Any) -> MinibatchSource:
+    """A new source over the same examples with some settings changed."""
+    settings: dict[str, Any] = {
+        "unit": source.unit,
+        "size_stream": source.size_stream,
+        "randomize": source.randomize,
+        "seed": source.seed,
+        "max_sweeps": source.max_sweeps,
+        "max_samples": source.max_samples,
+        "partition": (source.rank, source.world_size),
+        "bucket": source.bucket,
+        "stack_single": source.stack_single,
+    }
+    settings.update(changes)
+    return MinibatchSource(source.examples, source.minibatch_size, **settings)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_positive(name: str, value: object, number: bool = False) -> None:
+    """``value`` is None or a positive int (or any positive real number when ``number``)."""
+    kinds = (int, float) if number else (int,)
+    if value is None:
+        return
+    if not isinstance(value, kinds) or isinstance(value, bool) or not value > 0:
+        kind = "number" if number else "integer"
+        raise ValueError(f"{name}: expected a positive {kind} or None, found {value!r}")
+
+
+class Trainer:
+    """Train ``model`` with ``criterion`` and ``optimizer``; see the module docstring.
+
+    Args:
+        model: called as ``model(*inputs)`` with the minibatch's ``input_streams``.
+        criterion: ``(output, target) -> (loss_sum, metric_sum)``, sums over the samples
+            (:class:`~rnnkit.training.Criterion` builds one).
+        optimizer: a ``torch.optim`` optimizer over the model's parameters.
+        input_streams: the streams passed to the model, in order.
+        target_stream: the stream passed to the criterion as the target.
+        lr_scheduler: a ``torch.optim.lr_scheduler`` scheduler, stepped after every update
+            (write per-epoch schedules in steps, e.g. ``StepLR(step_size=steps_per_epoch)``).
+        clip_norm: rescale the gradient to at most this total 2-norm.
+        clip_value: clamp every gradient entry to ``[-clip_value, clip_value]`` (before
+            ``clip_norm`` when both are given).
+        on_nonfinite: when the loss or the gradient norm is NaN or infinite, ``'stop'`` raises
+            :class:`NonFiniteError` naming the step and the examples with non-finite values,
+            before the update (checkpoints are untouched); ``'skip'`` drops the update, counts
+            it (:attr:`TrainerState.skipped_steps`, the progress printer) and goes on.
+        callbacks: :class:`~rnnkit.training.callbacks.Callback` objects, called in order.
+        checkpoint: where and how often to write checkpoints (every epoch end and every
+            ``every_steps`` steps).
+        device: where the model and batches go; ``None`` keeps the model where it is (under
+            torchrun on a CUDA machine: ``cuda:LOCAL_RANK``).
+
+    Several processes: under ``torchrun`` the trainer joins the process group (gloo on the
+    CPU, nccl on CUDA), wraps the model in ``DistributedDataParallel``, gives each process its
+    share of the source (``partition=(rank, world_size)``; each rank's minibatch has the
+    source's ``minibatch_size``, so the global batch is ``world_size`` times larger), sums
+    losses and counts over processes, and lets only rank 0 print and write.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: CriterionFn,
+        optimizer: torch.optim.Optimizer,
+        *,
+        input_streams: Sequence[str] = ("features",),
+        target_stream: str = "labels",
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        on_nonfinite: Literal["stop", "skip"] = "stop",
+        callbacks: Iterable[Callback] = (),
+        checkpoint: Checkpoint | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, found {type(model).__name__}")
+        if not callable(criterion):
+            raise TypeError(f"criterion: expected a callable, found {type(criterion).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer: expected a torch.optim.Optimizer, found {type(optimizer).__name__}"
+            )
+        if isinstance(input_streams, str) or not all(isinstance(s, str) for s in input_streams):
+            raise TypeError(
+                f"input_streams: expected a tuple of stream names such as ('features',), found "
+                f"{input_streams!r}"
+            )
+        _check_positive("clip_norm", clip_norm, number=True)
+        _check_positive("clip_value", clip_value, number=True)
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite: expected 'stop' or 'skip', found {on_nonfinite!r}")
+        self.callbacks = tuple(callbacks)
+        for i, cb in enumerate(self.callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(
+                    f"callbacks[{i}]: expected a rnnkit.training.Callback, found "
+                    f"{type(cb).__name__}"
+                )
+        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+            raise TypeError(f"checkpoint: expected a Checkpoint, found {type(checkpoint).__name__}")
+        parameter = next(model.parameters(), None)
+        here = parameter.device if parameter is not None else torch.device("cpu")
+        self.device = torch.device(device) if device is not None else launched_device() or here
+        self.model = model.to(self.device)
+        self.criterion, self.optimizer, self.lr_scheduler = criterion, optimizer, lr_scheduler
+        self.input_streams, self.target_stream = tuple(input_streams), target_stream
+        self.clip_norm, self.clip_value, self.on_nonfinite = clip_norm, clip_value, on_nonfinite
+        self.checkpoint = checkpoint
+        self.processes: Processes = join(self.device)
+        self._net: nn.Module = model
+        if self.processes.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._net = DistributedDataParallel(model, device_ids=ids)
+        self.state = TrainerState()
+        self.fit_epochs: int | None = None
+        self.epoch_target: int | None = None
+        self.failed = False
+        self.stop_reason: str | None = None
+        self._active: list[Callback] = list(self.callbacks)
+        self._pending: tuple[Any, Any] | None = None
+        self._sweeps: weakref.WeakKeyDictionary[
+            MinibatchSource, tuple[MinibatchSource, dict[str, Any]]
+        ] = weakref.WeakKeyDictionary()
+
+    # ------------------------------------------------------------------ the training step
+    def _step(self, mb: Minibatch, first: bool) -> StepInfo:
+        """One update: forward, loss per sample over all processes, backward, clip, step."""
+        inputs, target = self._streams(mb)
+        self._net.train()
+        try:
+            loss_sum, metric_sum = self.criterion(self._net(*inputs), target)
+        except Exception as error:
+            if first:
+                raise self._input_error(inputs, target, error) from error
+            raise
+        samples, loss, metric = self._sums(count_samples(target), loss_sum, metric_sum)
+        (loss_sum * (self.processes.world_size / samples)).backward()
+        grads = [g for p in self.model.parameters() if (g := p.grad) is not None]
+        grad_norm = float(nn.utils.get_total_norm(grads)) if grads else 0.0
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            if self.clip_value is not None:
+                nn.utils.clip_grad_value_(self.model.parameters(), self.clip_value)
+            if self.clip_norm is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+            self.optimizer.step()
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not finite:
+            self._non_finite(mb, loss, grad_norm)  # raises unless on_nonfinite == 'skip'
+        return self._count(samples, loss, metric, grad_norm, lr, skipped=not finite)
+
+    def _count(
+        self, samples: int, loss: float, metric: float, grad_norm: float, lr: float, skipped: bool
+    ) -> StepInfo:
+        s = self.state
+        s.step += 1
+        s.epoch_steps += 1
+        s.samples += samples
+        s.epoch_samples += samples
+        if skipped:
+            s.skipped_steps.append(s.step)
+        else:
+            s.epoch_trained += samples
+            s.epoch_loss += loss
+            s.epoch_metric += metric
+        return StepInfo(
+            s.step, s.epoch + 1, s.epoch_steps, samples, loss, metric, grad_norm, lr, skipped
+        )
+
+    def _sums(self, count: int, loss_sum: Tensor, metric_sum: Any) -> tuple[int, float, float]:
+        values = torch.stack(
+            [
+                torch.tensor(float(count), dtype=torch.float64, device=self.device),
+                loss_sum.detach().to(self.device, torch.float64),
+                torch.as_tensor(metric_sum, dtype=torch.float64).to(self.device),
+            ]
+        )
+        n, loss, metric = sum_over_processes(values, self.processes).tolist()
+        if n <= 0:
+            raise ValueError(f"target_stream {self.target_stream!r}: the minibatch has no samples")
+        return round(n), loss, metric
+
+    def _non_finite(self, mb: Minibatch, loss: float, grad_norm: float) -> None:
+        s = self.state
+        where = (
+            f"step {s.step + 1} (epoch {s.epoch + 1}, minibatch {s.epoch_steps + 1} of the epoch)"
+        )
+        what = (
+            f"the loss is {loss}"
+            if not math.isfinite(loss)
+            else f"the gradient norm is {grad_norm} (the loss, {loss}, is finite)"
+        )
+        if self.on_nonfinite == "skip":
+            return
+        last = self.checkpoint.latest() if self.checkpoint is not None else None
+        raise NonFiniteError(
+            f"{where}: {what}; {_nonfinite_streams(mb)}. Training stopped before this update"
+            + (f"; the last checkpoint, {last}, is intact" if last is not None else "")
+        )
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        source: MinibatchSource,
+        *,
+        epochs: int | None = None,
+        max_samples: int | None = None,
+        epoch_size: int | None = None,
+        validation: MinibatchSource | None = None,
+        resume: bool = False,
+    ) -> FitSummary:
+        """Train until ``epochs`` epochs or ``max_samples`` label samples (totals since training
+        began, so a resumed run stops where the uninterrupted one would), or the source ends.
+
+        Args:
+            source: the training data.
+            epochs: total epochs.
+            max_samples: total label samples (all processes).
+            epoch_size: label samples per epoch (minibatches are whole: an epoch ends with the
+                minibatch that reaches it); ``None`` makes an epoch one sweep of the source.
+            validation: evaluated at each epoch end (``val_loss``, ``val_metric``).
+            resume: continue from the newest checkpoint of ``checkpoint``, if there is one.
+
+        A partial epoch at the end (``max_samples`` reached, or the source exhausted) is
+        closed like a full one: callbacks see it, and it is checkpointed.
+        """
+        for name, value in (("epochs", epochs), ("max_samples", max_samples)):
+            _check_positive(name, value)
+        _check_positive("epoch_size", epoch_size)
+        if not isinstance(source, MinibatchSource):
+            raise TypeError(f"source: expected a MinibatchSource, found {type(source).__name__}")
+        limits = (epochs, max_samples, source.max_sweeps, source.max_samples)
+        if all(limit is None for limit in limits):
+            raise ValueError(
+                "fit: expected epochs or max_samples (or a source with max_sweeps or "
+                "max_samples); with none of them training would never end"
+            )
+        if resume:
+            if self.checkpoint is None:
+                raise ValueError("resume=True: expected a trainer with checkpoint=..., found none")
+            latest = self.checkpoint.latest()
+            if latest is not None:
+                self.restore(latest)
+        self._check_streams(source.stream_names, "the source")
+        source = self._partitioned(source)
+        if self._pending is not None:
+            rng, position = self._pending
+            self._pending = None
+            if position is not None:
+                source.load_state_dict(position)
+            _set_rng_state(rng)
+        if validation is not None:
+            self._check_evaluation_source(validation)
+        self._active = [Validation(validation, "val")] if validation is not None else []
+        self._active += self.callbacks
+        self.fit_epochs = epochs
+        self.epoch_target = epoch_size or self._sweep_samples(source)
+        self.failed, self.stop_reason = False, None
+        history: list[EpochInfo] = []
+        self._emit("on_fit_start")
+        clock = time.perf_counter() - self.state.epoch_seconds
+        first, epoch_open, reason = True, False, ""
+        try:
+            while True:
+                limit = self._limit(epochs, max_samples) or self.stop_reason
+                if limit is not None:
+                    reason = limit
+                    break
+                if not epoch_open:
+                    self._emit("on_epoch_start", self.state.epoch + 1)
+                    epoch_open = True
+                mb = source.next_minibatch()
+                if mb is None:
+                    reason = "the source is exhausted"
+                    break
+                self._emit("on_step_end", self._step(mb, first))
+                first = False
+                if (
+                    mb.end_of_sweep
+                    if epoch_size is None
+                    else self.state.epoch_samples >= epoch_size
+                ):
+                    history.append(self._end_epoch(source, time.perf_counter() - clock))
+                    clock, epoch_open = time.perf_counter(), False
+                elif self._step_checkpoint_due():
+                    self._save(source, time.perf_counter() - clock)
+            if self.state.epoch_steps > 0:
+                history.append(self._end_epoch(source, time.perf_counter() - clock))
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            self._emit("on_fit_end")
+        s = self.state
+        return FitSummary(history, s.step, s.samples, tuple(s.skipped_steps), reason)
+
+    def stop(self, reason: str) -> None:
+        """Ask ``fit`` to stop after the current step or epoch (callbacks call this)."""
+        self.stop_reason = reason
+
+    def _limit(self, epochs: int | None, max_samples: int | None) -> str | None:
+        if epochs is not None and self.state.epoch >= epochs:
+            return "epochs"
+        if max_samples is not None and self.state.samples >= max_samples:
+            return "max_samples"
+        return None
+
+    def _end_epoch(self, source: MinibatchSource, seconds: float) -> EpochInfo:
+        s = self.state
+        first_step = s.step - s.epoch_steps
+        trained = max(s.epoch_trained, 1)
+        info = EpochInfo(
+            epoch=s.epoch + 1,
+            num_epochs=self.fit_epochs,
+            steps=s.epoch_steps,
+            samples=s.epoch_trained,
+            loss_sum=s.epoch_loss,
+            metric_sum=s.epoch_metric,
+            seconds=seconds,
+            skipped=tuple(k for k in s.skipped_steps if k > first_step),
+            metrics={"loss": s.epoch_loss / trained, "metric": s.epoch_metric / trained},
+        )
+        self.state = TrainerState(
+            step=s.step, epoch=s.epoch + 1, samples=s.samples, skipped_steps=s.skipped_steps
+        )
+        self._emit("on_epoch_end", info)
+        if self.checkpoint is not None:
+            self._save(source, 0.0)
+        return info
+
+    def _step_checkpoint_due(self) -> bool:
+        every = self.checkpoint.every_steps if self.checkpoint is not None else None
+        return every is not None and self.state.step % every == 0
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for cb in self._active:
+            if self.processes.is_main or not cb.rank_zero_only:
+                getattr(cb, hook)(self, *args)
+
+    # ------------------------------------------------------------------ data
+    def _streams(self, mb: Minibatch | Mapping[str, Any]) -> tuple[tuple[Any, ...], Any]:
+        names = self._check_streams(_stream_names(mb), "the minibatch")
+        values = [_to(mb[n], self.device) for n in names]
+        return tuple(values[:-1]), values[-1]
+
+    def _check_streams(self, present: list[str], where: str) -> tuple[str, ...]:
+        names = (*self.input_streams, self.target_stream)
+        missing = [n for n in names if n not in present]
+        if missing:
+            raise ValueError(
+                f"input_streams/target_stream: {where} has no stream {missing}; its streams "
+                f"are {present}"
+            )
+        return names
+
+    def _input_error(self, inputs: tuple[Any, ...], target: Any, error: Exception) -> Exception:
+        received = ", ".join(
+            f"{name!r}: {_describe(x)}" for name, x in zip(self.input_streams, inputs, strict=True)
+        )
+        return ModelInputError(
+            f"the first minibatch does not fit the model: it gives the model {received} and the "
+            f"criterion the target {self.target_stream!r}: {_describe(target)}; "
+            f"{_expected_input(self.model)}. {type(error).__name__}: {error}"
+        )
+
+    def _partitioned(self, source: MinibatchSource) -> MinibatchSource:
+        rank, world = self.processes.rank, self.processes.world_size
+        if (source.rank, source.world_size) == (rank, world):
+            return source
+        if source.world_size != 1 or world == 1:
+            raise ValueError(
+                f"source: partitioned as rank {source.rank} of {source.world_size}, but this "
+                f"process is rank {rank} of {world}"
+            )
+        return _copy_source(source, partition=(rank, world))
+
+    def _sweep_samples(self, source: MinibatchSource) -> int:
+        """Label samples in one sweep of ``source`` (all processes)."""
+        values = (example[self.target_stream] for example in source.examples)
+        return sum(
+            int(v.shape[0]) if isinstance(v, Tensor) else int(getattr(v, "num_samples", 1))
+            for v in values
+        )
+
+    def _sweep_of(self, source: MinibatchSource) -> MinibatchSource:
+        """This process's share of one sweep of ``source``, in order, from its start."""
+        if source not in self._sweeps:
+            sweep = _copy_source(
+                source,
+                randomize=False,
+                max_sweeps=1,
+                max_samples=None,
+                partition=(self.processes.rank, self.processes.world_size),
+            )
+            self._sweeps[source] = (sweep, sweep.state_dict())
+        sweep, start = self._sweeps[source]
+        sweep.load_state_dict(start)
+        return sweep
+
+    def _check_evaluation_source(self, source: MinibatchSource) -> None:
+        mb = self._sweep_of(source).next_minibatch()
+        if mb is None:
+            return
+        inputs, target = self._streams(mb)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.criterion(self.model(*inputs), target)
+        except Exception as error:
+            raise self._input_error(inputs, target, error) from error
+        finally:
+            self.model.train(was_training)
+
+    # ------------------------------------------------------------------ use
+    def evaluate(self, source: MinibatchSource | Iterable[Any]) -> dict[str, float]:
+        """Average loss and metric per label sample over one sweep of ``source``.
+
+        A MinibatchSource is read in order, one whole sweep, without moving its position
+        (under several processes each reads its share and the sums are combined); any other
+        iterable of minibatches is read to its end. Returns ``loss``, ``metric``,
+        ``samples`` and ``minibatches``.
+        """
+        combine = isinstance(source, MinibatchSource)
+        batches = self._sweep_of(source) if isinstance(source, MinibatchSource) else source
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for mb in batches:
+                    if getattr(mb, "repeated", False):
+                        continue
+                    inputs, target = self._streams(mb)
+                    loss, metric = self.criterion(self.model(*inputs), target)
+                    sums[0] += count_samples(target)
+                    sums[1] += loss.to(torch.float64)
+                    sums[2] += torch.as_tensor(metric, dtype=torch.float64).to(self.device)
+                    sums[3] += 1
+        finally:
+            self.model.train(was_training)
+        if combine:
+            sums = sum_over_processes(sums, self.processes)
+        n, loss_sum, metric_sum, k = sums.tolist()
+        if n == 0:
+            raise ValueError("source: expected at least one minibatch to evaluate, found none")
+        return {
+            "loss": loss_sum / n,
+            "metric": metric_sum / n,
+            "samples": int(n),
+            "minibatches": int(k),
+        }
+
+    def predict(self, *inputs: Any) -> Any:
+        """``model(*inputs)`` in eval mode without gradients; a minibatch (or a dict of
+        streams) as the only argument gives its ``input_streams``."""
+        if len(inputs) == 1 and isinstance(inputs[0], (Minibatch, Mapping)):
+            inputs = tuple(inputs[0][name] for name in self.input_streams)
+        moved = tuple(_to(x, self.device) for x in inputs)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.model(*moved)
+        finally:
+            self.model.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, source: MinibatchSource | None = None) -> dict[str, Any]:
+        """Everything a checkpoint holds (``source``'s position when given)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "trainer": asdict(self.state),
+            "rng": _rng_state(),
+            "source": None if source is None else source.state_dict(),
+            "callbacks": {
+                f"{i}.{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(self.callbacks)
+            },
+        }
+
+    def _save(self, source: MinibatchSource, seconds: float) -> None:
+        self.state.epoch_seconds = seconds
+        if self.processes.is_main and self.checkpoint is not None:
+            self.checkpoint.save(self.state_dict(source), self.state.step)
+
+    def restore(self, path: str | Path) -> Path:
+        """Load a checkpoint file (or the newest in a directory); the next ``fit`` continues it.
+
+        Model, optimizer, scheduler, counters and callback states are loaded now; the random
+        states and the source position when ``fit`` starts. Callback states are matched by
+        position and class; a callback without a saved state keeps its own.
+        """
+        path = Path(path)
+        if path.is_dir():
+            latest = Checkpoint(path).latest()
+            if latest is None:
+                raise FileNotFoundError(f"{path}: no checkpoint-*.safetensors in this directory")
+            path = latest
+        state = load_state(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None:
+            if state["lr_scheduler"] is None:
+                raise ValueError(f"{path}: the checkpoint has no lr_scheduler state to restore")
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.state = TrainerState(**state["trainer"])
+        saved = state["callbacks"]
+        for i, cb in enumerate(self.callbacks):
+            key = f"{i}.{type(cb).__name__}"
+            if key in saved:
+                cb.load_state_dict(saved[key])
+        self._pending = (state["rng"], state["source"])
+        return path
