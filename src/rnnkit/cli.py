@@ -8,6 +8,7 @@ accepts, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["main"]
+__all__ = ["TASK_MODULES", "main"]
+
+# Each module's ``add_commands(subparsers) -> {name: handler}`` adds its subcommands; a handler
+# takes the parsed arguments and returns the exit status. Heavy imports stay inside handlers.
+TASK_MODULES: tuple[str, ...] = ("rnnkit.tasks.solar",)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_forecast_options(fc, demo=False)
     commands["forecast"] = _forecast
 
+    for name in TASK_MODULES:
+        commands.update(importlib.import_module(name).add_commands(sub))
     parser.set_defaults(_commands=commands)
     return parser
 

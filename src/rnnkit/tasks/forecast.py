@@ -147,9 +147,11 @@ def forecast_windows(
     return examples
 
 
-def masked_squared_error(output: Tensor, target: Tensor) -> Tensor:
+def masked_squared_error(output: Tensor | SequenceBatch, target: Tensor | SequenceBatch) -> Tensor:
     """Sum over samples (rows) of the mean squared error over the row's observed (non-NaN)
-    targets; a row with no observed target adds 0."""
+    targets; a row with no observed target adds 0. Outputs and targets are ``[B, H]``."""
+    if not isinstance(output, Tensor) or not isinstance(target, Tensor):
+        raise TypeError("masked_squared_error: expected [B, H] tensors, found a SequenceBatch")
     observed = ~torch.isnan(target)
     diff = torch.where(observed, output - torch.nan_to_num(target), torch.zeros_like(output))
     per_row = diff.pow(2).sum(-1) / observed.sum(-1).clamp(min=1)
@@ -212,7 +214,7 @@ def forecast(
     run = Path(run_dir) if run_dir is not None else None
     callbacks: list[Any] = [EarlyStopping(patience=config.patience, restore_best=True)]
     if progress:
-        callbacks.insert(0, ProgressPrinter(freq=0, num_epochs=config.epochs, tag="CO2"))
+        callbacks.insert(0, ProgressPrinter(freq=0, num_epochs=config.epochs, metric_is_pct=False))
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)
         callbacks.append(CSVLogger(run / "metrics.csv"))
