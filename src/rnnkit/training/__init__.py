@@ -3,22 +3,20 @@
 * :mod:`~rnnkit.training.criteria` – losses and metrics as sums over samples, and
   :class:`Criterion` pairing them.
 * :mod:`~rnnkit.training.trainer` – :class:`Trainer` (fit, evaluate, predict, restore).
-* :mod:`~rnnkit.training.callbacks` – the progress printer in CNTK's formats, a terminal
-  progress bar, validation, CSV and TensorBoard logs, early stopping, learning-rate records.
+* :mod:`~rnnkit.training.callbacks` – the callback protocol, validation, early stopping,
+  learning-rate records.
+* :mod:`~rnnkit.training.progress` – the progress printer in CNTK's formats, a terminal bar.
+* :mod:`~rnnkit.training.loggers` – CSV and TensorBoard logs.
 * :mod:`~rnnkit.training.checkpoint` – atomic checkpoints in safetensors + JSON, no pickle.
 * :mod:`~rnnkit.training.distributed` – joining torchrun's process group.
 """
 
 from rnnkit.training.callbacks import (
     Callback,
-    CSVLogger,
     EarlyStopping,
     EpochInfo,
     LearningRateLogger,
-    ProgressBar,
-    ProgressPrinter,
     StepInfo,
-    TensorBoardLogger,
     Validation,
 )
 from rnnkit.training.checkpoint import Checkpoint, load_state, save_state
@@ -29,6 +27,8 @@ from rnnkit.training.criteria import (
     cross_entropy_with_softmax,
     squared_error,
 )
+from rnnkit.training.loggers import CSVLogger, TensorBoardLogger
+from rnnkit.training.progress import ProgressBar, ProgressPrinter
 from rnnkit.training.trainer import (
     FitSummary,
     ModelInputError,

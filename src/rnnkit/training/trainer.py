@@ -18,9 +18,9 @@ for bit on the CPU, as a run that was never interrupted.
 ...             for n in range(2, 10)]
 >>> model = Fold(LSTMCell(1, 4)) >> Dense(4, 1)
 >>> trainer = Trainer(model, Criterion(squared_error), torch.optim.Adam(model.parameters(), 0.05))
->>> summary = trainer.fit(MinibatchSource(examples, 12, seed=1), epochs=30)
+>>> summary = trainer.fit(MinibatchSource(examples, 12, seed=1), epochs=12)
 >>> len(summary.history), summary.samples, summary.stop_reason  # 8 labels per epoch
-(30, 240, 'epochs')
+(12, 96, 'epochs')
 >>> summary.history[-1].metrics["loss"] < 0.2 * summary.history[0].metrics["loss"]
 True
 """
