@@ -153,7 +153,8 @@ def main() -> None:
             f"`generate_listops(1024, seed={args.seed})` (Nangia & Bowman parameters), "
             f"cross-entropy on the roots, forward + backward, best of several runs; "
             f"{args.threads} CPU thread(s), {platform.processor() or platform.machine()}, "
-            f"torch {torch.__version__}.",
+            f"torch {torch.__version__}. Times are wall clock on whatever else the machine runs; "
+            "the speed-up is the ratio of two measurements made in the same run.",
             "",
             *rows,
             "",

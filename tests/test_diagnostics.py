@@ -104,7 +104,7 @@ def test_fold_of_linear_rnn_matches_powers_of_w_transpose() -> None:
 def test_recurrence_with_a_loss_at_every_step_follows_the_backward_recursion() -> None:
     torch.manual_seed(1)
     cell = LinearCell(2, 3)
-    seqs, x = ragged(2, 2)
+    _, x = ragged(2, 2)
     u = [torch.randn(n, 3, dtype=torch.float64) for n in LENGTHS]
     u_packed = SequenceBatch.from_list(u).data
     flow = gradient_flow(Recurrence(cell), x, lambda out: (out.data * u_packed).sum())
