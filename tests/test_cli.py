@@ -1,0 +1,78 @@
+"""The `rnnkit` command: the demo end to end (short), and one-line argument errors."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from rnnkit import load
+from rnnkit.cli import co2_csv, main
+
+
+def _seasonal_naive_mae_by_hand(values: np.ndarray) -> float:
+    """The demo's test part (last 10 % of the rows), windows of 104 in and 52 out, and the
+    forecast 'the same week one year before', missing values forward-filled, errors on the
+    observed targets only."""
+    n = len(values)
+    test = values[math.floor(0.9 * n + 1e-9) :]
+    filled = test.copy()
+    for t in range(1, len(filled)):
+        if np.isnan(filled[t]):
+            filled[t] = filled[t - 1]
+    errors = []
+    for start in range(len(test) - 156 + 1):
+        for k in range(52):
+            t = start + 104 + k
+            if not np.isnan(test[t]):
+                errors.append(abs(filled[t - 52] - test[t]))
+    return float(np.mean(errors))
+
+
+def test_demo_runs_and_writes_its_run_directory(tmp_path, capsys):
+    run = tmp_path / "demo"
+    assert main(["demo", "--epochs", "1", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    with co2_csv().open() as f:
+        rows = list(csv.DictReader(f))
+    values = np.array([float(r["co2"]) if r["co2"] else np.nan for r in rows])
+    assert len(values) == 2284 and int(np.isnan(values).sum()) == 59
+    assert result["naive_mae"] == pytest.approx(_seasonal_naive_mae_by_hand(values), rel=1e-6)
+    assert result["observed_targets"] > 0 and math.isfinite(result["mae"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["target"] == "co2"
+    assert "| seasonal naive (season 52) |" in (run / "report.md").read_text()
+    model = load(run)
+    assert sum(p.numel() for p in model.parameters()) == 4 * 32 * (2 + 32 + 2) + 33 * 52
+    assert (run / "forecast.png").stat().st_size > 1000
+    with (run / "metrics.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 1  # one epoch, one row
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["demo", "--epochs", "0"], "argument --epochs: expected a positive integer, found '0'"),
+        (["demo", "--cell", "rnn"], "argument --cell: invalid choice: 'rnn' (choose from"),
+        (["solar", "--data", "x"], "argument --data: invalid choice: 'x' (choose from"),
+        (["forecast", "missing.csv", "--time-column", "t", "--target", "y"], "no such file"),
+        (["nope"], "argument command: invalid choice: 'nope'"),
+    ],
+)
+def test_bad_arguments_give_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_reader_errors_are_one_line_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "s.csv"
+    bad.write_text("t,y\n2020-01-01,1\n2020-01-02,x\n")
+    assert main(["forecast", str(bad), "--time-column", "t", "--target", "y"]) == 1
+    err = capsys.readouterr().err
+    assert "s.csv:3:" in err and "Traceback" not in err
