@@ -95,11 +95,14 @@ def fused_reason(cell: Any) -> str | None:
 def scan_pays(x: SequenceBatch, hidden_size: int) -> bool:
     """Whether the parallel scan beats the loop for this batch.
 
-    On a GPU it always does. On a CPU the loop's cost is T small steps, the scan's a few
-    passes over all ``T x B x H`` elements; measured on 2 cores (bench/README.md), the scan
-    wins while a step is small (``B * H <= 4096``) and the loop wins beyond.
+    On a GPU it always does. On a CPU the loop costs T small steps (a fixed overhead each
+    plus ``B * H`` work), the scan a few passes over all ``T x B x H`` elements, so which wins
+    depends on the size of a step, ``B * H``, and hardly on T. Measured for training
+    (forward and backward, ``bench/run.py --cases scan``, 1 thread of a 2-core AMD EPYC):
+    scan/loop time 0.04-0.05 at ``B * H = 64``, 0.7-1.1 at 1024, 2.0-3.3 at 4096 and
+    beyond, so the scan is chosen up to ``B * H = 1024``.
     """
-    return x.data.is_cuda or x.batch_size * hidden_size <= 4096
+    return x.data.is_cuda or x.batch_size * hidden_size <= 1024
 
 
 def select_backend(
@@ -194,8 +197,8 @@ def _segment_costs(cell: Any) -> tuple[float, float, float]:
 
 
 def _run_fused(
-    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need
-) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need, outputs: bool = True
+) -> tuple[Tensor | None, tuple[Tensor, ...] | None]:
     sizes = x.batch_sizes
     equal = bool(sizes[0] == sizes[-1])
     packed = x.data.is_cuda or (need == "all" and len(state) > 1 and not equal)
@@ -210,33 +213,44 @@ def _run_fused(
     # Ragged on CPU: padded segments of decreasing width (the CPU kernel is slower on packed
     # input than on padded input); rows that end inside a segment run on into padding there,
     # but those outputs are never read and those rows leave before the next segment.
+    # Without outputs (a Fold), only each sequence's last row is gathered.
     bounds = plan_segments(x.batch_sizes, *_segment_costs(cell))
     padded = x.to_padded_time_major()
+    rows = x._row_position if outputs else (torch.arange(b), x.sorted_lengths - 1)
     if len(bounds) == 2:
         out, _ = _fused_call(cell, padded, None, state)
-        data = out.reshape(t * b, -1).index_select(0, x.padded_index)
+        index = x.padded_index if outputs else x.last_padded_index
+        picked = out.reshape(t * b, -1).index_select(0, index)
     else:
-        data = _run_segments(cell, x, padded, bounds, state)
+        picked = _run_segments(cell, x, padded, bounds, state, rows)
+    if not outputs:
+        return None, (picked,)
     if need == "none":
-        return data, None
-    return data, (data.index_select(0, x.last_rows_sorted()),)
+        return picked, None
+    return picked, (picked.index_select(0, x.last_rows_sorted()),)
 
 
 def _run_segments(
-    cell: Any, x: SequenceBatch, padded: Tensor, bounds: list[int], state: tuple[Tensor, ...]
+    cell: Any,
+    x: SequenceBatch,
+    padded: Tensor,
+    bounds: list[int],
+    state: tuple[Tensor, ...],
+    rows: tuple[Tensor, Tensor],
 ) -> Tensor:
-    """The packed outputs of a ragged batch run as padded segments cut at ``bounds``."""
+    """The outputs at ``rows`` (sorted sequence, step) of a ragged batch run as padded
+    segments cut at ``bounds``."""
     outs, offsets = [], []
     offset = 0
     sizes = x.batch_sizes.tolist()
     for a, z in itertools.pairwise(bounds):
-        rows = sizes[a]
-        state = tuple(s[:rows] for s in state)
-        out, state = _fused_call(cell, padded[a:z, :rows], None, state)
-        outs.append(out.reshape((z - a) * rows, -1))
-        offsets.append((offset, rows))
-        offset += (z - a) * rows
-    seq, step = x._row_position
+        active = sizes[a]
+        state = tuple(s[:active] for s in state)
+        out, state = _fused_call(cell, padded[a:z, :active], None, state)
+        outs.append(out.reshape((z - a) * active, -1))
+        offsets.append((offset, active))
+        offset += (z - a) * active
+    seq, step = rows
     segment = torch.bucketize(step, torch.tensor(bounds[1:-1]), right=True)
     base = torch.tensor([o for o, _ in offsets])[segment]
     width = torch.tensor([r for _, r in offsets])[segment]
@@ -304,17 +318,19 @@ def run_recurrence(
     *,
     keep_states: bool = False,
     need: Need = "all",
+    outputs: bool = True,
 ) -> tuple[list[Tensor], tuple[Tensor, ...] | None]:
     """Run ``cell`` over the packed ``x`` from ``state`` (rows in *sorted* order).
 
     Returns the packed data of the outputs (every state tensor when ``keep_states``) and the
     final state in sorted order: all of it for ``need='all'``, at least its output for
     ``'output'``, possibly None for ``'none'``. ``backend`` is a resolved path (see
-    :func:`select_backend`).
+    :func:`select_backend`). ``outputs=False`` lets a path skip the per-step outputs (the
+    list may then be empty).
     """
     if backend == "fused":
-        out, final = _run_fused(cell, x, state, need)
-        return [out], final
+        out, final = _run_fused(cell, x, state, need, outputs)
+        return ([] if out is None else [out]), final
     if backend == "scan":
         out, final = _run_scan(cell, x, state)
         return [out], final
@@ -449,7 +465,12 @@ class Recurrence(Layer):
         return _to_sorted(as_tuple(state), x, "initial_state")
 
     def _run(
-        self, x: SequenceBatch, state: State | None, keep_states: bool, need: Need
+        self,
+        x: SequenceBatch,
+        state: State | None,
+        keep_states: bool,
+        need: Need,
+        outputs: bool = True,
     ) -> tuple[list[SequenceBatch], tuple[Tensor, ...]]:
         x = _check_sequence_batch(x)
         size = getattr(self.cell, "input_size", None)
@@ -462,7 +483,7 @@ class Recurrence(Layer):
         backend = select_backend(self.cell, self.backend, keep_states and len(start) > 1, x)
         source = x.reverse() if self.go_backwards else x
         outs, final = run_recurrence(
-            self.cell, source, start, backend, keep_states=keep_states, need=need
+            self.cell, source, start, backend, keep_states=keep_states, need=need, outputs=outputs
         )
         batches = [source.with_data(o) for o in outs]
         if self.go_backwards:
@@ -519,7 +540,7 @@ class Fold(Recurrence):
     """
 
     def forward(self, x: SequenceBatch) -> Tensor:  # type: ignore[override]
-        return self._run(x, None, keep_states=False, need="output")[1][0]
+        return self._run(x, None, keep_states=False, need="output", outputs=False)[1][0]
 
     def final_state(self, x: SequenceBatch) -> State:
         """The whole final state, caller order; a tuple for several state tensors."""

@@ -186,9 +186,16 @@ class SequenceBatch:
     @cached_property
     def _row_position(self) -> tuple[Tensor, Tensor]:
         """For every row of ``data``: its sorted sequence index and its step (CPU int64)."""
-        seq = torch.cat([torch.arange(int(b)) for b in self.batch_sizes])
         step = torch.repeat_interleave(torch.arange(self.max_length), self.batch_sizes)
+        seq = torch.arange(step.numel()) - self.step_offsets[step]
         return seq, step
+
+    @cached_property
+    def last_padded_index(self) -> Tensor:
+        """``[B]`` the row ``(L_j - 1) * B + j`` of each sequence's last step in the sorted
+        time-major padding (on ``data``'s device)."""
+        b = self.batch_size
+        return ((self.sorted_lengths - 1) * b + torch.arange(b)).to(self.data.device)
 
     @cached_property
     def padded_index(self) -> Tensor:
@@ -213,6 +220,7 @@ class SequenceBatch:
             "step_offsets",
             "_row_position",
             "padded_index",
+            "last_padded_index",
             "reverse_index",
         ):
             if key in self.__dict__:

@@ -292,7 +292,8 @@ class Trainer:
     def _step(self, mb: Minibatch, first: bool) -> StepInfo:
         """One update: forward, loss per sample over all processes, backward, clip, step."""
         inputs, target = self._streams(mb)
-        self._net.train()
+        if not self._net.training:
+            self._net.train()
         try:
             loss_sum, metric_sum = self.criterion(self._net(*inputs), target)
         except Exception as error:
