@@ -15,6 +15,13 @@ from rnnkit.cells import (
 from rnnkit.data.minibatch import MinibatchSource
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
+from rnnkit.recursive import (
+    ChildSumTreeLSTMCell,
+    NaryTreeLSTMCell,
+    Recursive,
+    RecursiveCell,
+    RNTNCell,
+)
 from rnnkit.saving import export_onnx, load, register_module, save
 from rnnkit.sequences import SequenceBatch
 from rnnkit.training import (
@@ -35,6 +42,7 @@ from rnnkit.training import (
     cross_entropy_with_softmax,
     squared_error,
 )
+from rnnkit.trees import Tree, TreeBatch
 
 __all__ = [
     "Activation",
@@ -43,6 +51,7 @@ __all__ = [
     "Callback",
     "Cell",
     "Checkpoint",
+    "ChildSumTreeLSTMCell",
     "Criterion",
     "Dense",
     "Dropout",
@@ -58,16 +67,22 @@ __all__ = [
     "MinLSTMCell",
     "MinibatchSource",
     "ModelInputError",
+    "NaryTreeLSTMCell",
     "NonFiniteError",
     "ProgressBar",
     "ProgressPrinter",
     "RNNCell",
+    "RNTNCell",
     "Recurrence",
     "RecurrenceFrom",
+    "Recursive",
+    "RecursiveCell",
     "SequenceBatch",
     "Sequential",
     "TensorBoardLogger",
     "Trainer",
+    "Tree",
+    "TreeBatch",
     "Unfold",
     "Validation",
     "classification_error",

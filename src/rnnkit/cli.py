@@ -20,7 +20,7 @@ __all__ = ["TASK_MODULES", "main"]
 
 # Each module's ``add_commands(subparsers) -> {name: handler}`` adds its subcommands; a handler
 # takes the parsed arguments and returns the exit status. Heavy imports stay inside handlers.
-TASK_MODULES: tuple[str, ...] = ("rnnkit.tasks.solar",)
+TASK_MODULES: tuple[str, ...] = ("rnnkit.tasks.solar", "rnnkit.tasks.trees")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,13 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_forecast_options(demo, demo=True)
     commands["demo"] = _demo
 
-    fc = sub.add_parser("forecast", help="forecast a column of a CSV file")
+    fc = sub.add_parser("forecast", help="forecast columns of a CSV file")
     fc.add_argument("csv", type=_existing_file, help="a CSV file with a header row")
-    fc.add_argument("--time-column", required=True, help="the column of timestamps")
-    fc.add_argument("--target", required=True, help="the column to forecast")
+    fc.add_argument(
+        "--time-column", default=None, help="the column of timestamps (default: row order)"
+    )
+    fc.add_argument("--target", required=True, help="the column(s) to forecast, comma-separated")
+    fc.add_argument(
+        "--known", default="", help="columns known in advance over the horizon, comma-separated"
+    )
+    fc.add_argument(
+        "--model",
+        choices=("window", "stream"),
+        default="window",
+        help="window: Fold over each input window; stream: a forecast at every step",
+    )
+    fc.add_argument("--stride", type=_positive_int, default=1, help="steps between windows")
     fc.add_argument("--time-format", default=None, help="strptime format, e.g. %%Y%%m%%d")
     _add_forecast_options(fc, demo=False)
-    commands["forecast"] = _forecast
+    commands["forecast"] = lambda args: importlib.import_module(
+        "rnnkit.tasks.forecast"
+    ).forecast_command(args)
 
     for name in TASK_MODULES:
         commands.update(importlib.import_module(name).add_commands(sub))

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -241,20 +242,21 @@ def run_listops(
     return [train_listops_model(kind, train, test, run, log) for kind in models]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m rnnkit.tasks.trees --help``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train", type=int, default=90_000)
-    parser.add_argument("--test", type=int, default=10_000)
+def _add_options(parser: Any) -> None:
+    parser.add_argument("--train", type=int, default=90_000, help="training trees")
+    parser.add_argument("--test", type=int, default=10_000, help="test trees")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--max-seconds", type=float, default=None)
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop each model then")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="+", choices=["tree-lstm", "lstm"], default=None)
-    args = parser.parse_args(argv)
+    parser.add_argument("--run-dir", default=None, help="write config.json and report.md here")
+
+
+def _run(args: Any) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     run = ListOpsRun(
@@ -270,16 +272,57 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     models = args.models or ["tree-lstm", "lstm"]
     results = run_listops(run, log=lambda line: print(line, flush=True), models=models)
-    print("| model | test accuracy | train accuracy | majority | epochs | seconds | paper |")
-    print("|---|---|---|---|---|---|---|")
+    header = ("model", "test accuracy", "train accuracy", "majority", "epochs", "seconds", "paper")
     paper = {"tree-lstm": "98.7", "lstm": "71.5"}
-    for r in results:
-        print(
-            f"| {r.model} | {100 * r.test_accuracy:.1f} | {100 * r.train_accuracy:.1f} | "
-            f"{100 * r.majority_rate:.1f} | {r.epochs_run:.2f} | {r.seconds:.0f} | "
-            f"{paper[r.model]} |",
-            flush=True,
+    rows = [
+        (
+            r.model,
+            f"{100 * r.test_accuracy:.1f}",
+            f"{100 * r.train_accuracy:.1f}",
+            f"{100 * r.majority_rate:.1f}",
+            f"{r.epochs_run:.2f}",
+            f"{r.seconds:.0f}",
+            paper[r.model],
         )
+        for r in results
+    ]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |", flush=True)
+    if args.run_dir is not None:
+        from rnnkit.tasks.rundir import RunDirectory
+
+        out = RunDirectory(args.run_dir)
+        out.write_config(vars(args) | {"models": models})
+        out.write_report(
+            "ListOps: Tree-LSTM on gold trees and LSTM on the flat tokens",
+            rows,
+            header,
+            [
+                f"Generated ListOps (Nangia & Bowman 2018 parameters), seed {args.seed}: "
+                f"{args.train} training and {args.test} test expressions; accuracy in %.",
+            ],
+        )
+    return 0
+
+
+def add_commands(sub: Any) -> dict[str, Callable[[Any], int]]:
+    """``rnnkit tree``: ListOps with a Tree-LSTM on gold trees and an LSTM on the tokens."""
+    parser = sub.add_parser(
+        "tree",
+        help="ListOps: Tree-LSTM on gold trees vs LSTM on the flat tokens",
+        description=__doc__.split("\n")[0],
+    )
+    _add_options(parser)
+    return {"tree": _run}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: ``python -m rnnkit.tasks.trees --help`` (the same as ``rnnkit tree``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    _add_options(parser)
+    _run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
