@@ -20,7 +20,12 @@ __all__ = ["TASK_MODULES", "main"]
 
 # Each module's ``add_commands(subparsers) -> {name: handler}`` adds its subcommands; a handler
 # takes the parsed arguments and returns the exit status. Heavy imports stay inside handlers.
-TASK_MODULES: tuple[str, ...] = ("rnnkit.tasks.solar", "rnnkit.tasks.trees")
+TASK_MODULES: tuple[str, ...] = (
+    "rnnkit.tasks.solar",
+    "rnnkit.tasks.trees",
+    "rnnkit.tasks.missing",
+    "rnnkit.tasks.visits",
+)
 
 
 class _Parser(argparse.ArgumentParser):
