@@ -268,11 +268,11 @@ def _observed_recurrence(module: Recurrence, name: str, observers: list[_Observe
     run = module._run
     kind = f"{type(module).__name__}({type(module.cell).__name__})"
 
-    def observed_run(x: SequenceBatch, state: State | None, keep_states: bool, need: Any) -> Any:
+    def observed_run(*args: Any, **kwargs: Any) -> Any:
         observer = _Observer(name, kind, "step", module.go_backwards)
         observers.append(observer)
         with _patched(module, "backend", "loop"), _observing_cell(module.cell, observer):
-            return run(x, state, keep_states, need)
+            return run(*args, **kwargs)
 
     return observed_run
 
