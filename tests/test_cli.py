@@ -76,3 +76,20 @@ def test_reader_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     assert main(["forecast", str(bad), "--time-column", "t", "--target", "y"]) == 1
     err = capsys.readouterr().err
     assert "s.csv:3:" in err and "Traceback" not in err
+
+
+def test_longrange_then_diagnose(tmp_path, capsys):
+    run = tmp_path / "adding"
+    argv = ["longrange", "--cell", "rnn", "--length", "12", "--steps", "3", "--hidden", "8"]
+    assert main([*argv, "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(run)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    first, last = (
+        float(v)
+        for v in line.split("from ")[1].split(" (first step) to ")[0:1]
+        + [line.split(" to ")[1].split(" (last)")[0]]
+    )
+    # a tanh RNN forgets: the gradient reaching the first step is smaller than at the last
+    assert 0 < first < last
+    assert (run / "gradients.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

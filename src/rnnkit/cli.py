@@ -23,6 +23,7 @@ __all__ = ["TASK_MODULES", "main"]
 TASK_MODULES: tuple[str, ...] = (
     "rnnkit.tasks.solar",
     "rnnkit.tasks.trees",
+    "rnnkit.tasks.longrange",
     "rnnkit.tasks.missing",
     "rnnkit.tasks.visits",
 )
@@ -123,6 +124,18 @@ def _forecast(args: argparse.Namespace) -> int:
     return _run_forecast(args, args.csv, args.time_column, args.target, args.time_format)
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from rnnkit.diagnostics import diagnose_run
+
+    out = args.out or args.run_dir / "gradients.png"
+    flow = diagnose_run(args.run_dir, out)
+    for layer in flow.layers:
+        norms = layer.grad_norm
+        print(f"{layer.name}: |dL/dh_t| from {norms[0]:.3g} (first step) to {norms[-1]:.3g} (last)")
+    print(f"plot: {out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- the parser
 
 
@@ -156,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands["forecast"] = lambda args: importlib.import_module(
         "rnnkit.tasks.forecast"
     ).forecast_command(args)
+
+    diag = sub.add_parser(
+        "diagnose",
+        help="draw the gradient flow of a saved run on its validation data",
+        description="Norm of dLoss/dh_t for every step t of every recurrent layer (and the "
+        "mean gate activations) of the model saved in RUN_DIR, on the validation data its "
+        "config.json names (runs written by rnnkit.tasks.longrange).",
+    )
+    diag.add_argument("run_dir", type=Path, help="a run directory with model.json and config.json")
+    diag.add_argument(
+        "--out", type=Path, default=None, help="the PNG (default RUN_DIR/gradients.png)"
+    )
+    commands["diagnose"] = _diagnose
 
     for name in TASK_MODULES:
         commands.update(importlib.import_module(name).add_commands(sub))

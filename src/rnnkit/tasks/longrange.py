@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -314,9 +314,7 @@ def _save_run(directory: Path, model: nn.Module, result: LongRangeResult) -> Non
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Train one run from the command line and print its result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _add_options(parser: Any) -> None:
     parser.add_argument("--task", choices=("adding", "copy"), default="adding")
     parser.add_argument("--cell", choices=CELLS, default="lstm")
     parser.add_argument("--length", type=int, default=100, help="T (adding) or delay (copy)")
@@ -326,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
+
+
+def _run(args: Any) -> int:
     run = LongRangeRun(
         task=args.task,
         cell=args.cell,
@@ -339,6 +339,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     result = train_long_range(run, args.run_dir)
     print(json.dumps(dataclasses.asdict(result), indent=2))
+    return 0
+
+
+def add_commands(sub: Any) -> dict[str, Any]:
+    """``rnnkit longrange``: one run of the adding problem or the copy task."""
+    parser = sub.add_parser(
+        "longrange",
+        help="the adding problem or the copy task for RNN, IRNN, LSTM, GRU",
+        description=__doc__.split("\n")[0],
+    )
+    _add_options(parser)
+    return {"longrange": _run}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Train one run from the command line and print its result (as ``rnnkit longrange``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    _add_options(parser)
+    _run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
