@@ -6,7 +6,10 @@ minibatches of 140 samples that ``MinibatchSource`` draws; the plain loop gets t
 tensors with lengths prepared before timing, as a hand-written loop would). Reported: seconds
 per update (median of the repeats), and the test MSE each reaches.
 
-    python bench/bench_solar.py [--updates 6550] [--repeats 3] [--threads 1]
+    python bench/bench_solar.py [--updates 6550] [--repeats 3] [--threads 1] [--keras-updates 500]
+
+Keras 3 (torch backend) is timed too when it is installed (``pip install keras``; not a
+dependency of rnnkit), over the first ``--keras-updates`` of the same minibatches.
 """
 
 from __future__ import annotations
@@ -76,6 +79,38 @@ def run_rnnkit(batches: list, seed: int) -> tuple[float, nn.Module]:
     return time.perf_counter() - start, model
 
 
+def run_keras(batches: list, seed: int) -> tuple[float, object] | None:
+    """The same model in Keras 3 on its torch backend, when Keras is installed: padded
+    input (padding -1, masked), ``train_on_batch`` per minibatch. Keras has no per-layer
+    constant initial state, so its LSTM starts at zero (no effect on the time per update)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("keras") is None:
+        return None
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((None, 1)),
+            keras.layers.Masking(mask_value=-1.0),
+            keras.layers.LSTM(15),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.005), loss="mse")
+    prepared = []
+    for mb in batches:
+        x, _ = mb["features"].to_padded(padding_value=-1.0)
+        prepared.append((x.numpy(), mb["target"].numpy()))
+    start = time.perf_counter()
+    for x, y in prepared:
+        model.train_on_batch(x, y)
+    return time.perf_counter() - start, model
+
+
 def test_mse(model: nn.Module, examples: list[dict[str, torch.Tensor]]) -> float:
     seqs = [e["features"] for e in examples]
     y = torch.cat([e["target"] for e in examples])
@@ -93,6 +128,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=6550)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--keras-updates", type=int, default=500, help="updates timed in Keras (0: skip)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, _, test = split_days(solar_days(default_data_dir() / "solar.csv"))
@@ -116,6 +154,12 @@ def main() -> None:
     row["ratio_rnnkit_to_plain"] = round(
         statistics.median(times["rnnkit"]) / statistics.median(times["plain"]), 3
     )
+    if args.keras_updates:
+        keras_run = run_keras(minibatches(train_ex, args.keras_updates, 0), 0)
+        if keras_run is not None:
+            ms = 1e3 * keras_run[0] / args.keras_updates
+            row["keras"] = {"ms_per_update": round(ms, 3), "updates": args.keras_updates}
+            row["ratio_keras_to_rnnkit"] = round(ms / (1e3 * statistics.median(times["rnnkit"])), 2)
     print(json.dumps({"case": "solar end to end", "threads": args.threads, **row}))
 
 

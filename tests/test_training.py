@@ -719,3 +719,22 @@ def test_shapes_that_do_not_fit_fail_before_training() -> None:
     model = (Recurrence(LSTMCell(2, 4)) >> Dense(4, 1)).double()
     with pytest.raises(ModelInputError, match="output is a SequenceBatch .* target is a tensor"):
         trainer_for(model).fit(source(examples), epochs=1)
+
+
+def test_gradient_monitor_warns_on_explosion_and_vanishing():
+    import warnings
+
+    from rnnkit.training import GradientMonitor, GradientWarning, StepInfo
+
+    monitor = GradientMonitor(explode=10.0, window=5, min_norm=1e-6)
+    norms = [1.0, 1.2, 0.9, 1.1, 1.0, 30.0, 1.0, 1e-8, 40.0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor.on_epoch_start(None, 0)
+        for i, norm in enumerate(norms, start=1):
+            monitor.on_step_end(None, StepInfo(i, 1, i, 10, 1.0, 0.0, norm, 0.01))
+    assert monitor.events == [(6, "explodes", 30.0), (8, "vanishes", 1e-8), (9, "explodes", 40.0)]
+    messages = [str(w.message) for w in caught if issubclass(w.category, GradientWarning)]
+    assert len(messages) == 2  # once per kind and epoch
+    assert messages[0].startswith("step 6: the gradient norm explodes: 30 (median of the last 5")
+    assert messages[1].startswith("step 8: the gradient norm vanishes: 1e-08")

@@ -16,6 +16,7 @@ Built in here: :class:`Validation` (evaluation on another source at each epoch e
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,6 +31,8 @@ __all__ = [
     "Callback",
     "EarlyStopping",
     "EpochInfo",
+    "GradientMonitor",
+    "GradientWarning",
     "LearningRateLogger",
     "StepInfo",
     "Validation",
@@ -255,3 +258,72 @@ class LearningRateLogger(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
         epoch.metrics["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
+
+
+class GradientWarning(UserWarning):
+    """The gradient norm of a step exploded or vanished (see :class:`GradientMonitor`)."""
+
+
+class GradientMonitor(Callback):
+    """Warn when the total gradient norm of a step explodes or vanishes.
+
+    The norm is the one the trainer measures before clipping (:attr:`StepInfo.grad_norm`).
+    A step *explodes* when its norm exceeds ``explode`` times the median of the last
+    ``window`` steps (after ``window`` steps), or the absolute ``max_norm``; it *vanishes*
+    when its norm falls below ``min_norm``. Each kind warns once per epoch
+    (:class:`GradientWarning`, naming the step and the norms); :attr:`events` keeps every
+    ``(step, kind, norm)`` seen.
+    """
+
+    rank_zero_only = True
+
+    def __init__(
+        self,
+        explode: float = 10.0,
+        window: int = 50,
+        max_norm: float = math.inf,
+        min_norm: float = 1e-7,
+    ) -> None:
+        if explode <= 1 or window < 1 or min_norm < 0:
+            raise ValueError(
+                "explode, window, min_norm: expected explode > 1, window >= 1, min_norm >= 0, "
+                f"found {explode}, {window}, {min_norm}"
+            )
+        self.explode, self.window, self.max_norm, self.min_norm = (
+            explode,
+            window,
+            max_norm,
+            min_norm,
+        )
+        self.recent: list[float] = []
+        self.events: list[tuple[int, str, float]] = []
+        self._warned: set[str] = set()
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self._warned.clear()
+
+    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+        norm = step.grad_norm
+        if not math.isfinite(norm):
+            return
+        median = sorted(self.recent)[len(self.recent) // 2] if self.recent else math.nan
+        kind = None
+        if norm > self.max_norm or (
+            len(self.recent) >= self.window and norm > self.explode * median
+        ):
+            kind = "explodes"
+            detail = f"{norm:.3g} (median of the last {len(self.recent)} steps: {median:.3g})"
+        elif norm < self.min_norm:
+            kind = "vanishes"
+            detail = f"{norm:.3g} (below {self.min_norm:.3g})"
+        if kind is not None:
+            self.events.append((step.step, kind, norm))
+            if kind not in self._warned:
+                self._warned.add(kind)
+                warnings.warn(
+                    f"step {step.step}: the gradient norm {kind}: {detail}; consider "
+                    "clip_norm, a lower learning rate, or a gated cell",
+                    GradientWarning,
+                    stacklevel=2,
+                )
+        self.recent = [*self.recent[-(self.window - 1) :], norm]
