@@ -26,6 +26,8 @@ TASK_MODULES: tuple[str, ...] = (
     "rnnkit.tasks.longrange",
     "rnnkit.tasks.missing",
     "rnnkit.tasks.visits",
+    "rnnkit.tasks.lm",
+    "rnnkit.tasks.seq2seq",
 )
 
 
@@ -118,10 +120,6 @@ def _run_forecast(
 
 def _demo(args: argparse.Namespace) -> int:
     return _run_forecast(args, co2_csv(), "date", "co2", "%Y%m%d")
-
-
-def _forecast(args: argparse.Namespace) -> int:
-    return _run_forecast(args, args.csv, args.time_column, args.target, args.time_format)
 
 
 def _diagnose(args: argparse.Namespace) -> int:
