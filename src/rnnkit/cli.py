@@ -28,6 +28,8 @@ TASK_MODULES: tuple[str, ...] = (
     "rnnkit.tasks.visits",
     "rnnkit.tasks.lm",
     "rnnkit.tasks.seq2seq",
+    "rnnkit.tasks.classify",
+    "rnnkit.tasks.tag",
 )
 
 
