@@ -50,6 +50,10 @@ def test_demo_runs_and_writes_its_run_directory(tmp_path, capsys):
     assert (run / "forecast.png").stat().st_size > 1000
     with (run / "metrics.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 1  # one epoch, one row
+    # the gradient flow of the saved run, on its validation windows rebuilt from config.json
+    assert main(["diagnose", str(run)]) == 0
+    assert "layers.0: |dL/dh_t| from" in capsys.readouterr().out
+    assert (run / "gradients.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,8 @@ def _run_forecast(
         f"{path.name}: {len(series)} steps of {target!r}, {missing} missing (filled for the "
         "input, flagged by a mask, left out of every error)"
     )
-    result = forecast(series, config, args.run_dir)
+    source = {"csv": str(path.resolve()), "time_column": time_column, "time_format": time_format}
+    result = forecast(series, config, args.run_dir, data_source=source)
     print(
         f"test MAE {result.mae:.3f} (seasonal naive {result.naive_mae:.3f}); "
         f"MASE {result.mase:.3f} (seasonal naive {result.naive_mase:.3f})"

@@ -398,11 +398,14 @@ def forecast(
     run_dir: str | Path | None = None,
     *,
     progress: bool = True,
+    data_source: dict[str, Any] | None = None,
 ) -> ForecastResult:
     """Train and evaluate a forecaster on ``series`` (see the module docstring).
 
     Writes, when ``run_dir`` is given: ``config.json``, ``model.safetensors`` + ``model.json``,
-    ``scaler.json``, ``metrics.csv``, ``forecast.png`` and ``report.md``.
+    ``scaler.json``, ``metrics.csv``, ``forecast.png`` and ``report.md``. ``data_source``
+    (``{"csv": path, "time_column": ..., "time_format": ...}``) goes into ``config.json`` as
+    ``"data"``, so that ``rnnkit diagnose RUN_DIR`` can rebuild the validation windows.
     """
     from rnnkit.recurrence import Recurrence
     from rnnkit.training import (
@@ -511,6 +514,11 @@ def forecast(
     )
     if run is not None:
         _write_run(run, model, config, result, series, data, pred_u, truth_u, naive_u)
+        if data_source is not None:
+            written = json.loads((run / "config.json").read_text())
+            (run / "config.json").write_text(
+                json.dumps({**written, "data": data_source}, indent=2) + "\n"
+            )
     return result
 
 
@@ -750,7 +758,12 @@ def forecast_command(args: Any) -> int:
         + f", {missing} missing (filled for the input, flagged by a mask, left out of every "
         "error)"
     )
-    result = forecast(series, config, args.run_dir)
+    source = {
+        "csv": str(Path(args.csv).resolve()),
+        "time_column": args.time_column,
+        "time_format": args.time_format,
+    }
+    result = forecast(series, config, args.run_dir, data_source=source)
     for name, f in result.per_target.items():
         print(
             f"{name}: test MAE {f['mae']:.3f} (seasonal naive {f['naive_mae']:.3f}); "
