@@ -36,6 +36,7 @@ from rnnkit import (
     SequenceBatch,
     Unfold,
 )
+from rnnkit.onnx_export import export_onnx
 from rnnkit.recursive import (
     ChildSumTreeLSTMCell,
     NaryTreeLSTMCell,
@@ -43,7 +44,7 @@ from rnnkit.recursive import (
     RecursiveCell,
     RNTNCell,
 )
-from rnnkit.saving import export_onnx, load, register_module, save
+from rnnkit.saving import load, register_module, save
 from rnnkit.trees import Tree, TreeBatch
 
 LENGTHS = [3, 1, 6, 2, 6]  # unsorted, with a tie and a length-1 sequence

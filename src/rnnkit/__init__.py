@@ -14,6 +14,7 @@ from rnnkit.cells import (
 )
 from rnnkit.data.minibatch import MinibatchSource
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
+from rnnkit.onnx_export import export_onnx
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
 from rnnkit.recursive import (
     ChildSumTreeLSTMCell,
@@ -22,7 +23,7 @@ from rnnkit.recursive import (
     RecursiveCell,
     RNTNCell,
 )
-from rnnkit.saving import export_onnx, load, register_module, save
+from rnnkit.saving import load, register_module, save
 from rnnkit.sequences import SequenceBatch
 from rnnkit.training import (
     Callback,

@@ -1,4 +1,4 @@
-"""Save and load models without pickle; export the standard recurrent models to ONNX.
+"""Save and load models without pickle (ONNX export: :mod:`rnnkit.onnx_export`).
 
 :func:`save` writes a directory holding two files:
 
@@ -19,10 +19,6 @@ because unpickling runs whatever code the file contains.
 Every rnnkit module type is registered, and ``torch.nn`` Linear, Embedding, Identity, Tanh,
 ReLU, Sigmoid, Dropout and LayerNorm. :func:`register_module` adds a type of your own.
 
-:func:`export_onnx` writes an ONNX graph ``(x [B, T, I] or ids [B, T], lengths [B]) -> output``
-with dynamic batch and length for stacks of Embedding, Dense, Recurrence, Fold and
-Bidirectional over the standard RNN/LSTM/GRU cells.
-
 >>> import tempfile
 >>> from pathlib import Path
 >>> from rnnkit import Dense, Fold, GRUCell, SequenceBatch
@@ -42,7 +38,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,14 +57,12 @@ from rnnkit.recursive import (
     RecursiveCell,
     RNTNCell,
 )
-from rnnkit.sequences import SequenceBatch
 
 __all__ = [
     "DESCRIPTION_FILE",
     "FORMAT_VERSION",
     "PICKLE_SUFFIXES",
     "WEIGHTS_FILE",
-    "export_onnx",
     "load",
     "register_module",
     "save",
@@ -727,284 +720,3 @@ def load(directory: str | os.PathLike[str], device: str | torch.device = "cpu") 
         model = _build(header["model"], "model", config_tensors, description_path)
     _load_weights(model, weights, header["weights"].get("tied", {}), weights_path)
     return model.to(device).eval()
-
-
-# ---------------------------------------------------------------------------- ONNX export
-
-
-def _fused_kind(cell: nn.Module) -> str | None:
-    """The torch function computing ``cell`` over a padded batch, or None if there is none."""
-    if type(cell) is LSTMCell and cell.is_standard:
-        return "lstm"
-    if type(cell) is GRUCell and cell.is_standard:
-        return "gru"
-    if type(cell) is RNNCell and cell.nonlinearity in ("tanh", "relu"):
-        return f"rnn_{cell.nonlinearity}"
-    return None
-
-
-def _time_index(lengths: Tensor, steps: int) -> tuple[Tensor, Tensor]:
-    """``t [1, T]`` and ``L [B, 1]`` for masks and index arithmetic."""
-    t = torch.arange(steps, device=lengths.device).unsqueeze(0)
-    return t, lengths.unsqueeze(1)
-
-
-def _gather_time(x: Tensor, index: Tensor) -> Tensor:
-    """``x [B, T, F]``, ``index [B, T']`` -> ``[B, T', F]``: ``out[b, s] = x[b, index[b, s]]``."""
-    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
-
-
-class _ExportRecurrence(nn.Module):
-    """A Recurrence or Fold of a standard cell, on padded ``x [B, T, I]`` and ``lengths [B]``.
-
-    Forwards, the fused function runs over the padding, which no valid step reads. Backwards,
-    each sequence is reversed within its length (``t -> L - 1 - t`` for ``t < L``, padding
-    left in place), run forwards, and reversed back. A Fold reads each sequence's step
-    ``L - 1`` of that run (for a backward Fold: the output after the sequence's first step).
-    """
-
-    def __init__(self, layer: Recurrence, where: str) -> None:
-        super().__init__()
-        kind = _fused_kind(layer.cell)
-        if kind is None:
-            raise ValueError(
-                f"{where}: export_onnx supports Recurrence/Fold over a standard RNNCell "
-                "(tanh or relu), LSTMCell (no peepholes, layer_norm or proj_size) or GRUCell "
-                f"(reset='after'), found {_type_name(type(layer.cell))} with other options"
-            )
-        self.kind, self.fold, self.go_backwards = kind, isinstance(layer, Fold), layer.go_backwards
-        self.cell = layer.cell
-        zeros = [z[0] for z in _tuple(cast(Any, layer.cell).initial_state(1))]
-        initial = layer.initial
-        if initial.constant is not None:
-            vectors = [torch.full_like(z, initial.constant) for z in zeros]
-        elif len(initial.learned):
-            vectors = [p.detach().clone() for p in initial.learned]
-        elif initial.fixed is not None:
-            vectors = []
-            for k, f in enumerate(initial.fixed):
-                if f.dim() > 1 and f.shape[0] != 1:
-                    raise ValueError(
-                        f"{where}.initial_state[{k}]: export_onnx needs one initial state for "
-                        f"every batch size ([H] or [1, H]), found shape {list(f.shape)}"
-                    )
-                vectors.append(f.detach().reshape(-1))
-        else:
-            vectors = zeros
-        weight = cast(Any, layer.cell).weight_ih
-        for k, v in enumerate(vectors):
-            self.register_buffer(f"initial_{k}", v.to(weight, copy=True))
-        self.num_states = len(vectors)
-
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        t, ends = _time_index(lengths, x.shape[1])
-        reverse = torch.where(t < ends, ends - 1 - t, t)
-        if self.go_backwards:
-            x = _gather_time(x, reverse)
-        cell: Any = self.cell
-        batch = x.shape[0]
-        states = [getattr(self, f"initial_{k}") for k in range(self.num_states)]
-        hx = tuple(s.expand(1, batch, s.shape[0]).contiguous() for s in states)
-        weights = [cell.weight_ih, cell.weight_hh]
-        has_bias = cell.bias_ih is not None
-        if has_bias:
-            weights += [cell.bias_ih, cell.bias_hh]
-        run: Any = getattr(torch, self.kind)
-        flags = (has_bias, 1, 0.0, False, False, True)  # bias, layers, dropout, train, bidi, bf
-        out = (
-            run(x, hx, weights, *flags)[0]
-            if self.kind == "lstm"
-            else run(x, hx[0], weights, *flags)[0]
-        )
-        if self.fold:
-            return _gather_time(out, ends - 1).squeeze(1)
-        return _gather_time(out, reverse) if self.go_backwards else out
-
-
-class _ExportBidirectional(nn.Module):
-    def __init__(self, layer: Bidirectional, where: str) -> None:
-        super().__init__()
-        self.forward_layer = _ExportRecurrence(layer.forward_layer, f"{where}.forward_layer")
-        self.backward_layer = _ExportRecurrence(layer.backward_layer, f"{where}.backward_layer")
-        self.merge = layer.merge
-
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        f, b = self.forward_layer(x, lengths), self.backward_layer(x, lengths)
-        return f + b if self.merge == "sum" else torch.cat([f, b], dim=-1)
-
-
-class _ExportFunction(nn.Module):
-    fn: Callable[[Tensor], Tensor]
-
-    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fn(x)
-
-
-_PER_STEP_TORCH = (nn.Linear, nn.Identity, nn.Tanh, nn.ReLU, nn.Sigmoid, nn.LayerNorm)
-
-
-def _per_step(module: Any, where: str) -> list[nn.Module]:
-    """The export form of a per-step layer: plain modules applied to ``[..., F]`` tensors."""
-    if type(module) in _PER_STEP_TORCH:
-        return [module]
-    if type(module) in (Dropout, nn.Dropout):
-        return []  # the graph is for inference, where dropout is the identity
-    if type(module) is Dense:
-        activation = _function_to_config(module.activation, f"{where}.activation")
-        return [module.linear, *_function_for_export(activation, f"{where}.activation")]
-    if type(module) is Activation:
-        fn = _function_to_config(module.fn, f"{where}.fn")
-        return _function_for_export(fn, f"{where}.fn")
-    raise ValueError(
-        f"{where}: export_onnx does not support {_type_name(type(module))}; supported: "
-        "Sequential of Embedding (first), Dense, Dropout, Activation (tanh, relu, sigmoid), "
-        "torch.nn Linear/Identity/Tanh/ReLU/Sigmoid/Dropout/LayerNorm, and Recurrence, Fold, "
-        "Bidirectional over standard RNN/LSTM/GRU cells"
-    )
-
-
-def _function_for_export(fn: str | nn.Module | None, where: str) -> list[nn.Module]:
-    if fn is None:
-        return []
-    if isinstance(fn, str):
-        return [_ExportFunction(_FUNCTIONS[fn])]
-    return _per_step(fn, where)
-
-
-def _tuple(state: Any) -> tuple[Tensor, ...]:
-    return state if isinstance(state, tuple) else (state,)
-
-
-class _ExportModel(nn.Module):
-    """The model re-expressed on padded tensors: ``(x, lengths) -> output``.
-
-    Per-step stages see ``[B, T, F]`` (or ``[B, F]`` after a Fold), recurrent stages
-    ``(x, lengths)``; sequence outputs are zeroed at padded steps, as ``to_padded`` gives.
-    """
-
-    def __init__(self, model: nn.Module, token_ids: bool) -> None:
-        super().__init__()
-        layers = list(model.layers) if type(model) is Sequential else [model]
-        stages: list[nn.Module] = []
-        self.recurrent: list[bool] = []
-        sequence = True
-        for i, layer in enumerate(layers):
-            where = f"model.layers.{i}" if type(model) is Sequential else "model"
-            embedding = type(layer) in (Embedding, nn.Embedding)
-            if embedding != (i == 0 and token_ids):
-                raise ValueError(
-                    f"{where}: export_onnx expects an Embedding as the first layer exactly when "
-                    f"the example holds token ids (int64 steps), found {_type_name(type(layer))} "
-                    f"at position {i} with {'token ids' if token_ids else 'float steps'}"
-                )
-            found: list[nn.Module]
-            if embedding:
-                found = [getattr(layer, "embedding", layer)]
-            elif type(layer) in (Recurrence, Fold, Bidirectional):
-                if not sequence:
-                    raise ValueError(
-                        f"{where}: a {type(layer).__name__} after a Fold receives [B, H], not a "
-                        "sequence"
-                    )
-                found = [
-                    _ExportBidirectional(layer, where)
-                    if isinstance(layer, Bidirectional)
-                    else _ExportRecurrence(cast(Recurrence, layer), where)
-                ]
-                sequence = type(layer) is not Fold
-            else:
-                found = _per_step(layer, where)
-            stages.extend(found)
-            self.recurrent.extend(
-                isinstance(s, (_ExportRecurrence, _ExportBidirectional)) for s in found
-            )
-        self.stages = nn.ModuleList(stages)
-        self.sequence_output = sequence
-
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        for stage, recurrent in zip(self.stages, self.recurrent, strict=True):
-            x = stage(x, lengths) if recurrent else stage(x)
-        if not self.sequence_output:
-            return x
-        t, ends = _time_index(lengths, x.shape[1])
-        return torch.where((t < ends).unsqueeze(2), x, torch.zeros((), dtype=x.dtype))
-
-
-def export_onnx(
-    model: nn.Module,
-    path: str | os.PathLike[str],
-    example: SequenceBatch,
-    opset_version: int = 17,
-) -> None:
-    """Write ``model`` as an ONNX graph with dynamic batch size and length.
-
-    The graph's inputs are ``x [B, T, I]`` (float steps) or ``ids [B, T]`` (int64 token ids:
-    pad with a valid id, e.g. 0) and ``lengths [B]`` (int64, each in ``1..T``); its output
-    ``output`` is what the model returns, padded: ``[B, T, H]`` with zeros at padded steps
-    for a sequence (as ``SequenceBatch.to_padded``), ``[B, O]`` for a model ending in a Fold.
-
-    Supported models: a :class:`~rnnkit.layers.Sequential` (or a single layer) of an
-    optional first ``Embedding``, then ``Recurrence``, ``Fold`` and ``Bidirectional`` over
-    standard cells (``RNNCell`` tanh/relu, ``LSTMCell`` without peepholes, layer_norm or
-    proj_size, ``GRUCell`` with ``reset='after'``), in either direction, with zero, constant,
-    learned or fixed ``[H]`` initial states, and per-step ``Dense``, ``Dropout`` (exported as
-    the identity), ``Activation`` (tanh, relu, sigmoid) and torch.nn Linear, Identity, Tanh,
-    ReLU, Sigmoid, Dropout, LayerNorm. Anything else is refused with ``ValueError`` naming the
-    layer. The recurrent layers become ONNX LSTM/GRU/RNN operators.
-
-    ``example`` is a SequenceBatch the model accepts; it fixes the input dtype. The export uses
-    torch's TorchScript-based exporter (``dynamo=False``): it maps the fused RNN functions to
-    ONNX's RNN operators with a dynamic time axis.
-    """
-    if not isinstance(example, SequenceBatch):
-        raise TypeError(f"example: expected a SequenceBatch, found {type(example).__name__}")
-    token_ids = not example.data.is_floating_point()
-    if token_ids and example.data.dim() != 1:
-        raise ValueError(
-            f"example: token ids must be one id per step ([N]), found steps of shape "
-            f"{list(example.feature_shape)}"
-        )
-    if not token_ids and example.data.dim() != 2:
-        raise ValueError(
-            f"example: expected float steps of shape [I], found {list(example.feature_shape)}"
-        )
-    wrapper = _ExportModel(model, token_ids)
-    padded, lengths = example.to_padded()
-    # The exporter puts the wrapper, which holds the model's modules, in eval mode and back
-    # in train mode; the model's own modes are restored afterwards.
-    modes = [(module, module.training) for module in model.modules()]
-    x_name = "ids" if token_ids else "x"
-    output_axes = {0: "batch", 1: "time"} if wrapper.sequence_output else {0: "batch"}
-    with warnings.catch_warnings():
-        # Expected and harmless here: the TorchScript exporter announces its deprecation, and
-        # warns that an RNN's initial state may fix the batch size; ours is expanded from the
-        # input's batch size in the graph (the tests run other batch sizes through it).
-        warnings.filterwarnings(
-            "ignore", "You are using the legacy TorchScript", DeprecationWarning
-        )
-        warnings.filterwarnings(
-            "ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\."
-        )
-        warnings.filterwarnings(
-            "ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning
-        )
-        torch.onnx.export(
-            wrapper,
-            (padded, lengths.to(torch.int64)),
-            str(path),
-            dynamo=False,
-            input_names=[x_name, "lengths"],
-            output_names=["output"],
-            dynamic_axes={
-                x_name: {0: "batch", 1: "time"},
-                "lengths": {0: "batch"},
-                "output": output_axes,
-            },
-            opset_version=opset_version,
-        )
-    for module, training in modes:
-        module.training = training
