@@ -338,6 +338,12 @@ class Trainer:
         )
 
     def _sums(self, count: int, loss_sum: Tensor, metric_sum: Any) -> tuple[int, float, float]:
+        if self.processes.world_size == 1:  # nothing to sum over: no tensors to build
+            if count <= 0:
+                raise ValueError(
+                    f"target_stream {self.target_stream!r}: the minibatch has no samples"
+                )
+            return count, float(loss_sum.detach()), float(metric_sum)
         values = torch.stack(
             [
                 torch.tensor(float(count), dtype=torch.float64, device=self.device),
