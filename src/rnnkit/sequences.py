@@ -234,6 +234,8 @@ class SequenceBatch:
     def to(self, *args: object, **kwargs: object) -> SequenceBatch:
         """Move ``data`` and the index tensors (``batch_sizes`` stays on the CPU)."""
         data = self.data.to(*args, **kwargs)  # type: ignore[call-overload]
+        if data is self.data:  # already there: keep this batch and its cached indices
+            return self
         return SequenceBatch(
             data,
             self.batch_sizes,

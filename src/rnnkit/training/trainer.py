@@ -268,6 +268,7 @@ class Trainer:
         here = parameter.device if parameter is not None else torch.device("cpu")
         self.device = torch.device(device) if device is not None else launched_device() or here
         self.model = model.to(self.device)
+        self._parameters = list(model.parameters())  # walked once, not at every step
         self.criterion, self.optimizer, self.lr_scheduler = criterion, optimizer, lr_scheduler
         self.input_streams, self.target_stream = tuple(input_streams), target_stream
         self.clip_norm, self.clip_value, self.on_nonfinite = clip_norm, clip_value, on_nonfinite
@@ -302,15 +303,15 @@ class Trainer:
             raise
         samples, loss, metric = self._sums(count_samples(target), loss_sum, metric_sum)
         (loss_sum * (self.processes.world_size / samples)).backward()
-        grads = [g for p in self.model.parameters() if (g := p.grad) is not None]
+        grads = [g for p in self._parameters if (g := p.grad) is not None]
         grad_norm = float(nn.utils.get_total_norm(grads)) if grads else 0.0
         lr = float(self.optimizer.param_groups[0]["lr"])
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
             if self.clip_value is not None:
-                nn.utils.clip_grad_value_(self.model.parameters(), self.clip_value)
+                nn.utils.clip_grad_value_(self._parameters, self.clip_value)
             if self.clip_norm is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+                nn.utils.clip_grad_norm_(self._parameters, self.clip_norm)
             self.optimizer.step()
             if self.lr_scheduler is not None:
                 self.lr_scheduler.step()
