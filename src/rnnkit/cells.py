@@ -98,7 +98,6 @@ class _StepCell(nn.Module):
     weight_ih: nn.Parameter
     bias_ih: nn.Parameter | None
     step: Callable[[Tensor, State], State]
-    initial_state: Callable[..., State]
 
     def reset_parameters(self) -> None:
         """Uniform(-1/sqrt(H), 1/sqrt(H)) for every weight, as ``torch.nn`` cells do."""
@@ -107,6 +106,15 @@ class _StepCell(nn.Module):
             if name.startswith("layer_norm") or name == "stabilizer":
                 continue
             nn.init.uniform_(p, -bound, bound)
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State:
+        """Zeros ``[B, H]`` (cells with more state tensors return a tuple)."""
+        return self._zeros(batch_size, self.hidden_size, device, dtype)
 
     def input_projection(self, x: Tensor) -> Tensor:
         """``[N, I] -> [N, G*H]``: ``x W_ih^T + b_ih`` for all steps at once."""
@@ -159,14 +167,6 @@ class RNNCell(_StepCell):
         self.bias_ih = nn.Parameter(torch.empty(hidden_size)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(hidden_size)) if bias else None
         self.reset_parameters()
-
-    def initial_state(
-        self,
-        batch_size: int,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        return self._zeros(batch_size, self.hidden_size, device, dtype)
 
     def step(self, px: Tensor, state: State) -> Tensor:
         (h,) = as_tuple(state)
@@ -305,14 +305,6 @@ class GRUCell(_StepCell):
         """True when ``torch.nn.GRU``'s fused kernel computes exactly this cell."""
         return self.reset == "after"
 
-    def initial_state(
-        self,
-        batch_size: int,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        return self._zeros(batch_size, self.hidden_size, device, dtype)
-
     def step(self, px: Tensor, state: State) -> Tensor:
         (h,) = as_tuple(state)
         x_r, x_z, x_n = px.chunk(3, dim=1)
@@ -351,14 +343,6 @@ class _LinearRecurrenceCell(_StepCell):
     """
 
     log_coefficients: Callable[[Tensor], tuple[Tensor, Tensor]]
-
-    def initial_state(
-        self,
-        batch_size: int,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        return self._zeros(batch_size, self.hidden_size, device, dtype)
 
     def step(self, px: Tensor, state: State) -> Tensor:
         (h,) = as_tuple(state)
