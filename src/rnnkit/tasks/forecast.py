@@ -675,6 +675,7 @@ class StreamingForecaster:
         if missing:
             raise ValueError(f"{run}: expected a forecast run directory, found no {missing}")
         settings = json.loads((run / "config.json").read_text())
+        settings.pop("data", None)  # where the series came from, not a setting
         for name in ("split", "known"):
             settings[name] = tuple(settings[name])
         if isinstance(settings["target"], list):
