@@ -458,3 +458,13 @@ def test_fused_segments_equal_reference(make, backwards, monkeypatch):
     torch.testing.assert_close(last_f, last_r, atol=1e-10, rtol=1e-10)
     for a, b in zip(grads_f, grads_r, strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_gradcheck_unfold_values_float64():
+    torch.manual_seed(12)
+    cell = GRUCell(2, 3).double()
+    readout = Dense(3, 2).double()
+    unfold = Unfold(cell, readout, nn.Identity(), max_length=4, mode="value")
+    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    x0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda h, x: unfold(h, x).data, (h0, x0))
