@@ -141,7 +141,11 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rnnkit", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="rnnkit",
+        description="Recurrent and recursive networks: ready recipes over your files, each "
+        "training, comparing with a baseline and writing a run directory.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
 
