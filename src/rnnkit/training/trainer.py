@@ -304,13 +304,17 @@ class Trainer:
         samples, loss, metric = self._sums(count_samples(target), loss_sum, metric_sum)
         (loss_sum * (self.processes.world_size / samples)).backward()
         grads = [g for p in self._parameters if (g := p.grad) is not None]
-        grad_norm = float(nn.utils.get_total_norm(grads)) if grads else 0.0
+        total_norm = nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        grad_norm = float(total_norm)
         lr = float(self.optimizer.param_groups[0]["lr"])
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
             if self.clip_value is not None:
                 nn.utils.clip_grad_value_(self._parameters, self.clip_value)
-            if self.clip_norm is not None:
+            if self.clip_norm is not None and self.clip_value is None:
+                # the norm is measured already: scale by it rather than measure again
+                nn.utils.clip_grads_with_norm_(self._parameters, self.clip_norm, total_norm)
+            elif self.clip_norm is not None:
                 nn.utils.clip_grad_norm_(self._parameters, self.clip_norm)
             self.optimizer.step()
             if self.lr_scheduler is not None:
