@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.formats import PathArg, Sentence, _paths, _read_lines
+from rnnkit.data.files import PathArg, Sentence, _paths, _read_lines
 
 __all__ = [
     "BracketError",

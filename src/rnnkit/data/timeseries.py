@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.formats import _read_lines
+from rnnkit.data.files import _read_lines
 
 if TYPE_CHECKING:
     import pandas as pd

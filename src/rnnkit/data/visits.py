@@ -33,7 +33,7 @@ from typing import Union
 import numpy as np
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.formats import _read_lines
+from rnnkit.data.files import _read_lines
 
 __all__ = [
     "HEADER",
