@@ -61,6 +61,7 @@ class ListOpsRun:
         batch_size: trees (or sequences) per minibatch.
         epochs: passes over the training set.
         learning_rate: Adam's.
+        lr_decay: the learning rate is multiplied by this after every epoch (1: constant).
         max_seconds: stop a model's training after the batch that passes this budget.
     """
 
@@ -73,6 +74,7 @@ class ListOpsRun:
     batch_size: int = 128
     epochs: int = 10
     learning_rate: float = 1e-3
+    lr_decay: float = 1.0
     max_seconds: float | None = None
 
 
@@ -195,6 +197,7 @@ def train_listops_model(
     test_batches = make_batches(test, 512)
     model = model_class(run.embedding_size, run.hidden_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.learning_rate)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=run.lr_decay)
     rng = random.Random(run.seed)
     start = time.perf_counter()
     steps = correct = seen = 0
@@ -217,6 +220,7 @@ def train_listops_model(
             if run.max_seconds is not None and time.perf_counter() - start > run.max_seconds:
                 out_of_time = True
                 break
+        schedule.step()
         if log is not None:
             log(f"{kind} epoch {epoch + 1}: train accuracy {correct / max(seen, 1):.4f}")
         if out_of_time:
@@ -251,6 +255,9 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--max-seconds", type=float, default=None, help="stop each model then")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--lr-decay", type=float, default=1.0, help="multiply the learning rate by this per epoch"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="+", choices=["tree-lstm", "lstm"], default=None)
     parser.add_argument("--run-dir", default=None, help="write config.json and report.md here")
@@ -267,6 +274,7 @@ def _run(args: Any) -> int:
         hidden_size=args.hidden,
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        lr_decay=args.lr_decay,
         max_seconds=args.max_seconds,
         seed=args.seed,
     )
