@@ -227,6 +227,21 @@ class MinibatchSource:
         self._samples_seen = 0
         self._plan_cache: tuple[int, list[_Round]] | None = None
 
+    @classmethod
+    def for_fit(
+        cls, examples: Any, minibatch_size: int, *, training: bool, **options: Any
+    ) -> MinibatchSource:
+        """A training source (reshuffled every sweep, endless) or an evaluation source (in
+        order, one sweep), the two a recipe passes to ``Trainer.fit`` and ``evaluate``;
+        ``options`` are the other constructor arguments (``unit``, ``seed``, ...)."""
+        return cls(
+            examples,
+            minibatch_size,
+            randomize=training,
+            max_sweeps=None if training else 1,
+            **options,
+        )
+
     # ------------------------------------------------------------------ facts
     @property
     def num_examples(self) -> int:

@@ -449,13 +449,8 @@ def forecast(
     )
 
     def source(examples: list[dict[str, Tensor]], train: bool) -> MinibatchSource:
-        return MinibatchSource(
-            examples,
-            config.minibatch_size,
-            unit="sequences",
-            randomize=train,
-            seed=config.seed,
-            max_sweeps=None if train else 1,
+        return MinibatchSource.for_fit(
+            examples, config.minibatch_size, training=train, unit="sequences", seed=config.seed
         )
 
     started = time.perf_counter()
