@@ -3,7 +3,9 @@ corner cases, every error kind, skip_bad, a write/read round trip and a fuzz tes
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,30 @@ from rnnkit.data.errors import ReaderError
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cntk-book"
 SOLAR = {"features": Stream("features", 1), "target": Stream("target", 1)}
 IRIS = {"features": Stream("features", 4), "labels": Stream("labels", 3)}
+
+
+# The three ways a block is read: the C scanner, the Python fast path (what runs where the
+# extension could not be built) and the plain scanner that locates errors.
+ENGINES = ("native", "python", "plain")
+
+
+@contextlib.contextmanager
+def engine_only(engine: str) -> Iterator[bool]:
+    """Within the block, CTFReader(..., fast=<the yielded flag>) reads with ``engine`` only."""
+    saved = ctf._ctfscan
+    if engine == "python":
+        ctf._ctfscan = None
+    try:
+        yield engine != "plain"
+    finally:
+        ctf._ctfscan = saved
+
+
+def read_with(
+    engine: str, path: Path, streams: Mapping[str, Stream], **kwargs: bool
+) -> list[dict[str, torch.Tensor]]:
+    with engine_only(engine) as fast:
+        return list(CTFReader(path, streams, fast=fast, **kwargs))
 
 
 def need(name: str) -> Path:
@@ -105,13 +131,68 @@ def test_iris_first_rows_by_hand() -> None:
     assert data[0]["labels"].tolist() == [[1.0, 0.0, 0.0]]
 
 
-def test_fast_and_plain_paths_agree_on_real_files(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_native_scanner_is_built() -> None:
+    # pip builds it with the C compiler (setup.py); without one the Python paths read alone.
+    assert ctf._ctfscan is not None, "rnnkit.data._ctfscan is missing: reinstall with a compiler"
+
+
+def test_native_scanner_reads_the_solar_file_itself() -> None:
+    # The C scanner must read well-formed blocks itself, not hand them all to the Python paths.
+    assert ctf._ctfscan is not None
+    data = need("solar_val.ctf").read_bytes()
+    specs = ((b"features", 1, False), (b"target", 1, False))
+    scanned = ctf._ctfscan.scan(data, specs, -1, None)
+    assert scanned is not None
+    values, starts, continues, ids, cur_id, new_ids, lines = scanned
+    assert (continues, ids, lines) == (False, 1, 16691)
+    assert len(np.frombuffer(new_ids, dtype=np.uint64)) == 2239
+    assert cur_id == int(data.rsplit(b"\n", 2)[-2].split(b"|")[0])
+    rows = np.frombuffer(starts, dtype=np.int64).reshape(-1, 2)
+    reference = reference_solar(need("solar_val.ctf"))
+    features = np.frombuffer(values[0], dtype=np.float32)
+    assert len(rows) == len(reference) and len(features) == 16691  # a feature on every line
+    assert len(np.frombuffer(values[1], dtype=np.float32)) == 2239  # one target per sequence
+    for i in (0, 1, 1000, len(rows) - 1):
+        stop = rows[i + 1, 0] if i + 1 < len(rows) else len(features)
+        assert features[rows[i, 0] : stop].tolist() == reference[i]["features"]
+
+
+NUMBER_TEXT = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda v: f"{v:.6g}"),
+    st.builds(
+        lambda sign, whole, frac, exp: f"{sign}{whole}.{frac}e{exp}",
+        st.sampled_from(["", "+", "-"]),
+        st.from_regex(r"[0-9]{1,25}", fullmatch=True),
+        st.from_regex(r"[0-9]{0,25}", fullmatch=True),
+        st.integers(-340, 330),
+    ),
+    st.from_regex(r"[+-]?\.[0-9]{1,20}", fullmatch=True),
+)
+
+
+@settings(max_examples=300, deadline=2000)
+@given(numbers=st.lists(NUMBER_TEXT, min_size=1, max_size=6))
+def test_native_numbers_round_like_python_float(numbers: list[str]) -> None:
+    # float() rounds correctly to float64; the scanner must give the same float32 bits.
+    assert ctf._ctfscan is not None
+    line = f"|x {' '.join(numbers)}\n".encode()
+    scanned = ctf._ctfscan.scan(line, ((b"x", len(numbers), False),), -1, None)
+    assert scanned is not None
+    with np.errstate(over="ignore"):
+        expected = np.array([float(n) for n in numbers], dtype=np.float64).astype(np.float32)
+    got = np.frombuffer(scanned[0][0], dtype=np.float32)
+    assert got.tobytes() == expected.tobytes(), numbers
+
+
+def test_all_engines_agree_on_real_files(monkeypatch: pytest.MonkeyPatch) -> None:
     path = need("solar_val.ctf")
-    fast = list(CTFReader(path, SOLAR))
-    assert_same(fast, list(CTFReader(path, SOLAR, fast=False)))
+    native = read_with("native", path, SOLAR)
+    for engine in ENGINES[1:]:
+        assert_same(native, read_with(engine, path, SOLAR))
     monkeypatch.setattr(ctf, "_BLOCK_BYTES", 97)  # sequences cut across many blocks
-    assert_same(fast, list(CTFReader(path, SOLAR)))
-    assert_same(fast, list(CTFReader(path, SOLAR, fast=False)))
+    for engine in ENGINES:
+        assert_same(native, read_with(engine, path, SOLAR))
 
 
 def test_iter_ctf_streams_lazily(tmp_path: Path) -> None:
@@ -162,15 +243,15 @@ def test_comments_and_escaped_pipes(tmp_path: Path) -> None:
         "1 |# only a comment on this line\n"
         "1 |b 3 4\n"
     )
-    for fast in (True, False):
-        data = as_lists(list(CTFReader(write(tmp_path, text), AB, fast=fast)))
+    for engine in ENGINES:
+        data = as_lists(read_with(engine, write(tmp_path, text), AB))
         assert data == [{"a": [[1, 2, 3], [4, 5, 6]], "b": [[1, 2]]}, {"a": [], "b": [[3, 4]]}]
 
 
 def test_crlf_tabs_and_missing_last_newline(tmp_path: Path) -> None:
     text = "0\t|a\t1\t2  3 |b 1e2\t-2.5E-1\r\n0|a +1 .5 6.\r\n1 |b 0 0"
-    for fast in (True, False):
-        data = as_lists(list(CTFReader(write(tmp_path, text), AB, fast=fast)))
+    for engine in ENGINES:
+        data = as_lists(read_with(engine, write(tmp_path, text), AB))
         assert data == [{"a": [[1, 2, 3], [1, 0.5, 6]], "b": [[100, -0.25]]},
                         {"a": [], "b": [[0, 0]]}]  # fmt: skip
 
@@ -178,8 +259,8 @@ def test_crlf_tabs_and_missing_last_newline(tmp_path: Path) -> None:
 def test_sparse_samples(tmp_path: Path) -> None:
     streams = {"w": Stream("w", 5, sparse=True), "y": Stream("y", 1)}
     text = "0 |w 3:1 0:-2.5 |y 1\n0 |w\n0 |w 4:1e-3|y 0\n1 |y 7\n"
-    for fast in (True, False):
-        data = as_lists(list(CTFReader(write(tmp_path, text), streams, fast=fast)))
+    for engine in ENGINES:
+        data = as_lists(read_with(engine, write(tmp_path, text), streams))
         w = np.float32([[-2.5, 0, 0, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 1e-3]]).tolist()
         assert data == [{"w": w, "y": [[1], [0]]}, {"w": [], "y": [[7]]}]
 
@@ -217,14 +298,14 @@ ERRORS = [
 
 
 @pytest.mark.parametrize(("text", "line", "column", "stream", "found"), ERRORS)
-@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_errors_name_place_stream_and_what_was_found(
-    tmp_path: Path, text: str, line: int, column: int, stream: str | None, found: str, fast: bool
+    tmp_path: Path, text: str, line: int, column: int, stream: str | None, found: str, engine: str
 ) -> None:
     streams = {**AB, "w": Stream("w", 5, sparse=True)}
     path = write(tmp_path, text)
     with pytest.raises(ReaderError) as caught:
-        list(CTFReader(path, streams, fast=fast))
+        read_with(engine, path, streams)
     error = caught.value
     assert (error.path, error.line, error.column, error.stream) == (str(path), line, column, stream)
     message = str(error)
@@ -251,9 +332,10 @@ def test_skip_bad_skips_whole_sequences_and_reports_them(tmp_path: Path) -> None
         "4 |b 4 4 |z 1\n"
     )
     path = write(tmp_path, text)
-    for fast in (True, False):
-        reader = CTFReader(path, {"b": AB["b"]}, skip_bad=True, fast=fast)
-        data = as_lists(list(reader))
+    for engine in ENGINES:
+        with engine_only(engine) as fast:
+            reader = CTFReader(path, {"b": AB["b"]}, skip_bad=True, fast=fast)
+            data = as_lists(list(reader))
         assert [ex["b"] for ex in data] == [[[1, 2]], [[8, 9]], [[1, 1]]]
         assert reader.skipped == 4
         assert [(e.line, e.column) for e in reader.errors] == [(3, 3), (6, 1), (8, 1), (10, 11)]
@@ -342,7 +424,8 @@ def test_write_read_round_trip(
     path = tmp_path / "round.ctf"
     assert write_ctf(path, examples, streams, ids=ids) == len(examples)
     assert_same(read_ctf(path, streams), examples)
-    assert_same(list(CTFReader(path, streams, fast=False)), examples)
+    for engine in ENGINES[1:]:
+        assert_same(read_with(engine, path, streams), examples)
 
 
 # -- fuzzing --------------------------------------------------------------------------------
@@ -376,9 +459,9 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(text)
 
 
-def read_or_error(path: Path, fast: bool) -> list[dict[str, torch.Tensor]] | tuple:
+def read_or_error(path: Path, engine: str) -> list[dict[str, torch.Tensor]] | tuple:
     try:
-        return list(CTFReader(path, FUZZ_STREAMS, fast=fast))
+        return read_with(engine, path, FUZZ_STREAMS)
     except ReaderError as error:
         return (error.line, error.column, error.stream, error.message)
 
@@ -389,12 +472,13 @@ def read_or_error(path: Path, fast: bool) -> list[dict[str, torch.Tensor]] | tup
 @given(text=st.one_of(mutated(), st.binary(max_size=200)))
 def test_fuzz_parses_or_raises_reader_error(tmp_path: Path, text: bytes) -> None:
     path = write(tmp_path, text, "fuzz.ctf")
-    fast = read_or_error(path, fast=True)
-    plain = read_or_error(path, fast=False)
-    if isinstance(fast, tuple) or isinstance(plain, tuple):
-        assert fast == plain
-    else:
-        assert_same(fast, plain)
+    plain = read_or_error(path, "plain")
+    for engine in ENGINES[:2]:
+        fast = read_or_error(path, engine)
+        if isinstance(fast, tuple) or isinstance(plain, tuple):
+            assert fast == plain, engine
+        else:
+            assert_same(fast, plain)
 
 
 def test_fuzz_small_blocks_match_whole_file(

@@ -37,14 +37,20 @@ Malformed input raises :class:`~rnnkit.data.errors.ReaderError` with ``path:line
 found. With ``skip_bad=True`` the sequences holding a malformed line are skipped and their errors
 collected (``CTFReader.errors``, or the ``errors`` list given to :func:`read_ctf`).
 
-Speed: each block of about 1 MiB of lines is first read by a fast path (``str.split`` per line,
-one NumPy conversion per stream and block). A block it cannot vouch for (comments, blank lines,
-non-ASCII text, anything malformed) is read again by the plain path, a careful scanner that
-locates errors. ``CTFReader(..., fast=False)`` forces the plain path; both give equal results.
+Speed: each block of about 1 MiB of lines is first read by the C scanner
+(``rnnkit.data._ctfscan``, built at install; numbers rounded exactly as ``float()`` rounds them),
+or, where it could not be built, by a Python fast path (``str.split`` per line, one NumPy
+conversion per stream and block). A block these cannot vouch for (blank lines, a malformed line,
+a repeated id; the Python fast path also gives up on comments and non-ASCII text) is read again
+by the plain path, a careful scanner that locates errors. ``CTFReader(..., fast=False)`` forces
+the plain path; all give equal results.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +63,11 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
+
+try:
+    from rnnkit.data import _ctfscan
+except ImportError:  # built without a C compiler: the Python paths read alone
+    _ctfscan = None  # type: ignore[assignment]
 
 __all__ = ["CTFReader", "Stream", "iter_ctf", "read_ctf", "write_ctf"]
 
@@ -153,6 +164,18 @@ class _State:
     seen: set[int] = dataclass_field(default_factory=set)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (if it runs) for the block."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _to_float32(values: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         return values.astype(np.float32)
@@ -197,6 +220,7 @@ class CTFReader:
         self._names = list(self.streams)
         self._specs = [self.streams[n] for n in self._names]
         self._index = {s.field: k for k, s in enumerate(self._specs)}
+        self._native_specs = tuple((s.field.encode(), s.dim, s.sparse) for s in self._specs)
 
     @property
     def skipped(self) -> int:
@@ -205,52 +229,97 @@ class CTFReader:
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         self.errors = []
-        return self._run(self.errors)
+        return self._examples(self.errors)
 
     # -- reading blocks ------------------------------------------------------------------
 
-    def _run(self, errors: list[ReaderError]) -> Iterator[dict[str, Tensor]]:
+    def _examples(self, errors: list[ReaderError]) -> Iterator[dict[str, Tensor]]:
+        """The examples in file order; skipped sequences' errors go to ``errors``."""
+        return itertools.chain.from_iterable(self._batches(errors))
+
+    def _batches(self, errors: list[ReaderError]) -> Iterator[list[dict[str, Tensor]]]:
+        """The examples finished in each block, block by block."""
         state = _State()
-        opened: list[list[Tensor]] | None = None
+        opened: list[tuple[Tensor, ...]] | None = None  # the pieces of the open sequence
         open_error: ReaderError | None = None
-        for lineno, text in self._blocks():
-            block = self._fast_block(text, lineno, state) if self.fast else None
-            if block is None:
-                block = self._plain_block(text, lineno, state)
-            counts = np.diff(block.starts, axis=0, append=[[len(v) for v in block.values]])
-            pieces = [
-                torch.from_numpy(v).split(counts[:, k].tolist()) for k, v in enumerate(block.values)
-            ]
-            for i in range(len(block.starts)):
-                piece = [p[i] for p in pieces]
-                error = block.errors[i]
-                if i == 0 and block.continues:
+        names = self._names
+        lineno = 0
+        for data in self._blocks():
+            block, lines = self._read_block(data, lineno, state)
+            lineno += lines
+            # Many small tensors and dicts are made here; none can form a reference cycle, so
+            # the cyclic collector, which would otherwise rescan them again and again, waits.
+            with _collector_paused():
+                counts = np.diff(block.starts, axis=0, append=[[len(v) for v in block.values]])
+                pieces = list(
+                    zip(
+                        *(
+                            torch.from_numpy(v).split(counts[:, k].tolist())
+                            for k, v in enumerate(block.values)
+                        ),
+                        strict=True,
+                    )
+                )
+                done: list[dict[str, Tensor]] = []
+                first = 0
+                if block.continues:
                     if opened is not None:
-                        opened.append(piece)
-                        open_error = open_error or error
-                    continue
-                if opened is not None:
-                    yield from self._close(opened, open_error, errors)
-                opened, open_error = [piece], error
+                        opened.append(pieces[0])
+                        open_error = open_error or block.errors[0]
+                    first = 1
+                if first < len(pieces):
+                    if opened is not None:
+                        self._close(opened, open_error, done, errors)
+                    last = len(pieces) - 1
+                    if not any(block.errors[first:last]):
+                        done += [
+                            dict(zip(names, piece, strict=True)) for piece in pieces[first:last]
+                        ]
+                    else:
+                        for i in range(first, last):
+                            self._close([pieces[i]], block.errors[i], done, errors)
+                    opened, open_error = [pieces[last]], block.errors[last]
+            yield done
             if block.fatal is not None:
                 raise block.fatal
         if opened is not None:
-            yield from self._close(opened, open_error, errors)
+            done = []
+            self._close(opened, open_error, done, errors)
+            yield done
+
+    def _read_block(self, data: bytes, lineno: int, state: _State) -> tuple[_Block, int]:
+        """A block's samples, by the fastest path that can vouch for them, and its lines."""
+        if self.fast and _ctfscan is not None:
+            native = self._native_block(data, state)
+            if native is not None:
+                return native
+        text = data.decode("utf-8", "surrogateescape")
+        block = None
+        if self.fast and _ctfscan is None:
+            block = self._fast_block(text, lineno, state)
+        if block is None:
+            block = self._plain_block(text, lineno, state)
+        return block, text.count("\n")
 
     def _close(
-        self, pieces: list[list[Tensor]], error: ReaderError | None, errors: list[ReaderError]
-    ) -> Iterator[dict[str, Tensor]]:
+        self,
+        pieces: list[tuple[Tensor, ...]],
+        error: ReaderError | None,
+        done: list[dict[str, Tensor]],
+        errors: list[ReaderError],
+    ) -> None:
+        """Finish a sequence: its example goes to ``done``, or its error to ``errors``."""
         if error is not None:
             errors.append(error)
-            return
-        if len(pieces) == 1:
-            yield dict(zip(self._names, pieces[0], strict=True))
+        elif len(pieces) == 1:
+            done.append(dict(zip(self._names, pieces[0], strict=True)))
         else:
-            yield {name: torch.cat([p[k] for p in pieces]) for k, name in enumerate(self._names)}
+            done.append(
+                {name: torch.cat([p[k] for p in pieces]) for k, name in enumerate(self._names)}
+            )
 
-    def _blocks(self) -> Iterator[tuple[int, str]]:
-        """Blocks of whole lines as text, each with the number of lines before it."""
-        lineno = 0
+    def _blocks(self) -> Iterator[bytes]:
+        """Blocks of whole lines (the last line may lack its newline; one is added)."""
         carry = b""
         with open(self.path, "rb") as f:
             while True:
@@ -261,11 +330,45 @@ class CTFReader:
                 cut = data.rfind(b"\n") + 1
                 carry = data[cut:]
                 if cut:
-                    text = data[:cut].decode("utf-8", "surrogateescape")
-                    yield lineno, text
-                    lineno += text.count("\n")
+                    yield data[:cut]
         if carry:
-            yield lineno, carry.decode("utf-8", "surrogateescape") + "\n"
+            yield carry + b"\n"
+
+    # -- the native fast path ------------------------------------------------------------
+
+    def _native_block(self, data: bytes, state: _State) -> tuple[_Block, int] | None:
+        """Read a block with the C scanner (the samples and the number of lines), or return
+        None when the plain path must read it."""
+        assert _ctfscan is not None
+        ids = -1 if state.ids is None else int(state.ids)
+        scanned = _ctfscan.scan(data, self._native_specs, ids, state.cur_id)
+        if scanned is None:
+            return None
+        raw, starts, continues, new_state, cur_id, raw_ids, lines = scanned
+        new_ids = np.frombuffer(raw_ids, dtype=np.uint64)
+        if len(new_ids) and (
+            len(np.unique(new_ids)) < len(new_ids) or not state.seen.isdisjoint(new_ids.tolist())
+        ):
+            return None  # an id seen before: the plain path raises or skips
+        values: list[np.ndarray] = []
+        for item, spec in zip(raw, self._specs, strict=True):
+            if isinstance(item, tuple):
+                rows = _sparse_rows(
+                    item[0],
+                    spec.dim,
+                    np.frombuffer(item[1], dtype=np.int64),
+                    np.frombuffer(item[2], dtype=np.int64),
+                    np.frombuffer(item[3], dtype=np.float32),
+                )
+                if rows is None:
+                    return None
+                values.append(rows)
+            else:
+                values.append(np.frombuffer(item, dtype=np.float32).reshape(-1, spec.dim))
+        state.ids, state.cur_id, state.cur_text = bool(new_state), cur_id, None
+        state.seen.update(new_ids.tolist())
+        table = np.frombuffer(starts, dtype=np.int64).reshape(-1, len(self._specs))
+        return _Block(values, table, continues, [None] * len(table), None), lines
 
     # -- the fast path -------------------------------------------------------------------
 
@@ -379,11 +482,7 @@ class CTFReader:
         if cols.max() >= spec.dim:
             return None
         owner = np.repeat(np.arange(len(samples)), [len(s) for s in samples])
-        order = np.lexsort((cols, owner))
-        if np.any((np.diff(owner[order]) == 0) & (np.diff(cols[order]) == 0)):
-            return None
-        rows[owner, cols] = _to_float32(parsed)
-        return rows
+        return _sparse_rows(len(samples), spec.dim, owner, cols, _to_float32(parsed))
 
     # -- the plain path ------------------------------------------------------------------
 
@@ -572,6 +671,18 @@ class CTFReader:
         return _to_float32(row)
 
 
+def _sparse_rows(
+    count: int, dim: int, owner: np.ndarray, cols: np.ndarray, values: np.ndarray
+) -> np.ndarray | None:
+    """Dense float32 [count, dim] rows from sparse pairs, or None when a row repeats an index."""
+    rows = np.zeros((count, dim), dtype=np.float32)
+    order = np.lexsort((cols, owner))
+    if np.any((np.diff(owner[order]) == 0) & (np.diff(cols[order]) == 0)):
+        return None
+    rows[owner, cols] = values
+    return rows
+
+
 def _fast_numbers(tokens: list[str], underscores: bool) -> np.ndarray | None:
     """float64 values of number tokens, or None when one is not a CTF number.
 
@@ -642,7 +753,7 @@ def iter_ctf(
     """
     _check_report(skip_bad, errors, "iter_ctf")
     reader = CTFReader(path, streams, skip_bad=skip_bad)
-    return reader._run(errors if errors is not None else [])
+    return reader._examples(errors if errors is not None else [])
 
 
 def read_ctf(
@@ -665,7 +776,8 @@ def read_ctf(
     [([0.5, 1.5], [1.0]), ([20.0], [0.0])]
     """
     _check_report(skip_bad, errors, "read_ctf")
-    return list(iter_ctf(path, streams, skip_bad=skip_bad, errors=errors))
+    with _collector_paused():  # the list only grows: nothing for the cyclic collector to find
+        return list(iter_ctf(path, streams, skip_bad=skip_bad, errors=errors))
 
 
 def _format_row(row: np.ndarray) -> str:
