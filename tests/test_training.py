@@ -738,3 +738,19 @@ def test_gradient_monitor_warns_on_explosion_and_vanishing():
     assert len(messages) == 2  # once per kind and epoch
     assert messages[0].startswith("step 6: the gradient norm explodes: 30 (median of the last 5")
     assert messages[1].startswith("step 8: the gradient norm vanishes: 1e-08")
+
+
+def test_criterion_reports_the_loss_once_when_the_metric_is_the_loss() -> None:
+    calls: list[int] = []
+
+    def counted(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return squared_error(output, target)
+
+    output, target = torch.tensor([[1.0], [3.0]], requires_grad=True), torch.zeros(2, 1)
+    loss, metric = Criterion(counted, counted)(output, target)
+    assert len(calls) == 1
+    assert loss.item() == metric.item() == 10.0  # 1 + 9, summed over samples
+    assert loss.requires_grad and not metric.requires_grad
+    _, other = Criterion(counted, lambda o, t: (o - t).abs().sum())(output, target)
+    assert len(calls) == 2 and other.item() == 4.0

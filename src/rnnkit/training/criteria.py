@@ -169,7 +169,8 @@ class Criterion:
     Args:
         loss: a measure to minimise (a sum over samples, differentiable).
         metric: a measure to report (a sum over samples), computed without gradient; ``None``
-            reports the loss itself, as CNTK's solar example does with squared error.
+            (or the loss's own function) reports the loss itself, as CNTK's solar example does
+            with squared error, without computing it twice.
 
     >>> import torch
     >>> loss, metric = Criterion(squared_error)(torch.ones(3, 1), torch.zeros(3, 1))
@@ -182,7 +183,7 @@ class Criterion:
 
     def __call__(self, output: Data, target: Data) -> tuple[Tensor, Tensor]:
         loss = self.loss(output, target)
-        if self.metric is None:
+        if self.metric is None or self.metric is self.loss:
             return loss, loss.detach()
         with torch.no_grad():
             metric = self.metric(output, target)
