@@ -199,8 +199,8 @@ def _segment_costs(cell: Any) -> tuple[float, float, float]:
 def _run_fused(
     cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need, outputs: bool = True
 ) -> tuple[Tensor | None, tuple[Tensor, ...] | None]:
-    sizes = x.batch_sizes
-    equal = bool(sizes[0] == sizes[-1])
+    sizes = x._sizes
+    equal = sizes[0] == sizes[-1]
     packed = x.data.is_cuda or (need == "all" and len(state) > 1 and not equal)
     if packed:
         # cuDNN skips finished rows itself; on CPU only packing gives an LSTM's exact final c.
@@ -216,12 +216,12 @@ def _run_fused(
     # Without outputs (a Fold), only each sequence's last row is gathered.
     bounds = plan_segments(x.batch_sizes, *_segment_costs(cell))
     padded = x.to_padded_time_major()
-    rows = x._row_position if outputs else (torch.arange(b), x.sorted_lengths - 1)
     if len(bounds) == 2:
         out, _ = _fused_call(cell, padded, None, state)
         index = x.padded_index if outputs else x.last_padded_index
         picked = out.reshape(t * b, -1).index_select(0, index)
     else:
+        rows = x._row_position if outputs else (torch.arange(b), x.sorted_lengths - 1)
         picked = _run_segments(cell, x, padded, bounds, state, rows)
     if not outputs:
         return None, (picked,)

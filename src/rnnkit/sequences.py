@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -167,11 +168,21 @@ class SequenceBatch:
         """F, the shape of one step."""
         return self.data.shape[1:]
 
+    # The index arithmetic below runs in NumPy: on the few hundred rows of a typical minibatch
+    # one NumPy operation costs a fraction of a torch dispatch, and this runs every step.
+    @cached_property
+    def _sizes(self) -> np.ndarray:
+        """``batch_sizes`` as a NumPy int64 array (shares memory)."""
+        return self.batch_sizes.numpy()
+
+    @cached_property
+    def _sorted_lengths(self) -> np.ndarray:
+        return (self._sizes[:, None] > np.arange(self.batch_size)).sum(0)
+
     @cached_property
     def sorted_lengths(self) -> Tensor:
         """``[B]`` lengths in sorted (decreasing) order, int64 on the CPU."""
-        steps = torch.arange(self.batch_size).unsqueeze(0)
-        return (self.batch_sizes.unsqueeze(1) > steps).sum(0)
+        return torch.from_numpy(self._sorted_lengths)
 
     @property
     def lengths(self) -> Tensor:
@@ -179,30 +190,40 @@ class SequenceBatch:
         return self.sorted_lengths[self.unsorted_indices.cpu()]
 
     @cached_property
+    def _step_offsets(self) -> np.ndarray:
+        return np.cumsum(self._sizes) - self._sizes
+
+    @cached_property
     def step_offsets(self) -> Tensor:
         """``[T]`` first row of each step in ``data`` (CPU int64)."""
-        return torch.cumsum(self.batch_sizes, 0) - self.batch_sizes
+        return torch.from_numpy(self._step_offsets)
+
+    @cached_property
+    def _positions(self) -> tuple[np.ndarray, np.ndarray]:
+        step = np.repeat(np.arange(self.max_length), self._sizes)
+        seq = np.arange(len(step)) - self._step_offsets[step]
+        return seq, step
 
     @cached_property
     def _row_position(self) -> tuple[Tensor, Tensor]:
         """For every row of ``data``: its sorted sequence index and its step (CPU int64)."""
-        step = torch.repeat_interleave(torch.arange(self.max_length), self.batch_sizes)
-        seq = torch.arange(step.numel()) - self.step_offsets[step]
-        return seq, step
+        seq, step = self._positions
+        return torch.from_numpy(seq), torch.from_numpy(step)
 
     @cached_property
     def last_padded_index(self) -> Tensor:
         """``[B]`` the row ``(L_j - 1) * B + j`` of each sequence's last step in the sorted
         time-major padding (on ``data``'s device)."""
         b = self.batch_size
-        return ((self.sorted_lengths - 1) * b + torch.arange(b)).to(self.data.device)
+        index = (self._sorted_lengths - 1) * b + np.arange(b)
+        return torch.from_numpy(index).to(self.data.device)
 
     @cached_property
     def padded_index(self) -> Tensor:
         """``[N]`` the row ``t * B + j`` of each packed row in a time-major ``[T*B]`` padding
         whose columns are in sorted order (on ``data``'s device)."""
-        seq, step = self._row_position
-        return (step * self.batch_size + seq).to(self.data.device)
+        seq, step = self._positions
+        return torch.from_numpy(step * self.batch_size + seq).to(self.data.device)
 
     # ------------------------------------------------------------------ conversions
     def with_data(self, data: Tensor) -> SequenceBatch:
@@ -215,6 +236,10 @@ class SequenceBatch:
         out = SequenceBatch(data, self.batch_sizes, self.sorted_indices, self.unsorted_indices)
         for key in (
             "batch_size",
+            "_sizes",
+            "_sorted_lengths",
+            "_step_offsets",
+            "_positions",
             "_last_rows_sorted",
             "sorted_lengths",
             "step_offsets",

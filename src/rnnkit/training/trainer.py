@@ -304,7 +304,13 @@ class Trainer:
         samples, loss, metric = self._sums(count_samples(target), loss_sum, metric_sum)
         (loss_sum * (self.processes.world_size / samples)).backward()
         grads = [g for p in self._parameters if (g := p.grad) is not None]
-        total_norm = nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if not grads:
+            total_norm = torch.zeros(())
+        elif len({(g.device, g.dtype) for g in grads}) == 1:
+            # What nn.utils.get_total_norm computes, without its wrappers (this runs every step).
+            total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        else:
+            total_norm = nn.utils.get_total_norm(grads)
         grad_norm = float(total_norm)
         lr = float(self.optimizer.param_groups[0]["lr"])
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
