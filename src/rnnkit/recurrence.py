@@ -120,7 +120,7 @@ def select_backend(
             "backend='fused' gives the output of every step, not every state tensor; "
             "use 'loop' or 'auto' for states()"
         )
-    scannable = callable(getattr(cell, "scan", None))
+    scannable = callable(getattr(type(cell), "scan", None))  # a method, looked up on the class
     if backend == "scan" and not scannable:
         raise ValueError(
             f"backend='scan' needs a cell whose recurrence is linear in the state (a `scan` "
@@ -214,7 +214,11 @@ def _run_fused(
     # input than on padded input); rows that end inside a segment run on into padding there,
     # but those outputs are never read and those rows leave before the next segment.
     # Without outputs (a Fold), only each sequence's last row is gathered.
-    bounds = plan_segments(x.batch_sizes, *_segment_costs(cell))
+    step_cost, row_cost, call_cost = _segment_costs(cell)
+    if row_cost * (t * b - len(x.data)) <= call_cost:
+        bounds = [0, t]  # all the padding costs less than one more call (plan_segments' test)
+    else:
+        bounds = plan_segments(x.batch_sizes, step_cost, row_cost, call_cost)
     padded = x.to_padded_time_major()
     if len(bounds) == 2:
         out, _ = _fused_call(cell, padded, None, state)
