@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json.decoder
 import random
 import re
 
@@ -206,8 +207,32 @@ def test_python_tree_mirrors_ast_on_real_source() -> None:
     walked = list(ast.walk(ast.parse(source)))
     assert len(tree) == len(walked)
     assert sorted(str(n.token) for n in tree.nodes()) == sorted(type(n).__name__ for n in walked)
-    assert str(Tree.from_python("def f(a):\n    return a + 1\n")) == (
+    assert Tree.from_python("def f(a):\n    return a + 1\n").to_string("sexpr") == (
         "(Module (FunctionDef (arguments (arg)) (Return (BinOp (Name (Load)) (Add) (Constant)))))"
+    )
+
+
+@pytest.mark.parametrize("module", [random, ast, inspect, json.decoder])
+def test_python_tree_prints_back_its_source(module: object) -> None:
+    source = inspect.getsource(module)  # type: ignore[arg-type]
+    printed = str(Tree.from_python(source))
+    # Layout and comments are not in the syntax tree: the same tree, and a fixed point.
+    assert ast.dump(ast.parse(printed)) == ast.dump(ast.parse(source))
+    assert str(Tree.from_python(printed)) == printed
+
+
+def test_python_tree_prints_its_edits_and_refuses_bad_source() -> None:
+    tree = Tree.from_python("a = 1\nb = f(a, *c, k=None)\n")
+    assert str(tree) == "a = 1\nb = f(a, *c, k=None)"
+    tree.children.reverse()  # the two statements, swapped
+    assert str(tree) == "b = f(a, *c, k=None)\na = 1"
+    assert repr(Tree.from_python("pass")) == "Tree.from_python('pass')"
+    with pytest.raises(SyntaxError):
+        Tree.from_python("def f(:\n")
+    # A tree built by hand has no syntax to rebuild: it prints as an s-expression.
+    assert (
+        str(Tree(children=[Tree(token="Pass", format="python")], token="Module", format="python"))
+        == "(Module (Pass))"
     )
 
 

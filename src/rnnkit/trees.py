@@ -33,7 +33,7 @@ import ast
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import pairwise
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -43,8 +43,8 @@ from rnnkit.data.errors import ReaderError
 
 __all__ = ["GatherSchedule", "Tree", "TreeBatch"]
 
-TreeFormat = Literal["brackets", "listops", "parents", "python"]
-FORMATS: tuple[str, ...] = ("brackets", "listops", "parents", "python")
+TreeFormat = Literal["brackets", "listops", "parents", "python", "sexpr"]
+FORMATS: tuple[str, ...] = ("brackets", "listops", "parents", "python", "sexpr")
 
 _INT_LABEL = re.compile(r"-?(0|[1-9][0-9]*)\Z")
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
@@ -66,7 +66,10 @@ class Tree:
         position: the 0-based index of this node in a parent-pointer array (kept by
             :meth:`from_parents` so that :meth:`to_parents` gives the same array back).
         format: the string format :meth:`to_string` writes, one of ``brackets``, ``listops``,
-            ``parents``, ``python``.
+            ``parents``, ``python``, ``sexpr``.
+        syntax: for a node read by :meth:`from_python`, how its ``ast`` node is rebuilt: each
+            field of the node, either ``("child", i)`` (``children[i]``), ``("list", items)``
+            (items of either kind) or ``("value", v)`` (a name, a constant, None).
 
     >>> leaf = Tree(token="a")
     >>> t = Tree(1, [leaf, Tree(0, token="b")])
@@ -74,7 +77,7 @@ class Tree:
     ('(1 a (0 b))', 3, False, True)
     """
 
-    __slots__ = ("children", "format", "label", "position", "token", "value")
+    __slots__ = ("children", "format", "label", "position", "syntax", "token", "value")
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class Tree:
         value: Tensor | None = None,
         position: int | None = None,
         format: TreeFormat = "brackets",
+        syntax: dict[str, Any] | None = None,
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"format: expected one of {FORMATS}, found {format!r}")
@@ -97,6 +101,7 @@ class Tree:
         self.value = value
         self.position = position
         self.format: TreeFormat = format
+        self.syntax = syntax
 
     # ------------------------------------------------------------------ structure
     def is_leaf(self) -> bool:
@@ -152,6 +157,8 @@ class Tree:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
+        if self.format == "sexpr":
+            return f"<Tree {self.to_string()}>"
         return f"Tree.from_{self.format}({self.to_string()!r})"
 
     def __str__(self) -> str:
@@ -165,7 +172,9 @@ class Tree:
           a leaf without one is its bare token; an unlabelled node is ``(child ...)``.
         - ``listops``: the tokens of the leaves, left to right, separated by spaces.
         - ``parents``: the 1-based heads, separated by spaces (see :meth:`to_parents`).
-        - ``python``: an s-expression of the tokens, ``(Module (Pass))``.
+        - ``python``: Python source, ``ast.unparse`` of the syntax tree rebuilt from the nodes
+          (trees read by :meth:`from_python`; other trees fall back to ``sexpr``).
+        - ``sexpr``: an s-expression of the tokens, ``(Module (Pass))``.
         """
         fmt = self.format if format is None else format
         if fmt == "brackets":
@@ -174,7 +183,9 @@ class Tree:
             return _to_listops(self)
         if fmt == "parents":
             return " ".join(str(h) for h in self.to_parents()[0])
-        if fmt == "python":
+        if fmt == "python" and all(node.syntax is not None for node in self.nodes()):
+            return ast.unparse(ast.fix_missing_locations(_to_ast(self)))
+        if fmt in ("python", "sexpr"):
             return _to_sexpr(self)
         raise ValueError(f"format: expected one of {FORMATS}, found {fmt!r}")
 
@@ -353,22 +364,38 @@ class Tree:
     def from_python(cls, source: str) -> Tree:
         """The syntax tree of Python ``source``: one node per ``ast`` node, its type as token.
 
-        Children are the ``ast.iter_child_nodes`` order. Names and constants are not kept,
-        so the tree prints as an s-expression of node types, not as source.
+        Children are in ``ast.iter_child_nodes`` order; names, constants and other plain fields
+        are kept in each node's :attr:`syntax`, so the tree prints back as source (formatted
+        by ``ast.unparse``: comments and layout are not part of the syntax tree) and
+        ``to_string("sexpr")`` gives the node types alone. A syntax error raises
+        ``SyntaxError`` with its line and column.
 
-        >>> str(Tree.from_python("x = 1"))
-        '(Module (Assign (Name (Store)) (Constant)))'
+        >>> t = Tree.from_python("x = 1")
+        >>> str(t), t.to_string("sexpr")
+        ('x = 1', '(Module (Assign (Name (Store)) (Constant)))')
         """
-        root = ast.parse(source)
-        tree = cls(token=type(root).__name__, format="python")
-        stack: list[tuple[ast.AST, Tree]] = [(root, tree)]
+        root_node = ast.parse(source)
+        root = cls(token=type(root_node).__name__, format="python")
+        stack: list[tuple[ast.AST, Tree]] = [(root_node, root)]
         while stack:
             node, out = stack.pop()
-            for child in ast.iter_child_nodes(node):
-                sub = cls(token=type(child).__name__, format="python")
-                out.children.append(sub)
-                stack.append((child, sub))
-        return tree
+            syntax: dict[str, Any] = {}
+
+            def place(item: Any, out: Tree = out) -> tuple[str, Any]:
+                if not isinstance(item, ast.AST):
+                    return ("value", item)
+                child = cls(token=type(item).__name__, format="python")
+                out.children.append(child)
+                stack.append((item, child))
+                return ("child", len(out.children) - 1)
+
+            for name, field in ast.iter_fields(node):
+                if isinstance(field, list):
+                    syntax[name] = ("list", [place(item) for item in field])
+                else:
+                    syntax[name] = place(field)
+            out.syntax = syntax
+        return root
 
     # ------------------------------------------------------------------ batching
     def map_tokens(self, vocab: Mapping[str, int], unknown: int | None = None) -> Tree:
@@ -393,6 +420,7 @@ class Tree:
                 value=value,
                 position=node.position,
                 format=node.format,
+                syntax=node.syntax,
             )
         return copies[id(self)]
 
@@ -453,6 +481,29 @@ def _to_listops(root: Tree) -> str:
             raise ValueError("listops: every leaf needs a token")
         tokens.append(leaf.token)
     return " ".join(tokens)
+
+
+def _to_ast(root: Tree) -> ast.AST:
+    """Rebuild the ``ast`` node of a tree read by :meth:`Tree.from_python` (children may have
+    been replaced by other such trees)."""
+    built: dict[int, ast.AST] = {}
+    for node in root.postorder():
+        assert node.syntax is not None and node.token is not None
+
+        def rebuild(spec: tuple[str, Any], node: Tree = node) -> Any:
+            kind, item = spec
+            if kind == "child":
+                return built[id(node.children[item])]
+            if kind == "list":
+                return [rebuild(part) for part in item]
+            return item
+
+        node_type = getattr(ast, node.token, None)
+        if not (isinstance(node_type, type) and issubclass(node_type, ast.AST)):
+            raise ValueError(f"token: expected an ast node type, found {node.token!r}")
+        fields = {name: rebuild(spec) for name, spec in node.syntax.items()}
+        built[id(node)] = node_type(**fields)
+    return built[id(root)]
 
 
 def _to_sexpr(root: Tree) -> str:
