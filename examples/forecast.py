@@ -104,6 +104,17 @@ def runs() -> list[tuple[str, TimeSeries, ForecastConfig]]:
             ForecastConfig(
                 target=("solar.current", "solar.total"),
                 input_length=96,
+                stride=4,
+                epochs=30,
+                **half_hourly,
+            ),
+        ),
+        (
+            "solar",
+            solar,
+            ForecastConfig(
+                target=("solar.current", "solar.total"),
+                input_length=96,
                 model="stream",
                 minibatch_size=8,
                 epochs=60,
