@@ -7,6 +7,12 @@ tensors with lengths prepared before timing, as a hand-written loop would). Repo
 per update (median of the repeats), and the test MSE each reaches.
 
     python bench/bench_solar.py [--updates 6550] [--repeats 3] [--threads 1] [--keras-updates 500]
+        [--input total|current] [--unit samples|sequences] [--minibatch 140]
+
+``--input current`` feeds ``solar.current / 19100`` instead of the book's ``solar.total / 19100``;
+``--unit sequences --minibatch 19`` draws minibatches of 19 sequences (a new order each sweep), as
+a hand-written PyTorch loop usually does, instead of CNTK's 140 samples. Both are departures from
+the book, there to show where a figure measured that way comes from (see docs/results.md).
 
 Keras 3 (torch backend) is timed too when it is installed (``pip install keras``; not a
 dependency of rnnkit), over the first ``--keras-updates`` of the same minibatches.
@@ -24,7 +30,7 @@ from torch import nn
 
 from rnnkit import Criterion, Dense, Fold, LSTMCell, SequenceBatch, Trainer, squared_error
 from rnnkit.data.minibatch import MinibatchSource
-from rnnkit.tasks.solar import day_examples, default_data_dir, solar_days, split_days
+from rnnkit.tasks.solar import SolarDay, day_examples, default_data_dir, solar_days, split_days
 
 
 class PlainModel(nn.Module):
@@ -42,9 +48,27 @@ class PlainModel(nn.Module):
         return self.dense(last)
 
 
-def minibatches(examples: list[dict[str, torch.Tensor]], updates: int, seed: int) -> list:
-    source = MinibatchSource(examples, 140, size_stream="features", seed=seed)
+def minibatches(
+    examples: list[dict[str, torch.Tensor]],
+    updates: int,
+    seed: int,
+    size: int = 140,
+    unit: str = "samples",
+) -> list:
+    source = MinibatchSource(examples, size, unit=unit, size_stream="features", seed=seed)
     return [source.next_minibatch() for _ in range(updates)]
+
+
+def examples(days: list[SolarDay], input_name: str) -> list[dict[str, torch.Tensor]]:
+    """The book's prefixes of each day; the input ``solar.total / 19100`` (``'total'``, the
+    book's) or ``solar.current / 19100`` (``'current'``, the first column of the rich
+    features)."""
+    if input_name == "total":
+        return day_examples(days)
+    return [
+        {"features": e["features"][:, 0:1].clone(), "target": e["target"]}
+        for e in day_examples(days, "rich")
+    ]
 
 
 def run_plain(batches: list, seed: int) -> tuple[float, nn.Module]:
@@ -147,10 +171,13 @@ def main() -> None:
     parser.add_argument(
         "--keras-updates", type=int, default=500, help="updates timed in Keras (0: skip)"
     )
+    parser.add_argument("--input", choices=("total", "current"), default="total")
+    parser.add_argument("--unit", choices=("samples", "sequences"), default="samples")
+    parser.add_argument("--minibatch", type=int, default=140, help="minibatch size in --unit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, _, test = split_days(solar_days(default_data_dir() / "solar.csv"))
-    train_ex, test_ex = day_examples(train), day_examples(test)
+    train_ex, test_ex = examples(train, args.input), examples(test, args.input)
     runs = {
         "plain": run_plain,
         "plain_padding_in_loop": run_plain_padding_in_loop,
@@ -159,16 +186,17 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in runs}
     mse: dict[str, list[float]] = {name: [] for name in runs}
     for seed in range(args.repeats):
-        batches = minibatches(train_ex, args.updates, seed)
+        batches = minibatches(train_ex, args.updates, seed, args.minibatch, args.unit)
         for name, fn in runs.items():
             seconds, model = fn(batches, seed)
             times[name].append(seconds / args.updates)
             mse[name].append(test_mse(model, test_ex))
-    row = {
+    row: dict[str, object] = {
         name: {
             "ms_per_update": round(1e3 * statistics.median(times[name]), 3),
             "spread_ms": [round(1e3 * min(times[name]), 3), round(1e3 * max(times[name]), 3)],
             "test_mse_median": round(statistics.median(mse[name]), 5),
+            "test_mse": [round(m, 5) for m in mse[name]],
         }
         for name in times
     }
@@ -176,12 +204,15 @@ def main() -> None:
         statistics.median(times["rnnkit"]) / statistics.median(times["plain"]), 3
     )
     if args.keras_updates:
-        keras_run = run_keras(minibatches(train_ex, args.keras_updates, 0), 0)
+        keras_batches = minibatches(train_ex, args.keras_updates, 0, args.minibatch, args.unit)
+        keras_run = run_keras(keras_batches, 0)
         if keras_run is not None:
             ms = 1e3 * keras_run[0] / args.keras_updates
             row["keras"] = {"ms_per_update": round(ms, 3), "updates": args.keras_updates}
             row["ratio_keras_to_rnnkit"] = round(ms / (1e3 * statistics.median(times["rnnkit"])), 2)
-    print(json.dumps({"case": "solar end to end", "threads": args.threads, **row}))
+    setting: dict[str, object] = {"input": args.input, "minibatch": [args.minibatch, args.unit]}
+    setting["updates"] = args.updates
+    print(json.dumps({"case": "solar end to end", "threads": args.threads, **setting, **row}))
 
 
 if __name__ == "__main__":
