@@ -13,16 +13,22 @@ import rnnkit
 import rnnkit.cli
 from rnnkit import SequenceBatch
 from rnnkit.data.formats import write_idx
+from rnnkit.layers import Dense
 from rnnkit.tasks.classify import (
     ClassifyConfig,
+    Conv,
+    Ensemble,
     Pool,
     bag_of_words_accuracy,
     classify,
     idx_data,
     majority_accuracy,
     nearest_neighbour_accuracy,
+    smoothed_cross_entropy,
+    stratified_folds,
     stratified_split,
     text_data,
+    ts_cross_validation,
     ts_data,
 )
 
@@ -226,6 +232,8 @@ def test_command_runs_and_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
             "2",
             "--hidden-size",
             "4",
+            "--validation",  # the ts preset holds out nothing; the old carve still works
+            "0.2",
             "--run-dir",
             str(tmp_path / "run"),
         ],
@@ -245,3 +253,144 @@ def test_command_runs_and_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     assert run_cli(["classify", str(tmp_path / "bad.ts"), str(b)], monkeypatch) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.ts:" in err and "Traceback" not in err
+
+
+def conv_same_numpy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A 'same' convolution (cross-correlation) of one ``[T, I]`` series by loops."""
+    out_channels, _, k = weight.shape
+    left = (k - 1) // 2
+    padded = np.concatenate([np.zeros((left, x.shape[1])), x, np.zeros((k - 1 - left, x.shape[1]))])
+    out = np.zeros((x.shape[0], out_channels))
+    for t in range(x.shape[0]):
+        out[t] = np.einsum("oik,ki->o", weight, padded[t : t + k]) + bias
+    return out
+
+
+@pytest.mark.parametrize("kernel", [3, 8])
+def test_conv_sees_each_sequence_alone_and_normalises_real_steps(kernel):
+    rng = np.random.default_rng(8)
+    seqs = [rng.normal(size=(t, 3)).astype(np.float32) for t in (9, 2, 5)]
+    layer = Conv(3, 4, kernel).train()
+    out = layer(SequenceBatch.from_list([torch.from_numpy(s) for s in seqs])).to_list()
+    w = layer.conv.weight.detach().numpy().astype(np.float64)
+    b = layer.conv.bias.detach().numpy().astype(np.float64)
+    raw = [conv_same_numpy(s.astype(np.float64), w, b) for s in seqs]
+    steps = np.concatenate(raw)  # batch statistics over the 16 real steps, no padding
+    mean, var = steps.mean(0), steps.var(0)
+    for got, r in zip(out, raw, strict=True):
+        expected = np.maximum((r - mean) / np.sqrt(var + 1e-5), 0)
+        np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_ensemble_averages_member_probabilities():
+    torch.manual_seed(0)
+    members = [Dense(3, 4) for _ in range(3)]
+    x = torch.randn(5, 3)
+    probabilities = [torch.softmax(m(x), -1).detach().numpy() for m in members]
+    got = Ensemble(members)(x).exp().detach().numpy()
+    np.testing.assert_allclose(got, np.mean(probabilities, 0), rtol=1e-5)
+
+
+def test_stratified_folds_partition_and_balance_classes():
+    xs = [{"label": torch.tensor([c])} for c in [0] * 11 + [1] * 7 + [2] * 3]
+    folds = stratified_folds(xs, 5, seed=3)
+    assert sorted(i for f in folds for i in f) == list(range(21))
+    for c in range(3):
+        counts = [sum(int(xs[i]["label"]) == c for i in f) for f in folds]
+        assert max(counts) - min(counts) <= 1
+    assert stratified_folds(xs, 5, seed=3) == folds != stratified_folds(xs, 5, seed=4)
+
+
+def test_series_norm_scales_each_series_before_the_channel_statistics(tmp_path):
+    rng = np.random.default_rng(9)
+    train, y_train = toy_series(rng, 10)
+    test = toy_series(rng, 4)[0]
+    data = ts_data(
+        write_ts(tmp_path / "a.ts", train, y_train, "up down"),
+        write_ts(tmp_path / "b.ts", test, ["up", "down"] * 2, "up down"),
+        validation=0.0,
+        series_norm=True,
+    )
+    assert (len(data.train), len(data.validation)) == (10, 0) and "z-normalised" in data.split
+
+    def z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean(0)) / x.std(0)
+
+    steps = np.concatenate([z(x) for x in train])
+    mean, std = steps.mean(0), steps.std(0)
+    for got, x in zip(data.test, test, strict=True):
+        np.testing.assert_allclose(got["features"].numpy(), (z(x) - mean) / std, atol=1e-4)
+
+
+def test_smoothed_cross_entropy_matches_its_formula():
+    rng = np.random.default_rng(10)
+    logits, labels, eps = rng.normal(size=(6, 4)), rng.integers(0, 4, 6), 0.3
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    target = np.full((6, 4), eps / 4)
+    target[np.arange(6), labels] += 1 - eps
+    expected = -(target * log_p).sum()
+    got = smoothed_cross_entropy(eps)(torch.from_numpy(logits), torch.from_numpy(labels)[:, None])
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_label_smoothing_bounds_the_confidence_it_trains_to(tmp_path):
+    rng = np.random.default_rng(11)
+    train, y = toy_series(rng, 16)
+    data = ts_data(
+        write_ts(tmp_path / "a.ts", train, y, "up down"),
+        write_ts(tmp_path / "b.ts", train, y, "up down"),
+        validation=0.0,
+    )
+    x = SequenceBatch.from_list([e["features"] for e in data.train])
+    confidence = {}
+    for eps in (0.0, 0.5):
+        config = ClassifyConfig(
+            hidden_size=8, epochs=60, learning_rate=0.02, dropout=0.0, label_smoothing=eps
+        )
+        classify(data, config, tmp_path / f"run{eps}", progress=False)
+        model = rnnkit.load(tmp_path / f"run{eps}").eval()
+        with torch.no_grad():
+            confidence[eps] = float(torch.softmax(model(x), -1).amax(1).mean())
+    # the smoothed target of the true class is 0.75: the loss is lowest there, not at 1
+    assert confidence[0.0] > 0.95 and 0.65 < confidence[0.5] < 0.85
+
+
+def test_new_options_take_effect_on_the_command(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(12)
+    train, y = toy_series(rng, 12)
+    a = write_ts(tmp_path / "a_TRAIN.ts", train, y, "up down")
+    b = write_ts(tmp_path / "a_TEST.ts", train[:4], y[:4], "up down")
+    argv = ["classify", str(a), str(b), "--epochs", "4", "--hidden-size", "4"]
+    argv += ["--conv-channels", "5,3", "--schedule", "cosine", "--learning-rate", "0.01"]
+    argv += ["--label-smoothing", "0.1", "--ensemble", "2", "--validation", "0"]
+    argv += ["--series-norm", "--run-dir", str(tmp_path / "run")]
+    assert run_cli(argv, monkeypatch) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["train/val/test"] == "12/0/4" and line["val_accuracy"] is None
+    assert "each series z-normalised" in line["split"] and line["epochs"] == 8  # 2 models x 4
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["conv_channels"] == [5, 3] and config["ensemble"] == 2
+    assert config["label_smoothing"] == 0.1 and config["series_norm"] is True
+    model = rnnkit.load(tmp_path / "run")
+    assert isinstance(model, Ensemble) and len(model.members) == 2
+    convs = [m for m in model.members[0].layers if isinstance(m, Conv)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(5, 8), (3, 5)]
+    # cosine: the rate after each of the 4 epochs (1 step each) is 0.01 * (1 + cos(pi k/4)) / 2
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        rates = [float(r["lr"]) for r in csv.DictReader(f)]
+    expected = [0.005 * (1 + np.cos(np.pi * k / 4)) for k in range(1, 5)]
+    np.testing.assert_allclose(rates, expected, atol=1e-12)
+
+
+def test_cross_validation_reads_only_the_training_file(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(13)
+    train, y = toy_series(rng, 20)
+    a = write_ts(tmp_path / "a_TRAIN.ts", train, y, "up down")
+    argv = ["classify", str(a), str(tmp_path / "absent_TEST.ts"), "--cv", "4", "--epochs", "15"]
+    argv += ["--hidden-size", "8", "--learning-rate", "0.01", "--validation", "0"]
+    assert run_cli(argv, monkeypatch) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(line["cv_folds"]) == 4 and line["cv_accuracy"] >= 0.8  # 5 series per fold
+    assert not (tmp_path / "absent_TEST.ts").exists()
+    config = ClassifyConfig(hidden_size=8, epochs=15, learning_rate=0.01, validation=0.0)
+    assert ts_cross_validation(a, config, folds=4) == line["cv_folds"]

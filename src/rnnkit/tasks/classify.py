@@ -4,17 +4,24 @@ The recipe (:func:`classify`):
 
 1. read the user's files into a :class:`ClassifyData` (``train`` / ``validation`` / ``test``
    examples, each ``"features"`` ``[T_i, D]`` float or ``[T_i]`` word ids, and ``"label"``
-   ``[1]``): :func:`ts_data` (UEA/UCR ``.ts``, official train/test files, every channel
-   normalised with the training mean and deviation, a stratified seeded validation part carved
-   from the training file), :func:`idx_data` (the MNIST family, 28 steps of 28 pixels; the
+   ``[1]``): :func:`ts_data` (UEA/UCR ``.ts``, official train/test files, optionally each
+   series z-normalised on its own, then every channel normalised with the training mean and
+   deviation; a stratified seeded validation part carved from the training file, or none),
+   :func:`idx_data` (the MNIST family, 28 steps of 28 pixels; the
    last ``validation`` training images are the validation part) and :func:`text_data` (a CSV of
    labelled sentences split by a group column, e.g. by movie, so no group is in two parts;
    the word vocabulary comes from the training part only);
-2. train ``[Embedding >>] Bidirectional(cell) [>> Bidirectional(cell)] >> Pool >> Dropout
-   >> Dense`` with the Trainer (cross entropy, early stopping on the validation loss);
+2. train ``[Embedding >>] [Conv >> ...] Bidirectional(cell) [>> Bidirectional(cell)] >> Pool
+   >> Dropout >> Dense`` with the Trainer (cross entropy, optionally label-smoothed; early
+   stopping on the validation loss when there is a validation part, else a fixed number of
+   epochs, optionally on a cosine learning-rate schedule), ``ensemble`` times with seeds
+   ``seed, seed + 1, ...`` whose class probabilities are averaged;
 3. report the test accuracy next to simple baselines: the majority class always; for series
    the 1-nearest-neighbour rule in Euclidean distance (:func:`nearest_neighbour_accuracy`);
    for sentences a bag-of-words logistic regression (:func:`bag_of_words_accuracy`).
+
+:func:`ts_cross_validation` scores a configuration by stratified k-fold cross-validation on a
+``.ts`` training file alone (the test file is not read), the way to choose settings.
 
 >>> import torch
 >>> from rnnkit import SequenceBatch
@@ -25,6 +32,7 @@ The recipe (:func:`classify`):
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -45,11 +53,14 @@ from rnnkit.data.formats import Vocabulary
 from rnnkit.layers import Layer
 from rnnkit.saving import register_module
 from rnnkit.sequences import SequenceBatch
+from rnnkit.training.criteria import Measure
 
 __all__ = [
     "ClassifyConfig",
     "ClassifyData",
     "ClassifyResult",
+    "Conv",
+    "Ensemble",
     "Pool",
     "bag_of_words_accuracy",
     "classifier",
@@ -57,9 +68,13 @@ __all__ = [
     "idx_data",
     "majority_accuracy",
     "nearest_neighbour_accuracy",
+    "series_normalise",
+    "smoothed_cross_entropy",
+    "stratified_folds",
     "stratified_split",
     "text_data",
     "tokenize",
+    "ts_cross_validation",
     "ts_data",
 ]
 
@@ -86,6 +101,72 @@ class Pool(Layer):
 
 
 register_module(Pool, lambda m: {}, name="rnnkit.tasks.classify.Pool")
+
+
+class Conv(Layer):
+    """A 1-D convolution over the steps of each sequence, batch normalisation, ReLU.
+
+    ``Conv1d(in_channels, out_channels, kernel_size, padding="same")`` sees each sequence on
+    its own, with zeros before its first and after its last step (never another sequence's
+    steps or the padding of a longer one), so the output has the input's lengths. Batch
+    normalisation pools the real steps of the minibatch only. The convolution blocks of the
+    FCN of Wang et al. (2017), the front end of LSTM-FCN (Karim et al. 2018).
+
+    Input: a SequenceBatch of ``[in_channels]`` steps; output: the same layout, of
+    ``[out_channels]`` steps.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size)
+        self.norm = nn.BatchNorm1d(out_channels)
+
+    def forward(self, x: SequenceBatch) -> SequenceBatch:
+        if not isinstance(x, SequenceBatch):
+            raise TypeError(f"Conv input: expected a SequenceBatch, found {type(x).__name__}")
+        padded = x.to_padded_time_major()  # [T, B, F], zeros after each sequence's end
+        t, b = padded.shape[:2]
+        k = self.kernel_size - 1  # "same": (k // 2) zeros before, the rest after, as torch's
+        out = self.conv(nn.functional.pad(padded.permute(1, 2, 0), (k // 2, k - k // 2)))
+        rows = out.permute(2, 0, 1).reshape(t * b, self.out_channels)
+        steps = rows.index_select(0, x.padded_index)  # the real steps, packed as x
+        return x.with_data(torch.relu(self.norm(steps)))
+
+
+register_module(
+    Conv,
+    lambda m: {
+        "in_channels": m.in_channels,
+        "out_channels": m.out_channels,
+        "kernel_size": m.kernel_size,
+    },
+    name="rnnkit.tasks.classify.Conv",
+)
+
+
+class Ensemble(Layer):
+    """Classifiers whose class probabilities are averaged.
+
+    Output: ``[B, C]`` the logarithm of the members' mean softmax probabilities (so its
+    ``argmax`` is the averaged vote and its softmax the averaged probabilities).
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("members: expected at least one classifier, found none")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Any) -> Tensor:
+        probabilities = torch.stack([torch.softmax(m(x), dim=-1) for m in self.members])
+        return probabilities.mean(0).log()
+
+
+register_module(
+    Ensemble, lambda m: {"members": list(m.members)}, name="rnnkit.tasks.classify.Ensemble"
+)
 
 
 # --------------------------------------------------------------------------------------- data
@@ -147,6 +228,54 @@ def stratified_split(
     return kept, [e for i, e in enumerate(examples) if i in held]
 
 
+def stratified_folds(examples: Sequence[Example], folds: int, seed: int) -> list[list[int]]:
+    """``folds`` disjoint lists of example indices covering ``examples``: the indices of each
+    class, shuffled by ``random.Random(seed)``, are dealt to the folds in turn (the class
+    counts of any two folds differ by at most one).
+
+    >>> xs = [{"label": torch.tensor([i % 3])} for i in range(9)]
+    >>> [sorted(int(xs[i]["label"]) for i in f) for f in stratified_folds(xs, 3, seed=0)]
+    [[0, 1, 2], [0, 1, 2], [0, 1, 2]]
+    """
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds: expected an integer of at least 2, found {folds!r}")
+    if folds > len(examples):
+        raise ValueError(f"folds: expected at most {len(examples)} (the examples), found {folds}")
+    by_class: dict[int, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_class.setdefault(int(e["label"]), []).append(i)
+    rng = random.Random(seed)
+    out: list[list[int]] = [[] for _ in range(folds)]
+    dealt = 0
+    for label in sorted(by_class):
+        indices = by_class[label]
+        rng.shuffle(indices)
+        for i in indices:
+            out[dealt % folds].append(i)
+            dealt += 1
+    return [sorted(f) for f in out]
+
+
+def series_normalise(examples: Sequence[Example]) -> list[Example]:
+    """Every series z-normalised on its own: each channel minus its mean over the series'
+    steps, divided by its (population) standard deviation there (a constant channel is only
+    centred); missing values (NaN) are ignored and stay missing.
+
+    >>> x = {"features": torch.tensor([[1.0], [3.0]]), "label": torch.tensor([0])}
+    >>> series_normalise([x])[0]["features"].flatten().tolist()
+    [-1.0, 1.0]
+    """
+
+    def scale(x: Tensor) -> Tensor:
+        seen = ~x.isnan()
+        count = seen.sum(0).clamp(min=1)
+        mean = x.nan_to_num().sum(0) / count
+        deviation = ((x - mean).nan_to_num().pow(2).sum(0) / count).sqrt()
+        return (x - mean) / torch.where(deviation > 0, deviation, torch.ones_like(deviation))
+
+    return [{**e, "features": scale(e["features"])} for e in examples]
+
+
 def _normalise(
     train: list[Example], others: Sequence[list[Example]], path: Path
 ) -> list[list[Example]]:
@@ -170,15 +299,40 @@ def _normalise(
     return [[scale(e) for e in part] for part in (train, *others)]
 
 
+def _read_ts_train(train_path: Path) -> tuple[list[Example], tuple[str, ...], Any]:
+    """The labelled series of a ``.ts`` training file, labels renumbered to the classes that
+    occur (in the file's order), and the parsed file."""
+    from rnnkit.data.formats import read_ts
+
+    train_ts = read_ts(train_path)
+    if not train_ts.class_names:
+        raise ValueError(f"{train_path}: expected '@classLabel true ...', found no class labels")
+    seen = Counter(train_ts.class_names[int(e["label"])] for e in train_ts.examples)
+    names = tuple(n for n in train_ts.class_names if n in seen)
+    index = {n: i for i, n in enumerate(names)}
+    train = [
+        {"features": e["features"], "label": torch.tensor([index[n]])}
+        for e, n in ((e, train_ts.class_names[int(e["label"])]) for e in train_ts.examples)
+    ]
+    return train, names, train_ts
+
+
 def ts_data(
-    train_path: str | Path, test_path: str | Path, *, validation: float = 0.2, seed: int = 0
+    train_path: str | Path,
+    test_path: str | Path,
+    *,
+    validation: float = 0.2,
+    seed: int = 0,
+    series_norm: bool = False,
 ) -> ClassifyData:
     """A UEA/UCR problem on its official train/test files.
 
-    The validation part is a stratified ``validation`` fraction of the training file (seeded);
-    every channel is normalised with the mean and standard deviation of the steps of the
-    training series left after that carve;
-    a missing value (``?``) becomes the training mean (0 after scaling).
+    With ``series_norm`` every series is first z-normalised on its own
+    (:func:`series_normalise`). The validation part is a stratified ``validation`` fraction of
+    the training file (seeded); ``validation=0`` holds out nothing (the validation part is
+    empty). Every channel is then normalised with the mean and standard deviation of the steps
+    of the training series left after that carve; a missing value (``?``) becomes the training
+    mean (0 after scaling).
 
     Raises:
         ReaderError: a malformed file (see :func:`rnnkit.data.read_ts`).
@@ -188,22 +342,18 @@ def ts_data(
     from rnnkit.data.formats import read_ts
 
     train_path, test_path = Path(train_path), Path(test_path)
-    train_ts, test_ts = read_ts(train_path), read_ts(test_path)
-    for path, data in ((train_path, train_ts), (test_path, test_ts)):
-        if not data.class_names:
-            raise ValueError(f"{path}: expected '@classLabel true ...', found no class labels")
+    if not 0.0 <= validation < 1.0:
+        raise ValueError(f"validation: expected a fraction in [0, 1), found {validation!r}")
+    train, names, train_ts = _read_ts_train(train_path)
+    test_ts = read_ts(test_path)
+    if not test_ts.class_names:
+        raise ValueError(f"{test_path}: expected '@classLabel true ...', found no class labels")
     if train_ts.num_dimensions != test_ts.num_dimensions:
         raise ValueError(
             f"{test_path}: expected {train_ts.num_dimensions} dimensions as in {train_path}, "
             f"found {test_ts.num_dimensions}"
         )
-    seen = Counter(train_ts.class_names[int(e["label"])] for e in train_ts.examples)
-    names = tuple(n for n in train_ts.class_names if n in seen)
     index = {n: i for i, n in enumerate(names)}
-    train = [
-        {"features": e["features"], "label": torch.tensor([index[n]])}
-        for e, n in ((e, train_ts.class_names[int(e["label"])]) for e in train_ts.examples)
-    ]
     test = []
     for k, e in enumerate(test_ts.examples):
         name = test_ts.class_names[int(e["label"])]
@@ -214,17 +364,63 @@ def ts_data(
                 "predict it"
             )
         test.append({"features": e["features"], "label": torch.tensor([index[name]])})
-    kept, held = stratified_split(train, validation, seed)
+    if series_norm:
+        train, test = series_normalise(train), series_normalise(test)
+    if validation > 0:
+        kept, held = stratified_split(train, validation, seed)
+        carve = (
+            f"validation: a stratified {validation:.0%} of train (seed {seed}), "
+            f"{len(kept)}/{len(held)}"
+        )
+    else:
+        kept, held, carve = train, [], "no validation part (the whole training file trains)"
     kept, held, test = _normalise(kept, (held, test), train_path)
     return ClassifyData(
         kept,
         held,
         test,
         names,
-        f"official train/test ({len(train)}/{len(test)}); validation: a stratified "
-        f"{validation:.0%} of train (seed {seed}), {len(kept)}/{len(held)}",
+        f"official train/test ({len(train)}/{len(test)}); "
+        + ("each series z-normalised; " if series_norm else "")
+        + carve,
         f"{train_path.name}, {test_path.name}",
     )
+
+
+def ts_cross_validation(
+    train_path: str | Path,
+    config: ClassifyConfig,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    series_norm: bool = False,
+    progress: bool = False,
+) -> list[float]:
+    """The accuracy of ``config`` on each of ``folds`` stratified folds of a ``.ts`` training
+    file (:func:`stratified_folds`, ``seed``), trained on the other folds. Only the training
+    file is read.
+
+    Each fold is prepared as :func:`ts_data` prepares the official split: optionally every
+    series z-normalised on its own, a stratified ``config.validation`` part of the training
+    folds held out (none when 0), channels normalised with the statistics of the training
+    folds only.
+    """
+    train_path = Path(train_path)
+    examples, names, _ = _read_ts_train(train_path)
+    if series_norm:
+        examples = series_normalise(examples)
+    scores = []
+    for k, fold in enumerate(stratified_folds(examples, folds, seed)):
+        inside = set(fold)
+        rest = [e for i, e in enumerate(examples) if i not in inside]
+        if config.validation > 0:
+            rest, held = stratified_split(rest, config.validation, config.seed)
+        else:
+            held = []
+        rest, held, tested = _normalise(rest, (held, [examples[i] for i in fold]), train_path)
+        data = ClassifyData(rest, held, tested, names, f"fold {k + 1} of {folds}", train_path.name)
+        scores.append(classify(data, config, progress=progress).accuracy)
+    return scores
 
 
 def idx_data(
@@ -480,7 +676,17 @@ class ClassifyConfig:
 
     ``minibatch_size`` counts sequences; ``embedding_dim`` is used for sentences only;
     ``validation`` is the fraction of a ``.ts`` training file held out (the other formats
-    state their own validation part).
+    state their own validation part) and ``series_norm`` whether :func:`ts_data` z-normalises
+    each series: both are settings of the data, recorded here for the run's ``config.json``.
+
+    ``conv_channels`` puts a :class:`Conv` block per entry (its output channels, kernel sizes
+    from ``conv_kernels`` in turn) before the recurrent layers; empty: none. ``schedule`` is
+    ``"constant"`` or ``"cosine"`` (the learning rate falls from ``learning_rate`` to 0 over
+    the ``epochs``, step by step). With a validation part training stops early on its loss
+    (``patience``) and keeps the best epoch; without one it runs all ``epochs``.
+    ``label_smoothing`` is the probability mass spread evenly over all classes in the target
+    of the cross entropy. ``ensemble`` models are trained, with seeds ``seed``, ``seed + 1``,
+    ..., and their class probabilities averaged.
     """
 
     cell: Literal["lstm", "gru"] = "gru"
@@ -496,16 +702,42 @@ class ClassifyConfig:
     clip_norm: float = 5.0
     validation: float = 0.2
     seed: int = 0
+    conv_channels: tuple[int, ...] = ()
+    conv_kernels: tuple[int, ...] = (8, 5, 3)
+    schedule: Literal["constant", "cosine"] = "constant"
+    label_smoothing: float = 0.0
+    ensemble: int = 1
+    series_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.cell not in ("lstm", "gru"):
             raise ValueError(f"cell: expected 'lstm' or 'gru', found {self.cell!r}")
-        for name in ("hidden_size", "layers", "embedding_dim", "epochs", "patience"):
+        for name in ("hidden_size", "layers", "embedding_dim", "epochs", "patience", "ensemble"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, found {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a number in [0, 1), found {self.dropout!r}")
+        if not 0.0 <= self.validation < 1.0:
+            raise ValueError(
+                f"validation: expected a fraction in [0, 1), found {self.validation!r}"
+            )
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule: expected 'constant' or 'cosine', found {self.schedule!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"label_smoothing: expected a number in [0, 1), found {self.label_smoothing!r}"
+            )
+        for name in ("conv_channels", "conv_kernels"):
+            values = tuple(getattr(self, name))
+            if not all(isinstance(v, int) and v >= 1 for v in values):
+                raise ValueError(f"{name}: expected positive integers, found {values!r}")
+            object.__setattr__(self, name, values)
+        if len(self.conv_kernels) < len(self.conv_channels):
+            raise ValueError(
+                f"conv_kernels: expected a kernel size for each of the {len(self.conv_channels)} "
+                f"conv_channels, found {self.conv_kernels!r}"
+            )
 
     @classmethod
     def for_format(cls, fmt: Format, **changes: Any) -> ClassifyConfig:
@@ -514,7 +746,16 @@ class ClassifyConfig:
 
 
 _PRESETS: dict[str, ClassifyConfig] = {
-    "ts": ClassifyConfig(),
+    # chosen by 5-fold cross-validation on the four UEA training files (examples/classify.py
+    # --only uea-cv, docs/classify.md); the ensemble of 5 was fixed beforehand
+    "ts": ClassifyConfig(
+        conv_channels=(64, 64, 64),
+        validation=0.0,
+        epochs=100,
+        schedule="cosine",
+        label_smoothing=0.1,
+        ensemble=5,
+    ),
     "idx": ClassifyConfig(
         hidden_size=128,
         epochs=15,
@@ -552,7 +793,9 @@ class ClassifyResult:
         return {
             "test_accuracy": round(self.accuracy, 4),
             **{f"{k}_accuracy": round(v, 4) for k, v in self.baselines.items()},
-            "val_accuracy": round(self.validation_accuracy, 4),
+            "val_accuracy": None
+            if math.isnan(self.validation_accuracy)
+            else round(self.validation_accuracy, 4),
             "train/val/test": "/".join(str(n) for n in self.sizes),
             "epochs": self.epochs,
             "seconds": round(self.seconds, 1),
@@ -562,7 +805,8 @@ class ClassifyResult:
 def classifier(
     config: ClassifyConfig, input_size: int, num_classes: int, *, words: bool = False
 ) -> nn.Module:
-    """``[Embedding >> Dropout >>] Bidirectional(cell) x layers >> Pool >> Dropout >> Dense``.
+    """``[Embedding >> Dropout >>] [Conv x len(conv_channels) >>] Bidirectional(cell) x layers
+    >> Pool >> Dropout >> Dense``.
 
     ``input_size`` is D for series and the vocabulary size when ``words``. Input: a
     SequenceBatch of ``[D]`` steps (or of int64 ids); output ``[B, num_classes]`` scores.
@@ -583,6 +827,9 @@ def classifier(
     if words:
         layers += [Embedding(input_size, config.embedding_dim), Dropout(config.dropout)]
         size = config.embedding_dim
+    for channels, kernel in zip(config.conv_channels, config.conv_kernels, strict=False):
+        layers.append(Conv(size, channels, kernel))
+        size = channels
     for _ in range(config.layers):
         layers.append(Bidirectional(cell(size, h), cell(size, h)))
         size = 2 * h
@@ -597,41 +844,116 @@ def classify(
     *,
     progress: bool = True,
 ) -> ClassifyResult:
-    """Train on ``data.train``, stop early on ``data.validation``, test on ``data.test``.
+    """Train on ``data.train`` (stopping early on ``data.validation`` when it is not empty),
+    ``config.ensemble`` times; test the averaged model on ``data.test``.
 
     Writes, when ``run_dir`` is given: ``config.json``, ``model.safetensors`` +
-    ``model.json``, ``vocabulary.json`` (sentences), ``metrics.csv``, ``curves.png`` and
-    ``report.md``.
+    ``model.json`` (the :class:`Ensemble` when ``config.ensemble > 1``), ``vocabulary.json``
+    (sentences), ``metrics.csv`` (with the learning rate ``lr`` at each epoch's end) and
+    ``curves.png`` of the first model, and ``report.md``.
     """
-    from rnnkit.data.minibatch import MinibatchSource
     from rnnkit.tasks.rundir import RunDirectory
+
+    words = data.vocabulary is not None
+    run = RunDirectory(run_dir) if run_dir is not None else None
+    members: list[nn.Module] = []
+    epochs = 0
+    started = time.perf_counter()
+    for k in range(config.ensemble):
+        seed = config.seed + k
+        torch.manual_seed(seed)
+        model = classifier(config, data.input_size, len(data.class_names), words=words)
+        epochs += _fit(model, data, config, seed, run if k == 0 else None, progress)
+        members.append(model.eval())
+    seconds = time.perf_counter() - started
+    model = members[0] if len(members) == 1 else Ensemble(members).eval()
+    accuracy = _accuracy(model, data.test)
+    val_accuracy = _accuracy(model, data.validation) if data.validation else math.nan
+    baselines = {"majority": majority_accuracy(data.train, data.test)}
+    if words:
+        baselines["bag_of_words"] = bag_of_words_accuracy(data, seed=config.seed)
+    else:
+        baselines["1nn_euclidean"] = nearest_neighbour_accuracy(
+            data.train + data.validation, data.test
+        )
+    result = ClassifyResult(
+        accuracy,
+        baselines,
+        val_accuracy,
+        epochs,
+        seconds,
+        (len(data.train), len(data.validation), len(data.test)),
+    )
+    if run is not None:
+        _write_run(run, model, data, config, result)
+    return result
+
+
+def smoothed_cross_entropy(epsilon: float) -> Measure:
+    """The cross entropy (a sum over samples) against targets with label smoothing
+    ``epsilon``: the true class has ``1 - epsilon + epsilon / C``, every other ``epsilon / C``.
+
+    >>> loss = smoothed_cross_entropy(0.2)(torch.tensor([[0.0, 0.0]]), torch.tensor([[1]]))
+    >>> round(loss.item(), 4)  # log 2 whatever the target
+    0.6931
+    """
+    from rnnkit.training.criteria import _class_targets, _rows
+
+    def measure(output: Tensor | SequenceBatch, target: Tensor | SequenceBatch) -> Tensor:
+        out, tgt = _rows(output, target, "smoothed_cross_entropy")
+        ids = _class_targets(out, tgt, "smoothed_cross_entropy")
+        return nn.functional.cross_entropy(out, ids, reduction="sum", label_smoothing=epsilon)
+
+    return measure
+
+
+def _fit(
+    model: nn.Module,
+    data: ClassifyData,
+    config: ClassifyConfig,
+    seed: int,
+    run: Any,
+    progress: bool,
+) -> int:
+    """Train ``model`` on ``data.train`` as ``config`` says; the number of epochs run."""
+    from rnnkit.data.minibatch import MinibatchSource
     from rnnkit.training import (
         Criterion,
         CSVLogger,
         EarlyStopping,
+        LearningRateLogger,
         ProgressPrinter,
         Trainer,
         classification_error,
         cross_entropy_with_softmax,
     )
 
-    torch.manual_seed(config.seed)
-    words = data.vocabulary is not None
-    model = classifier(config, data.input_size, len(data.class_names), words=words)
-    run = RunDirectory(run_dir) if run_dir is not None else None
     callbacks: list[Any] = []
     if progress:
         callbacks.append(ProgressPrinter(freq=None, num_epochs=config.epochs))
-    callbacks.append(EarlyStopping(patience=config.patience, restore_best=True))
+    if data.validation:
+        callbacks.append(EarlyStopping(patience=config.patience, restore_best=True))
     if run is not None:
-        callbacks.append(CSVLogger(run.metrics_csv))
+        callbacks += [LearningRateLogger(), CSVLogger(run.metrics_csv)]
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
+    scheduler = None
+    if config.schedule == "cosine":
+        total = config.epochs * math.ceil(len(data.train) / config.minibatch_size)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        )
+    loss = (
+        smoothed_cross_entropy(config.label_smoothing)
+        if config.label_smoothing > 0
+        else cross_entropy_with_softmax
+    )
     trainer = Trainer(
         model,
-        Criterion(cross_entropy_with_softmax, classification_error),
+        Criterion(loss, classification_error),
         optimizer,
+        lr_scheduler=scheduler,
         input_streams=("features",),
         target_stream="label",
         callbacks=callbacks,
@@ -644,35 +966,26 @@ def classify(
             config.minibatch_size if training else 256,
             unit="sequences",
             randomize=training,
-            seed=config.seed,
+            seed=seed,
             max_sweeps=None if training else 1,
         )
 
-    started = time.perf_counter()
-    summary = trainer.fit(
-        source(data.train, True), epochs=config.epochs, validation=source(data.validation, False)
-    )
-    seconds = time.perf_counter() - started
-    accuracy = 1.0 - trainer.evaluate(source(data.test, False))["metric"]
-    val_accuracy = 1.0 - trainer.evaluate(source(data.validation, False))["metric"]
-    baselines = {"majority": majority_accuracy(data.train, data.test)}
-    if words:
-        baselines["bag_of_words"] = bag_of_words_accuracy(data, seed=config.seed)
-    else:
-        baselines["1nn_euclidean"] = nearest_neighbour_accuracy(
-            data.train + data.validation, data.test
-        )
-    result = ClassifyResult(
-        accuracy,
-        baselines,
-        val_accuracy,
-        len(summary.history),
-        seconds,
-        (len(data.train), len(data.validation), len(data.test)),
-    )
-    if run is not None:
-        _write_run(run, model, data, config, result)
-    return result
+    validation = source(data.validation, False) if data.validation else None
+    summary = trainer.fit(source(data.train, True), epochs=config.epochs, validation=validation)
+    return len(summary.history)
+
+
+def _accuracy(model: nn.Module, examples: list[Example]) -> float:
+    """The fraction of ``examples`` whose highest score is the label (eval mode, 256 at once)."""
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(examples), 256):
+            part = examples[i : i + 256]
+            scores = model(SequenceBatch.from_list([e["features"] for e in part]))
+            truth = torch.cat([e["label"] for e in part])
+            right += int((scores.argmax(1) == truth).sum())
+    return right / len(examples)
 
 
 def _write_run(
@@ -693,7 +1006,8 @@ def _write_run(
         notes=[
             f"Split: {data.split}.",
             f"Classes: {len(data.class_names)}; validation accuracy "
-            f"{result.validation_accuracy:.4f}; {result.epochs} epochs in {result.seconds:.1f} s.",
+            f"{result.validation_accuracy:.4f}; {result.epochs} epochs "
+            f"({config.ensemble} model(s)) in {result.seconds:.1f} s.",
             "1nn_euclidean: 1-nearest neighbour in Euclidean distance, training and validation "
             "series as references (resampled to one length); bag_of_words: logistic regression "
             "on word presence, weight decay chosen on the validation part.",
@@ -733,7 +1047,13 @@ def load_data(fmt: Format, paths: Sequence[Path], args: Any) -> ClassifyData:
         if not path.is_file():
             raise ValueError(f"files: no such file: {str(path)!r}")
     if fmt == "ts":
-        return ts_data(paths[0], paths[1], validation=args.validation, seed=args.seed)
+        return ts_data(
+            paths[0],
+            paths[1],
+            validation=args.validation,
+            seed=args.seed,
+            series_norm=args.series_norm,
+        )
     if fmt == "idx":
         return idx_data(*paths, validation=args.validation_images)
     return text_data(
@@ -744,6 +1064,12 @@ def load_data(fmt: Format, paths: Sequence[Path], args: Any) -> ClassifyData:
         drop_labels=tuple(args.drop_label),
         seed=args.seed,
     )
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """``"64,64"`` -> ``(64, 64)``; ``"0"`` or ``""`` -> ``()``."""
+    values = tuple(int(v) for v in text.split(",") if v.strip())
+    return () if values == (0,) else values
 
 
 def add_commands(sub: Any) -> dict[str, Any]:
@@ -763,7 +1089,56 @@ def add_commands(sub: Any) -> dict[str, Any]:
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation", type=float, default=0.2, help="ts: fraction of train held out")
+    p.add_argument(
+        "--validation",
+        type=float,
+        default=None,
+        help="ts: fraction of train held out for early stopping (0: none, train all epochs; "
+        "default: the ts preset's)",
+    )
+    p.add_argument(
+        "--series-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ts: z-normalise each series on its own before the channel normalisation "
+        "(default: the ts preset's)",
+    )
+    p.add_argument(
+        "--conv-channels",
+        type=_int_list,
+        default=None,
+        help="output channels of the convolution blocks before the recurrent layers, "
+        "comma-separated (kernel sizes 8, 5, 3, ...); 0: no convolution",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default=None,
+        help="learning rate: constant, or cosine from the start value to 0 over the epochs",
+    )
+    p.add_argument(
+        "--learning-rate", type=float, default=None, help="Adam's (the start, with cosine)"
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=None,
+        help="probability mass of the target spread evenly over the classes (0: none)",
+    )
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=None,
+        help="models trained with seeds SEED, SEED+1, ...; their probabilities are averaged",
+    )
+    p.add_argument(
+        "--cv",
+        type=int,
+        default=None,
+        metavar="K",
+        help="ts: instead of testing, print the accuracy of stratified K-fold "
+        "cross-validation on the training file (the test file is not read)",
+    )
     p.add_argument(
         "--validation-images", type=int, default=5000, help="idx: last training images held out"
     )
@@ -779,15 +1154,37 @@ def add_commands(sub: Any) -> dict[str, Any]:
         if args.drop_label is None:
             args.drop_label = ["plot"]
         fmt: Format = args.format or _guess_format(args.files)
-        data = load_data(fmt, args.files, args)
-        changes = {
-            k: getattr(args, k)
-            for k in ("cell", "hidden_size", "layers", "epochs")
-            if getattr(args, k) is not None
-        }
-        config = ClassifyConfig.for_format(
-            fmt, seed=args.seed, validation=args.validation, **changes
+        preset = ClassifyConfig.for_format(fmt)
+        for name in ("validation", "series_norm"):
+            if getattr(args, name) is None:
+                setattr(args, name, 0.2 if fmt != "ts" else getattr(preset, name))
+        names = (
+            *("cell", "hidden_size", "layers", "epochs", "conv_channels", "schedule"),
+            *("learning_rate", "label_smoothing", "ensemble", "validation", "series_norm"),
         )
+        changes = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+        config = replace(preset, seed=args.seed, **changes)
+        if args.cv is not None:
+            if fmt != "ts":
+                raise ValueError("--cv: cross-validation is for --format ts only")
+            if not args.files[0].is_file():
+                raise ValueError(f"files: no such file: {str(args.files[0])!r}")
+            scores = ts_cross_validation(
+                args.files[0], config, folds=args.cv, seed=args.seed, series_norm=args.series_norm
+            )
+            mean = sum(scores) / len(scores)
+            print(f"{args.cv}-fold cross-validation accuracy {mean:.4f} on {args.files[0].name}")
+            print(
+                json.dumps(
+                    {
+                        "data": args.files[0].name,
+                        "cv_folds": [round(a, 4) for a in scores],
+                        "cv_accuracy": round(mean, 4),
+                    }
+                )
+            )
+            return 0
+        data = load_data(fmt, args.files, args)
         print(f"{data.source}: {len(data.class_names)} classes; split: {data.split}")
         result = classify(data, config, args.run_dir)
         baselines = ", ".join(f"{k} {v:.4f}" for k, v in result.baselines.items())
