@@ -11,12 +11,15 @@ Both models embed the 15 ListOps tokens; the Tree-LSTM (``NaryTreeLSTMCell``, n 
 binary left-branching gold tree, tokens as leaf inputs and zero inputs at internal nodes)
 classifies from the root's ``h``, the LSTM (``Fold(LSTMCell)``) from the last step's ``h``.
 The data is made into batches once (one :class:`TreeBatch` or :class:`SequenceBatch` per
-minibatch); each epoch visits the batches in a new order.
+minibatch); each epoch visits the batches in a new order. Optional training settings (all off
+by default): a per-step warm-up / hold / cosine learning-rate schedule (:func:`lr_factor`),
+dropout on the representation the classifier reads, and decoupled weight decay (AdamW).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 from collections import Counter
@@ -41,7 +44,9 @@ __all__ = [
     "SequenceClassifier",
     "TreeClassifier",
     "listops_split",
+    "lr_factor",
     "majority_rate",
+    "make_optimizer",
     "run_listops",
     "train_listops_model",
 ]
@@ -60,8 +65,16 @@ class ListOpsRun:
         embedding_size, hidden_size: of both models.
         batch_size: trees (or sequences) per minibatch.
         epochs: passes over the training set.
-        learning_rate: Adam's.
-        lr_decay: the learning rate is multiplied by this after every epoch (1: constant).
+        learning_rate: Adam's (the peak, with ``lr_schedule="cosine"``).
+        lr_schedule: ``"exponential"`` (times ``lr_decay`` after every epoch) or ``"cosine"``
+            (per step: linear warm-up, hold, cosine to zero at the end; :func:`lr_factor`).
+        lr_decay: the exponential schedule's factor per epoch (1: constant).
+        warmup_epochs: cosine schedule: epochs of linear warm-up from 0 to the peak.
+        hold_epochs: cosine schedule: the decay starts after this many epochs (or after the
+            warm-up, whichever is later).
+        dropout: dropout probability on the representation the classifier reads (the root's
+            ``h`` or the LSTM's last ``h``); 0 disables it.
+        weight_decay: decoupled weight decay (AdamW) when > 0, else plain Adam.
         max_seconds: stop a model's training after the batch that passes this budget.
     """
 
@@ -74,8 +87,26 @@ class ListOpsRun:
     batch_size: int = 128
     epochs: int = 10
     learning_rate: float = 1e-3
+    lr_schedule: str = "exponential"
     lr_decay: float = 1.0
+    warmup_epochs: float = 0.0
+    hold_epochs: float = 0.0
+    dropout: float = 0.0
+    weight_decay: float = 0.0
     max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in ("exponential", "cosine"):
+            raise ValueError(
+                f"lr_schedule: expected 'exponential' or 'cosine', found {self.lr_schedule!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), found {self.dropout}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.hold_epochs < 0:
+            raise ValueError(
+                "weight_decay, warmup_epochs, hold_epochs: expected >= 0, found "
+                f"{self.weight_decay}, {self.warmup_epochs}, {self.hold_epochs}"
+            )
 
 
 @dataclass(frozen=True)
@@ -115,33 +146,68 @@ class TreeClassifier(nn.Module):
     """Embedding, a Tree-LSTM over the gold tree, a linear layer on the root's ``h``.
 
     ``forward(batch)`` maps a :class:`TreeBatch` of token ids to logits ``[num_trees, 10]``.
+    ``dropout`` (in training mode only) drops units of the root's ``h`` before the linear layer.
     """
 
-    def __init__(self, embedding_size: int, hidden_size: int) -> None:
+    def __init__(self, embedding_size: int, hidden_size: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.embedding = nn.Embedding(len(LISTOPS_VOCAB), embedding_size)
         self.encoder = Recursive(NaryTreeLSTMCell(embedding_size, hidden_size, n=2))
+        self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size, NUM_CLASSES)
 
     def forward(self, batch: TreeBatch) -> Tensor:
         h, _ = self.encoder.root_states(batch, batch.embed(self.embedding))
-        return self.output(h)
+        return self.output(self.dropout(h))
 
 
 class SequenceClassifier(nn.Module):
     """Embedding, an LSTM folded over the tokens, a linear layer on the last ``h``.
 
     ``forward(x)`` maps a :class:`SequenceBatch` of token ids (``data [N]``) to ``[B, 10]``.
+    ``dropout`` (in training mode only) drops units of the last ``h`` before the linear layer.
     """
 
-    def __init__(self, embedding_size: int, hidden_size: int) -> None:
+    def __init__(self, embedding_size: int, hidden_size: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.embedding = nn.Embedding(len(LISTOPS_VOCAB), embedding_size)
         self.encoder = Fold(LSTMCell(embedding_size, hidden_size))
+        self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size, NUM_CLASSES)
 
     def forward(self, x: SequenceBatch) -> Tensor:
-        return self.output(self.encoder(x.with_data(self.embedding(x.data))))
+        return self.output(self.dropout(self.encoder(x.with_data(self.embedding(x.data)))))
+
+
+def lr_factor(step: int, steps_per_epoch: int, run: ListOpsRun) -> float:
+    """The cosine schedule's multiplier of ``run.learning_rate`` for optimizer step ``step``.
+
+    With ``t = step / steps_per_epoch`` (epochs done) and ``d = max(warmup, hold)``: linear
+    warm-up ``(step + 1) / (warmup * steps_per_epoch)`` while below 1, then 1 until ``t = d``,
+    then ``(1 + cos(pi (t - d) / (epochs - d))) / 2``, which reaches 0 at ``t = epochs``.
+
+    >>> run = ListOpsRun(epochs=4, lr_schedule="cosine", hold_epochs=2)
+    >>> [lr_factor(s, 10, run) for s in (0, 19, 20, 30, 40)]
+    [1.0, 1.0, 1.0, 0.5, 0.0]
+    """
+    t = step / steps_per_epoch
+    if run.warmup_epochs > 0:
+        warm = (step + 1) / (run.warmup_epochs * steps_per_epoch)
+        if warm < 1.0:
+            return warm
+    start = max(run.warmup_epochs, run.hold_epochs)
+    if t <= start or run.epochs <= start:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (t - start) / (run.epochs - start))))
+
+
+def make_optimizer(model: nn.Module, run: ListOpsRun) -> torch.optim.Optimizer:
+    """Adam at ``run.learning_rate``; AdamW (decoupled decay) when ``run.weight_decay > 0``."""
+    if run.weight_decay > 0:
+        return torch.optim.AdamW(
+            model.parameters(), lr=run.learning_rate, weight_decay=run.weight_decay
+        )
+    return torch.optim.Adam(model.parameters(), lr=run.learning_rate)
 
 
 def _tree_batches(examples: Sequence[ListOpsExample], size: int) -> list[tuple[TreeBatch, Tensor]]:
@@ -195,9 +261,17 @@ def train_listops_model(
     make_batches, model_class = makers[kind]
     train_batches = make_batches(train, run.batch_size)
     test_batches = make_batches(test, 512)
-    model = model_class(run.embedding_size, run.hidden_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=run.learning_rate)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=run.lr_decay)
+    model = model_class(run.embedding_size, run.hidden_size, run.dropout)
+    optimizer = make_optimizer(model, run)
+    per_step = run.lr_schedule == "cosine"
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    if per_step:
+        steps_per_epoch = len(train_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, steps_per_epoch, run)
+        )
+    else:
+        schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=run.lr_decay)
     rng = random.Random(run.seed)
     start = time.perf_counter()
     steps = correct = seen = 0
@@ -214,15 +288,21 @@ def train_listops_model(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
+            if per_step:
+                schedule.step()
             steps += 1
             correct += int((logits.argmax(dim=1) == y).sum())
             seen += len(y)
             if run.max_seconds is not None and time.perf_counter() - start > run.max_seconds:
                 out_of_time = True
                 break
-        schedule.step()
+        if not per_step:
+            schedule.step()
         if log is not None:
-            log(f"{kind} epoch {epoch + 1}: train accuracy {correct / max(seen, 1):.4f}")
+            log(
+                f"{kind} epoch {epoch + 1}: train accuracy {correct / max(seen, 1):.4f}, "
+                f"next learning rate {optimizer.param_groups[0]['lr']:.3g}"
+            )
         if out_of_time:
             break
     seconds = time.perf_counter() - start
@@ -258,6 +338,22 @@ def _add_options(parser: Any) -> None:
     parser.add_argument(
         "--lr-decay", type=float, default=1.0, help="multiply the learning rate by this per epoch"
     )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=["exponential", "cosine"],
+        default="exponential",
+        help="exponential: --lr-decay per epoch; cosine: per step, warm-up, hold, cosine to 0",
+    )
+    parser.add_argument("--warmup-epochs", type=float, default=0.0, help="cosine: linear warm-up")
+    parser.add_argument(
+        "--hold-epochs", type=float, default=0.0, help="cosine: the decay starts after these"
+    )
+    parser.add_argument(
+        "--dropout", type=float, default=0.0, help="on the representation the classifier reads"
+    )
+    parser.add_argument(
+        "--weight-decay", type=float, default=0.0, help="decoupled (AdamW) when > 0"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="+", choices=["tree-lstm", "lstm"], default=None)
     parser.add_argument("--run-dir", default=None, help="write config.json and report.md here")
@@ -274,7 +370,12 @@ def _run(args: Any) -> int:
         hidden_size=args.hidden,
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        lr_schedule=args.lr_schedule,
         lr_decay=args.lr_decay,
+        warmup_epochs=args.warmup_epochs,
+        hold_epochs=args.hold_epochs,
+        dropout=args.dropout,
+        weight_decay=args.weight_decay,
         max_seconds=args.max_seconds,
         seed=args.seed,
     )
