@@ -53,7 +53,7 @@ from rnnkit.data.formats import Vocabulary
 from rnnkit.layers import Layer
 from rnnkit.saving import register_module
 from rnnkit.sequences import SequenceBatch
-from rnnkit.training.criteria import Measure
+from rnnkit.training.criteria import Measure, classification_error
 
 __all__ = [
     "ClassifyConfig",
@@ -924,7 +924,6 @@ def _fit(
         LearningRateLogger,
         ProgressPrinter,
         Trainer,
-        classification_error,
         cross_entropy_with_softmax,
     )
 
@@ -976,16 +975,16 @@ def _fit(
 
 
 def _accuracy(model: nn.Module, examples: list[Example]) -> float:
-    """The fraction of ``examples`` whose highest score is the label (eval mode, 256 at once)."""
+    """1 - the training metric ``classification_error`` over ``examples`` (eval mode, 256 at
+    once); used instead of ``Trainer.evaluate`` because an ensemble is no trainer's model."""
     model.eval()
-    right = 0
+    wrong = 0.0
     with torch.no_grad():
         for i in range(0, len(examples), 256):
             part = examples[i : i + 256]
             scores = model(SequenceBatch.from_list([e["features"] for e in part]))
-            truth = torch.cat([e["label"] for e in part])
-            right += int((scores.argmax(1) == truth).sum())
-    return right / len(examples)
+            wrong += float(classification_error(scores, torch.cat([e["label"] for e in part])))
+    return 1.0 - wrong / len(examples)
 
 
 def _write_run(
