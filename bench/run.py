@@ -64,57 +64,8 @@ STANDARD_TARGET = 1 / 0.95  # time ratio for >= 0.95x the peer's throughput
 TIE = 1.15  # scan vs loop within 15 % of each other: either choice is right
 
 Fn = Callable[[], object]
-NOTES = """\
-Notes (the recorded run above: 1 torch thread, 5 rounds, on a 2-core machine shared with
-other jobs at a load average of about 13, so every time is 1.5-3x slower than on a quiet
-machine and ratios within about 15 % of a target are not decided by it; re-run
-`bench/run.py --write` on a quiet machine for the reference figures):
-
-- **Engine changes behind these figures.** The fused path's Python overhead per call was cut
-  (a tiny-batch `Fold` spent more time in `plan_segments` than in the kernel): the plan is
-  computed on a Python list and returns one segment at once when all its padding costs less
-  than one kernel call; a one-segment ragged batch gathers with the cached `padded_index`; a
-  zero, constant or learned initial state is not permuted into sorted order; `batch_size` and
-  the last-row index are cached on the SequenceBatch. `scan_pays` now picks the scan up to
-  `B * H = 1024` (it said 4096; the scan cases show the loop 2-2.7x faster at 4096 and
-  beyond).
-- **Tiny shape** (B=19, T=2..13, H=15). The oneDNN kernel itself takes about 175-190 µs per
-  call here (`torch._VF.lstm` on the padded `[13, 19, 1]` input; packed input is 3x slower,
-  the native non-oneDNN kernel 2.5x slower), and the peer is that kernel on input padded
-  beforehand. rnnkit adds the packed-to-padded copy, the gather of the packed outputs and
-  its Python dispatch (`Fold` -> `_run` -> `run_recurrence`), about 30-60 µs in `timeit`
-  minima, which is 15-30 % of a call at this size and cannot be hidden behind the kernel.
-- **Ragged batches.** Real tokens are 58 % of the padded batch here. `plan_segments` cuts
-  the batch into 16 padded segments of about 6 steps; the padding left inside segments, 16
-  kernel calls and the packed<->padded copies keep it above the ideal. The kernel calls
-  alone, timed apart (`timeit` minima, 1 thread), take 36.5-36.8 ms for 8-25 segments
-  against 55 ms for the batch padded to 100 (0.66); the recorded run above, under load, gives
-  0.88 forward and 0.69 forward+backward: never slower than padding, the 0.65 target missed
-  on this run. `nn.LSTM` on a PackedSequence is as fast as padding forward but about 2x
-  slower for training on this CPU.
-- **Custom cells through the loop.** `torch.profiler` of a layer-normalised LSTM forward and
-  backward (B=64, T=100, 1 thread): `aten::mm` 41 %, `aten::addmm` 19 % (the same matrix
-  products the fused kernel does), `native_layer_norm_backward` 8 %, `aten::cat` 6 %,
-  `tanh` 5 %, then about 2,000 small element-wise calls (`mul`, `add_`, `sigmoid`); the two
-  LayerNorms over 4H and one over H per step, forward and backward, and one autograd node per
-  element-wise op are the cost above the fused `nn.LSTM`. GRU-D does more per step again
-  (input decay, imputation, a third weight matrix). At batch 1 every step is about 15-25
-  dispatched operators, so the per-step time is dispatch-bound (several µs each) and above
-  40 µs on this machine; meeting it would need a fused (compiled or hand-written) step, not a
-  change in the engine.
-- **Backward linear in T.** The operator counts are exactly linear (200 vs 2,000 `mm`, 101
-  vs 1,001 `cat` in the backward for T=100 vs 1,000), but the average `aten::mm` in the
-  backward takes 0.52 ms at T=100 and 1.59 ms at T=1,000 for the same shapes (B=16): at
-  T=1,000 the saved activations are about 1 GB, and the per-step gradient products run out
-  of cache and into fresh pages. The excess over 10x is memory, not the algorithm.
-- **Parallel scan.** In float32 the scan and the loop differ by up to 5e-4 at T=4096
-  (the log-space prefix sums lose precision as they grow), while the loop stays within 1e-6
-  of a float64 loop; the cases compare them with a 2e-3 tolerance.
-- **Memory.** Truncated BPTT (`rnnkit.truncation.truncated_chunks` and `carry_state`,
-  windows of 100 steps) keeps the peak growth of a T=10,000 forward+backward at the level of
-  T=1,000, against about 1.2 GB for full BPTT; measured as the growth of the peak resident
-  set (VmHWM, reset before the run) in a fresh process per configuration.
-"""
+NOTES_START = "Notes ("  # the notes under the table are kept by --write (profiles, caveats)
+NO_NOTES = "Notes (none yet: explain each missed target here, with the profile behind it)."
 
 
 @dataclass
@@ -762,10 +713,21 @@ def section(info: dict[str, object], command: str, results: list[Result]) -> str
             "",
             table(results),
             "",
-            NOTES,
+            existing_notes(),
             "",
         ]
     )
+
+
+def existing_notes() -> str:
+    """The notes under the table in bench/README.md's section, kept as they are: they are
+    written by hand from profiles, not by the runner."""
+    text = README.read_text() if README.exists() else ""
+    match = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    if match is None or f"\n{NOTES_START}" not in match.group(0):
+        return NO_NOTES
+    body = match.group(0)
+    return body[body.index(f"\n{NOTES_START}") + 1 :].rstrip("\n")
 
 
 def _tuples(recorded: dict[str, object]) -> dict[str, object]:

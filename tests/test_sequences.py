@@ -31,6 +31,34 @@ def test_list_round_trip_and_indexing(lengths):
     assert torch.equal(x.batch_sizes, ref.batch_sizes)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=7), st.booleans())
+def test_layout_facts_from_packing_match_a_plain_derivation(lengths, padded):
+    """Packing stores the index facts the engine reads (lengths, padded positions, each
+    sequence's last padded row); they must equal what a plain loop over the lengths gives."""
+    seqs = _random_sequences(lengths)
+    if padded:
+        x = SequenceBatch.from_padded(
+            torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
+        )
+    else:
+        x = SequenceBatch.from_list(seqs)
+    b, order = len(lengths), sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    sorted_lengths = [lengths[i] for i in order]  # stable: ties keep the caller's order
+    positions = [t * b + j for t in range(max(lengths)) for j in range(b) if sorted_lengths[j] > t]
+    last = [(n - 1) * b + j for j, n in enumerate(sorted_lengths)]
+    assert x.batch_size == b
+    assert x.sorted_lengths.tolist() == sorted_lengths
+    assert x.padded_index.tolist() == positions
+    assert x.last_padded_index.tolist() == last
+    assert x.last_padded_index_caller.tolist() == [last[order.index(i)] for i in range(b)]
+    # and they equal what a batch built from the bare layout computes lazily
+    bare = SequenceBatch(x.data, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+    assert "padded_index" not in bare.__dict__
+    for name in ("sorted_lengths", "padded_index", "last_padded_index", "last_padded_index_caller"):
+        assert torch.equal(getattr(bare, name), getattr(x, name)), name
+
+
 def test_padded_round_trip_and_map():
     seqs = _random_sequences([3, 1, 4], features=(2, 2))
     x = SequenceBatch.from_list(seqs)

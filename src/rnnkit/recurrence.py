@@ -142,9 +142,14 @@ def _fused_weights(cell: Any) -> list[Tensor]:
 
 
 def _fused_call(
-    cell: Any, x: Tensor, batch_sizes: Tensor | None, state: tuple[Tensor, ...]
+    cell: Any,
+    x: Tensor,
+    batch_sizes: Tensor | None,
+    state: tuple[Tensor, ...],
+    final: bool = True,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One layer, one direction of ``torch``'s fused RNN on padded ``[T, B, I]`` or packed data."""
+    """One layer, one direction of ``torch``'s fused RNN on padded ``[T, B, I]`` or packed data
+    (the final state too unless ``final=False``)."""
     weights = _fused_weights(cell)
     has_bias = cell.bias_ih is not None
     hx = tuple(s.unsqueeze(0) for s in state)
@@ -157,7 +162,7 @@ def _fused_call(
         fn = vf.gru if isinstance(cell, GRUCell) else getattr(vf, f"rnn_{cell.nonlinearity}")
         args = (hx[0], weights, *flags)
     out = fn(x, *args, False) if batch_sizes is None else fn(x, batch_sizes, *args)
-    return out[0], tuple(s.squeeze(0) for s in out[1:])
+    return out[0], tuple(s.squeeze(0) for s in out[1:]) if final else ()
 
 
 def plan_segments(
@@ -197,19 +202,25 @@ def _segment_costs(cell: Any) -> tuple[float, float, float]:
 
 
 def _run_fused(
-    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need, outputs: bool = True
+    cell: Any,
+    x: SequenceBatch,
+    state: tuple[Tensor, ...],
+    need: Need,
+    outputs: bool = True,
+    caller_order: bool = False,
 ) -> tuple[Tensor | None, tuple[Tensor, ...] | None]:
     sizes = x._sizes
     equal = sizes[0] == sizes[-1]
     packed = x.data.is_cuda or (need == "all" and len(state) > 1 and not equal)
+    reorder = _to_caller if caller_order else _as_is
     if packed:
         # cuDNN skips finished rows itself; on CPU only packing gives an LSTM's exact final c.
         out, final = _fused_call(cell, x.data, x.batch_sizes, state)
-        return out, final
+        return out, reorder(final, x)
     t, b = x.max_length, x.batch_size
     if equal:
         out, final = _fused_call(cell, x.data.view(t, b, -1), None, state)
-        return out.reshape(t * b, -1), final
+        return out.reshape(t * b, -1), reorder(final, x)
     # Ragged on CPU: padded segments of decreasing width (the CPU kernel is slower on packed
     # input than on padded input); rows that end inside a segment run on into padding there,
     # but those outputs are never read and those rows leave before the next segment.
@@ -220,18 +231,27 @@ def _run_fused(
     else:
         bounds = plan_segments(x.batch_sizes, step_cost, row_cost, call_cost)
     padded = x.to_padded_time_major()
+    # Without outputs the last rows are gathered straight into the order asked for.
+    last_in_caller_order = caller_order and not outputs
     if len(bounds) == 2:
-        out, _ = _fused_call(cell, padded, None, state)
-        index = x.padded_index if outputs else x.last_padded_index
+        out, _ = _fused_call(cell, padded, None, state, final=False)
+        if outputs:
+            index = x.padded_index
+        else:
+            index = x.last_padded_index_caller if last_in_caller_order else x.last_padded_index
         picked = out.reshape(t * b, -1).index_select(0, index)
     else:
-        rows = x._row_position if outputs else (torch.arange(b), x.sorted_lengths - 1)
+        if outputs:
+            rows = x._row_position
+        else:
+            seq = x.unsorted_indices.cpu() if last_in_caller_order else torch.arange(b)
+            rows = (seq, x.sorted_lengths[seq] - 1)
         picked = _run_segments(cell, x, padded, bounds, state, rows)
     if not outputs:
-        return None, (picked,)
+        return None, (picked,) if last_in_caller_order else reorder((picked,), x)
     if need == "none":
         return picked, None
-    return picked, (picked.index_select(0, x.last_rows_sorted()),)
+    return picked, reorder((picked.index_select(0, x.last_rows_sorted()),), x)
 
 
 def _run_segments(
@@ -323,25 +343,29 @@ def run_recurrence(
     keep_states: bool = False,
     need: Need = "all",
     outputs: bool = True,
+    caller_order: bool = False,
 ) -> tuple[list[Tensor], tuple[Tensor, ...] | None]:
     """Run ``cell`` over the packed ``x`` from ``state`` (rows in *sorted* order).
 
     Returns the packed data of the outputs (every state tensor when ``keep_states``) and the
-    final state in sorted order: all of it for ``need='all'``, at least its output for
+    final state in sorted order (in the caller's order with ``caller_order``, which the fused
+    path gathers directly): all of it for ``need='all'``, at least its output for
     ``'output'``, possibly None for ``'none'``. ``backend`` is a resolved path (see
     :func:`select_backend`). ``outputs=False`` lets a path skip the per-step outputs (the
     list may then be empty).
     """
     if backend == "fused":
-        out, final = _run_fused(cell, x, state, need, outputs)
+        out, final = _run_fused(cell, x, state, need, outputs, caller_order)
         return ([] if out is None else [out]), final
     if backend == "scan":
         out, final = _run_scan(cell, x, state)
-        return [out], final
-    if backend == "loop":
-        return _run_loop(cell, x, state, keep_states)
-    outs, final = _run_reference(cell, x, state)
-    return (outs if keep_states else outs[:1]), final
+        outs = [out]
+    elif backend == "loop":
+        outs, final = _run_loop(cell, x, state, keep_states)
+    else:
+        outs, final = _run_reference(cell, x, state)
+        outs = outs if keep_states else outs[:1]
+    return outs, (_to_caller(final, x) if caller_order else final)
 
 
 # ---------------------------------------------------------------------------- initial state
@@ -361,6 +385,7 @@ class InitialState(nn.Module):
         self.constant: float | None = None
         self.learned = nn.ParameterList()
         self.fixed: tuple[Tensor, ...] | None = None
+        self.shapes: list[tuple[int, ...]] = []  # of the state tensors, for a constant
         if spec is None:
             return
         if isinstance(spec, str):
@@ -373,6 +398,7 @@ class InitialState(nn.Module):
                 self.learned.append(nn.Parameter(torch.zeros(s.shape[1:], dtype=s.dtype)))
         elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
             self.constant = float(spec)
+            self.shapes = [tuple(s.shape[1:]) for s in as_tuple(cell.initial_state(1))]
         elif isinstance(spec, (Tensor, tuple)):
             self.fixed = as_tuple(spec)
             shapes = [tuple(s.shape[1:]) for s in as_tuple(cell.initial_state(1))]
@@ -397,9 +423,12 @@ class InitialState(nn.Module):
 
     def forward(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
         """The state in the caller's order, ``[B, ...]`` per state tensor."""
-        zeros = as_tuple(self.cell[0].initial_state(batch, device, dtype))
         if self.constant is not None:
-            return tuple(torch.full_like(z, self.constant) for z in zeros)
+            c = self.constant
+            return tuple(
+                torch.full((batch, *s), c, device=device, dtype=dtype) for s in self.shapes
+            )
+        zeros = as_tuple(self.cell[0].initial_state(batch, device, dtype))
         if len(self.learned):
             return tuple(p.to(dtype).expand_as(z) for p, z in zip(self.learned, zeros, strict=True))
         if self.fixed is not None:
@@ -421,6 +450,10 @@ def _to_sorted(state: tuple[Tensor, ...], x: SequenceBatch, argument: str) -> tu
 
 def _to_caller(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...]:
     return tuple(s.index_select(0, x.unsorted_indices) for s in state)
+
+
+def _as_is(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...]:
+    return state
 
 
 def _unwrap(state: tuple[Tensor, ...]) -> State:
@@ -487,12 +520,19 @@ class Recurrence(Layer):
         backend = select_backend(self.cell, self.backend, keep_states and len(start) > 1, x)
         source = x.reverse() if self.go_backwards else x
         outs, final = run_recurrence(
-            self.cell, source, start, backend, keep_states=keep_states, need=need, outputs=outputs
+            self.cell,
+            source,
+            start,
+            backend,
+            keep_states=keep_states,
+            need=need,
+            outputs=outputs,
+            caller_order=True,
         )
         batches = [source.with_data(o) for o in outs]
         if self.go_backwards:
             batches = [b.reverse() for b in batches]
-        return batches, () if final is None else _to_caller(final, x)
+        return batches, () if final is None else final
 
     def forward(self, x: SequenceBatch) -> SequenceBatch:
         return self._run(x, None, keep_states=False, need="none")[0][0]

@@ -148,9 +148,23 @@ class SequenceBatch:
         mask = steps.unsqueeze(1) < sorted_lengths.unsqueeze(0)  # [T, B]
         src = (starts[order].unsqueeze(0) + steps.unsqueeze(1))[mask]
         data = flat.index_select(0, src.to(device))
+        b = order.numel()
+        columns = torch.arange(b)
         unsorted = torch.empty_like(order)
-        unsorted[order] = torch.arange(order.numel())
-        return cls(data, batch_sizes, order.to(device), unsorted.to(device))
+        unsorted[order] = columns
+        out = cls(data, batch_sizes, order.to(device), unsorted.to(device))
+        # The layout facts the engine reads every step, from what packing computed anyway
+        # (as a PackedSequence carries its batch_sizes): a minibatch pays for them when it is
+        # built, in the data source, not again inside the model.
+        facts = out.__dict__
+        facts["batch_size"] = b
+        facts["sorted_lengths"] = sorted_lengths
+        facts["_sorted_lengths"] = sorted_lengths.numpy()
+        facts["padded_index"] = mask.flatten().nonzero().squeeze(1).to(device)
+        last = (sorted_lengths - 1) * b + columns
+        facts["last_padded_index"] = last.to(device)
+        facts["last_padded_index_caller"] = last[unsorted].to(device)
+        return out
 
     # ------------------------------------------------------------------ shape facts
     @cached_property
@@ -219,6 +233,11 @@ class SequenceBatch:
         return torch.from_numpy(index).to(self.data.device)
 
     @cached_property
+    def last_padded_index_caller(self) -> Tensor:
+        """:attr:`last_padded_index` in the caller's order (each caller's sequence in turn)."""
+        return self.last_padded_index.index_select(0, self.unsorted_indices)
+
+    @cached_property
     def padded_index(self) -> Tensor:
         """``[N]`` the row ``t * B + j`` of each packed row in a time-major ``[T*B]`` padding
         whose columns are in sorted order (on ``data``'s device)."""
@@ -246,6 +265,7 @@ class SequenceBatch:
             "_row_position",
             "padded_index",
             "last_padded_index",
+            "last_padded_index_caller",
             "reverse_index",
         ):
             if key in self.__dict__:
@@ -272,7 +292,7 @@ class SequenceBatch:
         """``[T, B, *F]`` with the columns in *sorted* order (the engine's layout)."""
         t, b = self.max_length, self.batch_size
         out = self.data.new_full((t * b, *self.feature_shape), padding_value)
-        out = out.index_copy(0, self.padded_index, self.data)
+        out.index_copy_(0, self.padded_index, self.data)
         return out.view(t, b, *self.feature_shape)
 
     def to_padded(self, padding_value: float = 0.0) -> tuple[Tensor, Tensor]:
