@@ -10,7 +10,8 @@ forecast (splits in time order 0.8 / 0.1 / 0.1, scaler fitted on the training pa
 * ``solar``: ``solar.csv`` on a regular half-hourly grid: the hours before a day's first and
   after its last reading hold ``solar.current = 0`` and ``solar.total`` = 0 before the first
   reading and the day's last total after the last; days with no reading stay missing;
-  targets ``solar.current`` and ``solar.total`` forecast together, horizon 48.
+  targets ``solar.current`` and ``solar.total`` forecast together, horizon 48; the window
+  model also with ``residual=True`` (trained on the difference from seasonal naive).
 
 One thread (``torch.set_num_threads(1)``); fixed seeds.
 
@@ -115,6 +116,18 @@ def runs() -> list[tuple[str, TimeSeries, ForecastConfig]]:
             ForecastConfig(
                 target=("solar.current", "solar.total"),
                 input_length=96,
+                stride=4,
+                epochs=30,
+                residual=True,
+                **half_hourly,
+            ),
+        ),
+        (
+            "solar",
+            solar,
+            ForecastConfig(
+                target=("solar.current", "solar.total"),
+                input_length=96,
                 model="stream",
                 minibatch_size=8,
                 epochs=60,
@@ -134,12 +147,16 @@ def main() -> None:
         if args.only not in (None, name):
             continue
         result = forecast(
-            series, config, args.run_dir / f"{i}-{name}-{config.model}", progress=False
+            series,
+            config,
+            args.run_dir / f"{i}-{name}-{config.model}{'-residual' if config.residual else ''}",
+            progress=False,
         )
         line = {
             "task": "forecast",
             "data": name,
             "model": config.model,
+            "residual": config.residual,
             "targets": list(config.targets),
             "known": list(config.known),
             "horizon": config.horizon,

@@ -142,3 +142,36 @@ def test_forecast_command_with_known_and_stream_model(tmp_path, capsys):
     assert main([*argv, "--known", "nope", "--run-dir", str(run)]) == 1
     err = capsys.readouterr().err
     assert "nope" in err and len(err.strip().splitlines()) == 1
+
+
+def test_residual_model_learns_the_change_from_seasonal_naive(monkeypatch):
+    """With ``residual=True`` the labels are the target minus seasonal naive, and the
+    prediction adds seasonal naive back: a network that predicts zero change *is* seasonal
+    naive, to the last digit of every figure."""
+    from rnnkit.tasks import forecast as fc
+    from rnnkit.training import Trainer
+
+    series = _series(480)
+    plain = ForecastConfig(target="a", input_length=24, horizon=3, season=12, epochs=1)
+    residual = dataclasses.replace(plain, residual=True)
+    data = fc._prepare(series, plain)
+    for part_plain, part_residual in zip(
+        fc._window_sets(data, plain), fc._window_sets(data, residual), strict=True
+    ):
+        for e, r in zip(part_plain, part_residual, strict=True):
+            torch.testing.assert_close(r["labels"], e["labels"] - e["naive"], equal_nan=True)
+            assert torch.equal(r["change"].nan_to_num(-1), e["labels"].nan_to_num(-1))
+
+    monkeypatch.setattr(Trainer, "predict", lambda self, x: torch.zeros(x.batch_size, 3))
+    result = forecast(series, residual, progress=False)
+    assert result.mae == pytest.approx(result.naive_mae, rel=1e-6)
+    assert result.mase == pytest.approx(result.naive_mase, rel=1e-6)
+    assert result.mape == pytest.approx(result.naive_mape, rel=1e-6)
+    # without it, zero change is the last value carried forward: a different forecast
+    carried = forecast(series, plain, progress=False)
+    assert carried.naive_mae == result.naive_mae  # the same truth, exactly
+    assert carried.naive_mape == result.naive_mape
+    assert abs(carried.mae - carried.naive_mae) > 0.05 * carried.naive_mae
+
+    with pytest.raises(ValueError, match="residual: .*window-model option"):
+        ForecastConfig(target="a", model="stream", residual=True)

@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="window: Fold over each input window; stream: a forecast at every step",
     )
     fc.add_argument("--stride", type=_positive_int, default=1, help="steps between windows")
+    fc.add_argument(
+        "--residual",
+        action="store_true",
+        help="window model: learn the difference from the seasonal-naive forecast",
+    )
     fc.add_argument("--time-format", default=None, help="strptime format, e.g. %%Y%%m%%d")
     _add_forecast_options(fc, demo=False)
     commands["forecast"] = lambda args: importlib.import_module(

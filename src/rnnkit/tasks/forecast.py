@@ -23,6 +23,11 @@ the input and its own figures (:attr:`ForecastResult.per_target`). Covariates kn
 horizon's ``H`` steps to each window (targets unobserved there, a flag set) so that the
 network reads their known values before it forecasts.
 
+``residual=True`` (window model) trains the network on the difference between the target and
+the seasonal-naive forecast, and adds that forecast back: an untrained network *is* seasonal
+naive, and training with early stopping on the validation loss can only move away from it where
+that helps on held-out windows (the baseline as a skip connection).
+
 ``model='stream'`` trains a forecaster that reads the series one step at a time and forecasts
 the next ``horizon`` steps at *every* step (the "forking sequences" of Wen et al. 2017,
 "A multi-horizon quantile recurrent forecaster"): ``Recurrence(cell) >> Dense`` over an input
@@ -94,6 +99,7 @@ class ForecastConfig:
     seed: int = 0
     known: tuple[str, ...] = ()
     model: Literal["window", "stream"] = "window"
+    residual: bool = False
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -108,6 +114,11 @@ class ForecastConfig:
             raise ValueError(f"known: expected columns that are not targets, found {both}")
         if self.model not in ("window", "stream"):
             raise ValueError(f"model: expected 'window' or 'stream', found {self.model!r}")
+        if self.residual and self.model != "window":
+            raise ValueError(
+                "residual: the forecast relative to seasonal naive is a window-model option "
+                f"(model='window'), found model={self.model!r}"
+            )
         if self.model == "stream" and self.input_length < 2:
             raise ValueError(
                 f"input_length: the stream model trains on chunks of input_length >= 2 steps, "
@@ -323,6 +334,12 @@ def _window_sets(data: _Prepared, config: ForecastConfig) -> list[list[dict[str,
                 f"{config.input_length + config.horizon} steps; use a longer series or "
                 "shorter windows"
             )
+    if config.residual:  # labels relative to seasonal naive (NaN stays NaN); "change" keeps
+        # the plain labels, so that the truth is read back exactly (zeros stay zeros)
+        sets = [
+            [{**e, "labels": e["labels"] - e["naive"], "change": e["labels"]} for e in part]
+            for part in sets
+        ]
     return sets
 
 
@@ -466,9 +483,12 @@ def forecast(
             pred = trainer.predict(x).numpy().reshape(len(test), config.horizon, n)
         level = np.concatenate([e["level"].numpy() for e in test])[:, None, :]
         shape = (len(test), config.horizon, n)
-        truth = np.concatenate([e["labels"].numpy() for e in test]).reshape(shape) + level
+        truth_key = "change" if config.residual else "labels"
+        truth = np.concatenate([e[truth_key].numpy() for e in test]).reshape(shape) + level
         naive = np.concatenate([e["naive"].numpy() for e in test]).reshape(shape) + level
         pred = pred + level
+        if config.residual:  # the prediction is relative to seasonal naive
+            pred = pred + naive - level
     else:
         pred, truth, naive, level = _stream_test(model, data, config)
     names = list(config.targets)
@@ -746,6 +766,7 @@ def forecast_command(args: Any) -> int:
         seed=args.seed,
         known=known,
         model=args.model,
+        residual=args.residual,
     )
     missing = int((series.mask == 0).sum())
     print(
