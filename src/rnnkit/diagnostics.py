@@ -311,6 +311,8 @@ def _instrumented(model: nn.Module) -> Iterator[list[_Observer]]:
         for name, module in model.named_modules():
             path = name or "(model)"
             if isinstance(module, Recurrence):
+                # the loop, observed step by step (and never Fold's single-call fused path)
+                stack.enter_context(_patched(module, "backend", "loop"))
                 stack.enter_context(
                     _patched(module, "_run", _observed_recurrence(module, path, observers))
                 )

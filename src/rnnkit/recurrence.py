@@ -41,6 +41,8 @@ Running sum and max, as in CNTK's docstrings:
 from __future__ import annotations
 
 import itertools
+import weakref
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 import torch
@@ -134,11 +136,48 @@ def select_backend(
     return "fused" if reason is None and not every_state else "loop"
 
 
-def _fused_weights(cell: Any) -> list[Tensor]:
+@dataclass(frozen=True)
+class _FusedPlan:
+    """What a fused call of one cell needs, looked up once: the kernel, its flat weights and
+    whether the state is a pair (an LSTM's ``(h, c)``)."""
+
+    kernel: Any
+    weights: list[Tensor]
+    has_bias: bool
+    pair: bool
+    parameters: tuple[Tensor | None, ...]
+
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, _FusedPlan] = weakref.WeakKeyDictionary()
+_FUSED_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _fused_plan(cell: Any) -> _FusedPlan:
+    """The cell's :class:`_FusedPlan`, cached; rebuilt when a parameter object is replaced (a
+    new ``nn.Parameter`` assigned, ``load_state_dict(assign=True)``)."""
+    params = cell._parameters
+    plan = _PLANS.get(cell)
+    if plan is not None:
+        w_ih, w_hh, b_ih, b_hh = plan.parameters
+        if (
+            params.get("weight_ih") is w_ih
+            and params.get("weight_hh") is w_hh
+            and params.get("bias_ih") is b_ih
+            and params.get("bias_hh") is b_hh
+        ):
+            return plan
+    current = tuple(params.get(name) for name in _FUSED_NAMES)
     weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
     if cell.bias_ih is not None:
         weights += [cell.bias_ih, cell.bias_hh]
-    return weights
+    vf: Any = torch._VF
+    if isinstance(cell, LSTMCell):
+        kernel = vf.lstm
+    else:
+        kernel = vf.gru if isinstance(cell, GRUCell) else getattr(vf, f"rnn_{cell.nonlinearity}")
+    plan = _FusedPlan(kernel, weights, len(weights) == 4, isinstance(cell, LSTMCell), current)
+    _PLANS[cell] = plan
+    return plan
 
 
 def _fused_call(
@@ -147,20 +186,17 @@ def _fused_call(
     batch_sizes: Tensor | None,
     state: tuple[Tensor, ...],
     final: bool = True,
+    plan: _FusedPlan | None = None,
+    layered: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer, one direction of ``torch``'s fused RNN on padded ``[T, B, I]`` or packed data
-    (the final state too unless ``final=False``)."""
-    weights = _fused_weights(cell)
-    has_bias = cell.bias_ih is not None
-    hx = tuple(s.unsqueeze(0) for s in state)
-    flags = (has_bias, 1, 0.0, cell.training, False)
-    vf: Any = torch._VF
-    if isinstance(cell, LSTMCell):
-        fn = vf.lstm
-        args: tuple[Any, ...] = (hx, weights, *flags)
-    else:
-        fn = vf.gru if isinstance(cell, GRUCell) else getattr(vf, f"rnn_{cell.nonlinearity}")
-        args = (hx[0], weights, *flags)
+    (the final state too unless ``final=False``); ``layered``: the state is ``[1, B, H]``
+    already."""
+    plan = plan or _fused_plan(cell)
+    hx = state if layered else tuple(s.unsqueeze(0) for s in state)
+    flags = (plan.has_bias, 1, 0.0, cell.training, False)
+    args: tuple[Any, ...] = (hx if plan.pair else hx[0], plan.weights, *flags)
+    fn = plan.kernel
     out = fn(x, *args, False) if batch_sizes is None else fn(x, batch_sizes, *args)
     return out[0], tuple(s.squeeze(0) for s in out[1:]) if final else ()
 
@@ -194,10 +230,11 @@ def plan_segments(
     return best
 
 
-def _segment_costs(cell: Any) -> tuple[float, float, float]:
-    """Modelled seconds per time step, per row-step and per call of the CPU fused kernel."""
-    gates = cell.weight_ih.shape[0]
-    flops = 2.0 * gates * (cell.weight_ih.shape[1] + cell.weight_hh.shape[1])
+def _segment_costs(weights: list[Tensor]) -> tuple[float, float, float]:
+    """Modelled seconds per time step, per row-step and per call of the CPU fused kernel
+    (``weights``: ``[weight_ih, weight_hh, ...]``)."""
+    gates, inputs = weights[0].shape
+    flops = 2.0 * gates * (inputs + weights[1].shape[1])
     return 4e-6, flops / 40e9, 60e-6
 
 
@@ -225,16 +262,16 @@ def _run_fused(
     # input than on padded input); rows that end inside a segment run on into padding there,
     # but those outputs are never read and those rows leave before the next segment.
     # Without outputs (a Fold), only each sequence's last row is gathered.
-    step_cost, row_cost, call_cost = _segment_costs(cell)
-    if row_cost * (t * b - len(x.data)) <= call_cost:
-        bounds = [0, t]  # all the padding costs less than one more call (plan_segments' test)
+    plan = _fused_plan(cell)
+    if _one_segment(x, plan):
+        bounds = [0, t]
     else:
-        bounds = plan_segments(x.batch_sizes, step_cost, row_cost, call_cost)
+        bounds = plan_segments(x.batch_sizes, *_segment_costs(plan.weights))
     padded = x.to_padded_time_major()
     # Without outputs the last rows are gathered straight into the order asked for.
     last_in_caller_order = caller_order and not outputs
     if len(bounds) == 2:
-        out, _ = _fused_call(cell, padded, None, state, final=False)
+        out, _ = _fused_call(cell, padded, None, state, final=False, plan=plan)
         if outputs:
             index = x.padded_index
         else:
@@ -252,6 +289,32 @@ def _run_fused(
     if need == "none":
         return picked, None
     return picked, reorder((picked.index_select(0, x.last_rows_sorted()),), x)
+
+
+def _one_segment(x: SequenceBatch, plan: _FusedPlan) -> bool:
+    """Whether all the padding of ``x`` costs less than one more kernel call
+    (:func:`plan_segments`' first test, in O(1): padded rows minus real rows)."""
+    _, row_cost, call_cost = _segment_costs(plan.weights)
+    return row_cost * (x.max_length * x.batch_size - len(x.data)) <= call_cost
+
+
+def _fold_fused(cell: Any, x: SequenceBatch, initial: InitialState) -> Tensor | None:
+    """A ``Fold`` on the CPU fused kernel in one call, from the initial state, with each
+    sequence's last output gathered in the caller's order; None when the batch needs several
+    segments (the general path then runs it). The seed's minibatches (19 sequences of 2..13
+    steps) spend as long in the engine's layers as in the kernel without this."""
+    plan = _fused_plan(cell)
+    sizes = x._sizes
+    t, b = len(sizes), x.batch_size
+    if sizes[0] == sizes[-1]:
+        padded = x.data.view(t, b, -1)  # equal lengths: the packed data is the padding
+    elif _one_segment(x, plan):
+        padded = x.to_padded_time_major()
+    else:
+        return None
+    state = initial.make_layered(b, x.data.device, x.data.dtype)
+    out, _ = _fused_call(cell, padded, None, state, final=False, plan=plan, layered=True)
+    return out.reshape(t * b, -1).index_select(0, x.last_padded_index_caller)
 
 
 def _run_segments(
@@ -383,9 +446,10 @@ class InitialState(nn.Module):
         super().__init__()
         self.cell = [cell]  # a list so the cell is not registered twice
         self.constant: float | None = None
+        self.shapes = [tuple(s.shape[1:]) for s in as_tuple(cell.initial_state(1))]
         self.learned = nn.ParameterList()
+        self.is_learned = isinstance(spec, str) and spec == "learned"  # len(ParameterList) is slow
         self.fixed: tuple[Tensor, ...] | None = None
-        self.shapes: list[tuple[int, ...]] = []  # of the state tensors, for a constant
         if spec is None:
             return
         if isinstance(spec, str):
@@ -398,7 +462,6 @@ class InitialState(nn.Module):
                 self.learned.append(nn.Parameter(torch.zeros(s.shape[1:], dtype=s.dtype)))
         elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
             self.constant = float(spec)
-            self.shapes = [tuple(s.shape[1:]) for s in as_tuple(cell.initial_state(1))]
         elif isinstance(spec, (Tensor, tuple)):
             self.fixed = as_tuple(spec)
             shapes = [tuple(s.shape[1:]) for s in as_tuple(cell.initial_state(1))]
@@ -423,13 +486,34 @@ class InitialState(nn.Module):
 
     def forward(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
         """The state in the caller's order, ``[B, ...]`` per state tensor."""
+        return self.make(batch, device, dtype)
+
+    def make_layered(
+        self, batch: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, ...]:
+        """:meth:`make` as ``[1, B, ...]`` (the layout of torch's fused kernels), for the
+        standard cells, whose own initial state is zeros; not for a fixed tensor."""
+        if self.constant is not None:
+            c = self.constant
+            return tuple(
+                torch.full((1, batch, *s), c, device=device, dtype=dtype) for s in self.shapes
+            )
+        if self.is_learned:
+            return tuple(
+                p.to(dtype).expand(1, batch, *s)
+                for p, s in zip(self.learned, self.shapes, strict=True)
+            )
+        return tuple(torch.zeros((1, batch, *s), device=device, dtype=dtype) for s in self.shapes)
+
+    def make(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """:meth:`forward` without a module call's overhead (the engine calls it every time)."""
         if self.constant is not None:
             c = self.constant
             return tuple(
                 torch.full((batch, *s), c, device=device, dtype=dtype) for s in self.shapes
             )
         zeros = as_tuple(self.cell[0].initial_state(batch, device, dtype))
-        if len(self.learned):
+        if self.is_learned:
             return tuple(p.to(dtype).expand_as(z) for p, z in zip(self.learned, zeros, strict=True))
         if self.fixed is not None:
             return tuple(
@@ -493,10 +577,24 @@ class Recurrence(Layer):
         self.initial = InitialState(cell, initial_state)
         select_backend(cell, backend)
         self.backend = backend
+        # select_backend's answer for a cell that cannot scan depends only on the cell, the
+        # backend asked for and every_state: resolved once per (backend, every_state)
+        self._resolved: dict[tuple[str, bool], str] = {}
+        self._input_size = getattr(cell, "input_size", None)
+
+    def _backend(self, x: SequenceBatch, every_state: bool) -> str:
+        cell = self.cell
+        if callable(getattr(type(cell), "scan", None)):
+            return select_backend(cell, self.backend, every_state, x)
+        key = (self.backend, every_state)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolved[key] = select_backend(cell, self.backend, every_state, x)
+        return resolved
 
     def _start(self, x: SequenceBatch, state: State | None) -> tuple[Tensor, ...]:
         if state is None:
-            start = self.initial(x.batch_size, x.data.device, x.data.dtype)
+            start = self.initial.make(x.batch_size, x.data.device, x.data.dtype)
             # Zeros, a constant or a learned vector are the same in every row: no reordering.
             return start if self.initial.fixed is None else _to_sorted(start, x, "state")
         return _to_sorted(as_tuple(state), x, "initial_state")
@@ -517,7 +615,7 @@ class Recurrence(Layer):
                 f"found steps of shape {tuple(x.feature_shape)}"
             )
         start = self._start(x, state)
-        backend = select_backend(self.cell, self.backend, keep_states and len(start) > 1, x)
+        backend = self._backend(x, keep_states and len(start) > 1)
         source = x.reverse() if self.go_backwards else x
         outs, final = run_recurrence(
             self.cell,
@@ -584,6 +682,18 @@ class Fold(Recurrence):
     """
 
     def forward(self, x: SequenceBatch) -> Tensor:  # type: ignore[override]
+        if (
+            type(x) is SequenceBatch
+            and not self.go_backwards
+            and self.initial.fixed is None  # zeros, a constant or a learned vector
+            and not x.data.is_cuda
+            and self._backend(x, False) == "fused"
+            and x.feature_shape[-1:] == (self._input_size,)
+            and x.data.dim() == 2
+        ):
+            out = _fold_fused(self.cell, x, self.initial)
+            if out is not None:
+                return out
         return self._run(x, None, keep_states=False, need="output", outputs=False)[1][0]
 
     def final_state(self, x: SequenceBatch) -> State:

@@ -290,10 +290,10 @@ class SequenceBatch:
 
     def to_padded_time_major(self, padding_value: float = 0.0) -> Tensor:
         """``[T, B, *F]`` with the columns in *sorted* order (the engine's layout)."""
-        t, b = self.max_length, self.batch_size
-        out = self.data.new_full((t * b, *self.feature_shape), padding_value)
+        t, b, features = len(self._sizes), self.batch_size, self.data.shape[1:]
+        out = self.data.new_full((t * b, *features), padding_value)
         out.index_copy_(0, self.padded_index, self.data)
-        return out.view(t, b, *self.feature_shape)
+        return out.view(t, b, *features)
 
     def to_padded(self, padding_value: float = 0.0) -> tuple[Tensor, Tensor]:
         """``([B, T, *F] padded, [B] lengths)``, both in the caller's order."""
