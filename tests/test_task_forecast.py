@@ -143,6 +143,15 @@ def test_forecast_command_with_known_and_stream_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nope" in err and len(err.strip().splitlines()) == 1
 
+    # --residual reaches the window model's config; with the stream model it is refused
+    window = [a if a != "stream" else "window" for a in argv]
+    assert main([*window, "--residual", "--run-dir", str(tmp_path / "residual")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "residual" / "config.json").read_text())["residual"] is True
+    assert main([*argv, "--residual", "--run-dir", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "residual" in err and len(err.strip().splitlines()) == 1
+
 
 def test_residual_model_learns_the_change_from_seasonal_naive(monkeypatch):
     """With ``residual=True`` the labels are the target minus seasonal naive, and the
