@@ -25,6 +25,7 @@ import csv
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,10 @@ def runs() -> list[tuple[str, TimeSeries, ForecastConfig]]:
     )
     solar = solar_grid(DATA / "cntk-book" / "solar.csv")
     half_hourly = dict(horizon=48, season=48, hidden_size=64, patience=10)
+    solar_window: dict[str, Any] = dict(
+        target=("solar.current", "solar.total"), input_length=96, stride=4, epochs=30
+    )
+    solar_window.update(half_hourly)
     return [
         ("co2", co2, ForecastConfig(target="co2", epochs=40, patience=10)),
         (
@@ -99,29 +104,8 @@ def runs() -> list[tuple[str, TimeSeries, ForecastConfig]]:
                 **half_hourly,
             ),
         ),
-        (
-            "solar",
-            solar,
-            ForecastConfig(
-                target=("solar.current", "solar.total"),
-                input_length=96,
-                stride=4,
-                epochs=30,
-                **half_hourly,
-            ),
-        ),
-        (
-            "solar",
-            solar,
-            ForecastConfig(
-                target=("solar.current", "solar.total"),
-                input_length=96,
-                stride=4,
-                epochs=30,
-                residual=True,
-                **half_hourly,
-            ),
-        ),
+        ("solar", solar, ForecastConfig(**solar_window)),
+        ("solar", solar, ForecastConfig(**solar_window, residual=True)),
         (
             "solar",
             solar,
