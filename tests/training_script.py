@@ -15,6 +15,7 @@ share of every sweep.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,7 +94,7 @@ def run(
     return trainer
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> Trainer:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--every", type=int, default=None)
@@ -122,7 +123,16 @@ def main(argv: list[str]) -> None:
         save_file(trainer.model.state_dict(), str(args.out / "final.safetensors"))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    return trainer
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Under torchrun, freeing the DDP reducer (and with it the gloo process group) can
+    # deadlock in torch 2.13: the main thread holds the GIL while ~ProcessGroupGloo joins a
+    # worker that waits for the GIL to free its last work item (about 1 run in 10 here). So
+    # the trainer is kept alive and the process leaves without that teardown; every file is
+    # written and closed by then.
+    kept = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
