@@ -24,9 +24,9 @@ horizon's ``H`` steps to each window (targets unobserved there, a flag set) so t
 network reads their known values before it forecasts.
 
 ``residual=True`` (window model) trains the network on the difference between the target and
-the seasonal-naive forecast, and adds that forecast back: an untrained network *is* seasonal
-naive, and training with early stopping on the validation loss can only move away from it where
-that helps on held-out windows (the baseline as a skip connection).
+the seasonal-naive forecast, and adds that forecast back: a network that outputs zero *is*
+seasonal naive, and training with early stopping on the validation loss moves away from it as
+far as that helps on the validation windows (the baseline as a skip connection).
 
 ``model='stream'`` trains a forecaster that reads the series one step at a time and forecasts
 the next ``horizon`` steps at *every* step (the "forking sequences" of Wen et al. 2017,
