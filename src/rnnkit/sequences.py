@@ -148,22 +148,17 @@ class SequenceBatch:
         mask = steps.unsqueeze(1) < sorted_lengths.unsqueeze(0)  # [T, B]
         src = (starts[order].unsqueeze(0) + steps.unsqueeze(1))[mask]
         data = flat.index_select(0, src.to(device))
-        b = order.numel()
-        columns = torch.arange(b)
         unsorted = torch.empty_like(order)
-        unsorted[order] = columns
+        unsorted[order] = torch.arange(order.numel())
         out = cls(data, batch_sizes, order.to(device), unsorted.to(device))
-        # The layout facts the engine reads every step, from what packing computed anyway
-        # (as a PackedSequence carries its batch_sizes): a minibatch pays for them when it is
-        # built, in the data source, not again inside the model.
-        facts = out.__dict__
-        facts["batch_size"] = b
-        facts["sorted_lengths"] = sorted_lengths
-        facts["_sorted_lengths"] = sorted_lengths.numpy()
-        facts["padded_index"] = mask.flatten().nonzero().squeeze(1).to(device)
-        last = (sorted_lengths - 1) * b + columns
-        facts["last_padded_index"] = last.to(device)
-        facts["last_padded_index_caller"] = last[unsorted].to(device)
+        # The layout facts the engine reads every step are computed now, from the lengths
+        # packing already sorted (as a PackedSequence carries its batch_sizes): a minibatch
+        # pays for them when it is built, in the data source, not again inside the model.
+        out.__dict__["batch_size"] = order.numel()
+        out.__dict__["sorted_lengths"] = sorted_lengths
+        out.__dict__["_sorted_lengths"] = sorted_lengths.numpy()
+        for name in ("padded_index", "last_padded_index_caller"):
+            getattr(out, name)
         return out
 
     # ------------------------------------------------------------------ shape facts
