@@ -53,7 +53,7 @@ from rnnkit.data.formats import Vocabulary
 from rnnkit.layers import Layer
 from rnnkit.saving import register_module
 from rnnkit.sequences import SequenceBatch
-from rnnkit.training.criteria import Measure, classification_error
+from rnnkit.training.criteria import classification_error, smoothed_cross_entropy
 
 __all__ = [
     "ClassifyConfig",
@@ -887,24 +887,6 @@ def classify(
     if run is not None:
         _write_run(run, model, data, config, result)
     return result
-
-
-def smoothed_cross_entropy(epsilon: float) -> Measure:
-    """The cross entropy (a sum over samples) against targets with label smoothing
-    ``epsilon``: the true class has ``1 - epsilon + epsilon / C``, every other ``epsilon / C``.
-
-    >>> loss = smoothed_cross_entropy(0.2)(torch.tensor([[0.0, 0.0]]), torch.tensor([[1]]))
-    >>> round(loss.item(), 4)  # log 2 whatever the target
-    0.6931
-    """
-    from rnnkit.training.criteria import _class_targets, _rows
-
-    def measure(output: Tensor | SequenceBatch, target: Tensor | SequenceBatch) -> Tensor:
-        out, tgt = _rows(output, target, "smoothed_cross_entropy")
-        ids = _class_targets(out, tgt, "smoothed_cross_entropy")
-        return nn.functional.cross_entropy(out, ids, reduction="sum", label_smoothing=epsilon)
-
-    return measure
 
 
 def _fit(

@@ -27,6 +27,7 @@ from rnnkit.training.criteria import (
     classification_error,
     count_samples,
     cross_entropy_with_softmax,
+    smoothed_cross_entropy,
     squared_error,
 )
 from rnnkit.training.loggers import CSVLogger, TensorBoardLogger
@@ -64,5 +65,6 @@ __all__ = [
     "cross_entropy_with_softmax",
     "load_state",
     "save_state",
+    "smoothed_cross_entropy",
     "squared_error",
 ]

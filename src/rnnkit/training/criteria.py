@@ -47,6 +47,7 @@ __all__ = [
     "classification_error",
     "count_samples",
     "cross_entropy_with_softmax",
+    "smoothed_cross_entropy",
     "squared_error",
 ]
 
@@ -150,6 +151,23 @@ def cross_entropy_with_softmax(output: Data, target: Data) -> Tensor:
         return -(tgt * log_p).sum()
     ids = _class_targets(out, tgt, "cross_entropy_with_softmax")
     return -log_p.gather(1, ids.unsqueeze(1)).sum()
+
+
+def smoothed_cross_entropy(epsilon: float) -> Measure:
+    """The cross entropy (a sum over samples) against targets with label smoothing
+    ``epsilon``: the true class has ``1 - epsilon + epsilon / C``, every other ``epsilon / C``.
+
+    >>> loss = smoothed_cross_entropy(0.2)(torch.tensor([[0.0, 0.0]]), torch.tensor([[1]]))
+    >>> round(loss.item(), 4)  # log 2 whatever the target
+    0.6931
+    """
+
+    def measure(output: Data, target: Data) -> Tensor:
+        out, tgt = _rows(output, target, "smoothed_cross_entropy")
+        ids = _class_targets(out, tgt, "smoothed_cross_entropy")
+        return nn.functional.cross_entropy(out, ids, reduction="sum", label_smoothing=epsilon)
+
+    return measure
 
 
 def classification_error(output: Data, target: Data) -> Tensor:
