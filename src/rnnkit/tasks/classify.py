@@ -205,15 +205,18 @@ def stratified_split(
     examples: Sequence[Example], fraction: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
     """``(kept, held_out)``: about ``fraction`` of each class held out (at least one example
-    of every class with two or more), chosen by ``random.Random(seed)``.
+    of every class with two or more), chosen by ``random.Random(seed)``; ``fraction=0`` holds
+    out nothing.
 
     >>> xs = [{"label": torch.tensor([i % 2])} for i in range(10)]
     >>> kept, held = stratified_split(xs, 0.2, seed=0)
     >>> len(kept), sorted(int(e["label"]) for e in held)
     (8, [0, 1])
     """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction: expected a number in (0, 1), found {fraction!r}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction: expected a number in [0, 1), found {fraction!r}")
+    if fraction == 0:
+        return list(examples), []
     by_class: dict[int, list[int]] = {}
     for i, e in enumerate(examples):
         by_class.setdefault(int(e["label"]), []).append(i)
@@ -366,14 +369,12 @@ def ts_data(
         test.append({"features": e["features"], "label": torch.tensor([index[name]])})
     if series_norm:
         train, test = series_normalise(train), series_normalise(test)
-    if validation > 0:
-        kept, held = stratified_split(train, validation, seed)
-        carve = (
-            f"validation: a stratified {validation:.0%} of train (seed {seed}), "
-            f"{len(kept)}/{len(held)}"
-        )
-    else:
-        kept, held, carve = train, [], "no validation part (the whole training file trains)"
+    kept, held = stratified_split(train, validation, seed)
+    carve = (
+        f"validation: a stratified {validation:.0%} of train (seed {seed}), {len(kept)}/{len(held)}"
+        if held
+        else "no validation part (the whole training file trains)"
+    )
     kept, held, test = _normalise(kept, (held, test), train_path)
     return ClassifyData(
         kept,
@@ -413,10 +414,7 @@ def ts_cross_validation(
     for k, fold in enumerate(stratified_folds(examples, folds, seed)):
         inside = set(fold)
         rest = [e for i, e in enumerate(examples) if i not in inside]
-        if config.validation > 0:
-            rest, held = stratified_split(rest, config.validation, config.seed)
-        else:
-            held = []
+        rest, held = stratified_split(rest, config.validation, config.seed)
         rest, held, tested = _normalise(rest, (held, [examples[i] for i in fold]), train_path)
         data = ClassifyData(rest, held, tested, names, f"fold {k + 1} of {folds}", train_path.name)
         scores.append(classify(data, config, progress=progress).accuracy)
