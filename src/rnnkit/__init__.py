@@ -1,50 +1,58 @@
 """rnnkit: recurrent and recursive neural networks on PyTorch.
 
-The public index: every name a user needs, imported from the module that defines it.
+The public index: every name a user needs, from the module that defines it. The names load on
+first use (PEP 562), so ``import rnnkit`` itself imports neither torch nor any submodule and
+``rnnkit --help`` starts without paying for them.
 """
 
-from rnnkit.cells import (
-    Cell,
-    GRUCell,
-    GRUDCell,
-    LSTMCell,
-    MinGRUCell,
-    MinLSTMCell,
-    RNNCell,
-)
-from rnnkit.data.minibatch import MinibatchSource
-from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
-from rnnkit.onnx_export import export_onnx
-from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
-from rnnkit.recursive import (
-    ChildSumTreeLSTMCell,
-    NaryTreeLSTMCell,
-    Recursive,
-    RecursiveCell,
-    RNTNCell,
-)
-from rnnkit.saving import load, register_module, save
-from rnnkit.sequences import SequenceBatch
-from rnnkit.training import (
-    Callback,
-    Checkpoint,
-    Criterion,
-    CSVLogger,
-    EarlyStopping,
-    GradientMonitor,
-    LearningRateLogger,
-    ModelInputError,
-    NonFiniteError,
-    ProgressBar,
-    ProgressPrinter,
-    TensorBoardLogger,
-    Trainer,
-    Validation,
-    classification_error,
-    cross_entropy_with_softmax,
-    squared_error,
-)
-from rnnkit.trees import Tree, TreeBatch
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rnnkit.cells import (
+        Cell,
+        GRUCell,
+        GRUDCell,
+        LSTMCell,
+        MinGRUCell,
+        MinLSTMCell,
+        RNNCell,
+    )
+    from rnnkit.data.minibatch import MinibatchSource
+    from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
+    from rnnkit.onnx_export import export_onnx
+    from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
+    from rnnkit.recursive import (
+        ChildSumTreeLSTMCell,
+        NaryTreeLSTMCell,
+        Recursive,
+        RecursiveCell,
+        RNTNCell,
+    )
+    from rnnkit.saving import load, register_module, save
+    from rnnkit.sequences import SequenceBatch
+    from rnnkit.training import (
+        Callback,
+        Checkpoint,
+        Criterion,
+        CSVLogger,
+        EarlyStopping,
+        GradientMonitor,
+        LearningRateLogger,
+        ModelInputError,
+        NonFiniteError,
+        ProgressBar,
+        ProgressPrinter,
+        TensorBoardLogger,
+        Trainer,
+        Validation,
+        classification_error,
+        cross_entropy_with_softmax,
+        squared_error,
+    )
+    from rnnkit.trees import Tree, TreeBatch
 
 __all__ = [
     "Activation",
@@ -97,3 +105,69 @@ __all__ = [
     "squared_error",
 ]
 __version__ = "0.1.0"
+
+# Each public name and the module that defines it; ``__getattr__`` imports the module on first use.
+_SOURCES: dict[str, str] = {
+    "Cell": "rnnkit.cells",
+    "GRUCell": "rnnkit.cells",
+    "GRUDCell": "rnnkit.cells",
+    "LSTMCell": "rnnkit.cells",
+    "MinGRUCell": "rnnkit.cells",
+    "MinLSTMCell": "rnnkit.cells",
+    "RNNCell": "rnnkit.cells",
+    "MinibatchSource": "rnnkit.data.minibatch",
+    "Activation": "rnnkit.layers",
+    "Dense": "rnnkit.layers",
+    "Dropout": "rnnkit.layers",
+    "Embedding": "rnnkit.layers",
+    "Layer": "rnnkit.layers",
+    "Sequential": "rnnkit.layers",
+    "export_onnx": "rnnkit.onnx_export",
+    "Bidirectional": "rnnkit.recurrence",
+    "Fold": "rnnkit.recurrence",
+    "Recurrence": "rnnkit.recurrence",
+    "RecurrenceFrom": "rnnkit.recurrence",
+    "Unfold": "rnnkit.recurrence",
+    "ChildSumTreeLSTMCell": "rnnkit.recursive",
+    "NaryTreeLSTMCell": "rnnkit.recursive",
+    "Recursive": "rnnkit.recursive",
+    "RecursiveCell": "rnnkit.recursive",
+    "RNTNCell": "rnnkit.recursive",
+    "load": "rnnkit.saving",
+    "register_module": "rnnkit.saving",
+    "save": "rnnkit.saving",
+    "SequenceBatch": "rnnkit.sequences",
+    "Callback": "rnnkit.training",
+    "Checkpoint": "rnnkit.training",
+    "Criterion": "rnnkit.training",
+    "CSVLogger": "rnnkit.training",
+    "EarlyStopping": "rnnkit.training",
+    "GradientMonitor": "rnnkit.training",
+    "LearningRateLogger": "rnnkit.training",
+    "ModelInputError": "rnnkit.training",
+    "NonFiniteError": "rnnkit.training",
+    "ProgressBar": "rnnkit.training",
+    "ProgressPrinter": "rnnkit.training",
+    "TensorBoardLogger": "rnnkit.training",
+    "Trainer": "rnnkit.training",
+    "Validation": "rnnkit.training",
+    "classification_error": "rnnkit.training",
+    "cross_entropy_with_softmax": "rnnkit.training",
+    "squared_error": "rnnkit.training",
+    "Tree": "rnnkit.trees",
+    "TreeBatch": "rnnkit.trees",
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _SOURCES[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
