@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Sequential
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence
-from rnnkit.saving import _FUNCTIONS, _function_to_config, _type_name
+from rnnkit.saving import NAMED_FUNCTIONS, function_to_config, qualified_name
 from rnnkit.sequences import SequenceBatch
 
 __all__ = ["export_onnx"]
@@ -68,7 +68,7 @@ class _ExportRecurrence(nn.Module):
             raise ValueError(
                 f"{where}: export_onnx supports Recurrence/Fold over a standard RNNCell "
                 "(tanh or relu), LSTMCell (no peepholes, layer_norm or proj_size) or GRUCell "
-                f"(reset='after'), found {_type_name(type(layer.cell))} with other options"
+                f"(reset='after'), found {qualified_name(type(layer.cell))} with other options"
             )
         self.kind, self.fold, self.go_backwards = kind, isinstance(layer, Fold), layer.go_backwards
         self.cell = layer.cell
@@ -152,13 +152,13 @@ def _per_step(module: Any, where: str) -> list[nn.Module]:
     if type(module) in (Dropout, nn.Dropout):
         return []  # the graph is for inference, where dropout is the identity
     if type(module) is Dense:
-        activation = _function_to_config(module.activation, f"{where}.activation")
+        activation = function_to_config(module.activation, f"{where}.activation")
         return [module.linear, *_function_for_export(activation, f"{where}.activation")]
     if type(module) is Activation:
-        fn = _function_to_config(module.fn, f"{where}.fn")
+        fn = function_to_config(module.fn, f"{where}.fn")
         return _function_for_export(fn, f"{where}.fn")
     raise ValueError(
-        f"{where}: export_onnx does not support {_type_name(type(module))}; supported: "
+        f"{where}: export_onnx does not support {qualified_name(type(module))}; supported: "
         "Sequential of Embedding (first), Dense, Dropout, Activation (tanh, relu, sigmoid), "
         "torch.nn Linear/Identity/Tanh/ReLU/Sigmoid/Dropout/LayerNorm, and Recurrence, Fold, "
         "Bidirectional over standard RNN/LSTM/GRU cells"
@@ -169,7 +169,7 @@ def _function_for_export(fn: str | nn.Module | None, where: str) -> list[nn.Modu
     if fn is None:
         return []
     if isinstance(fn, str):
-        return [_ExportFunction(_FUNCTIONS[fn])]
+        return [_ExportFunction(NAMED_FUNCTIONS[fn])]
     return _per_step(fn, where)
 
 
@@ -196,8 +196,9 @@ class _ExportModel(nn.Module):
             if embedding != (i == 0 and token_ids):
                 raise ValueError(
                     f"{where}: export_onnx expects an Embedding as the first layer exactly when "
-                    f"the example holds token ids (int64 steps), found {_type_name(type(layer))} "
-                    f"at position {i} with {'token ids' if token_ids else 'float steps'}"
+                    "the example holds token ids (int64 steps), found "
+                    f"{qualified_name(type(layer))} at position {i} with "
+                    f"{'token ids' if token_ids else 'float steps'}"
                 )
             found: list[nn.Module]
             if embedding:

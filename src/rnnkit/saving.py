@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.cells import GRUCell, GRUDCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
-from rnnkit.layers import Activation, Dense, Dropout, Embedding, Sequential
+from rnnkit.layers import Activation, Average, Dense, Dropout, Embedding, Sequential
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
 from rnnkit.recursive import (
     ChildSumTreeLSTMCell,
@@ -61,9 +61,12 @@ from rnnkit.recursive import (
 __all__ = [
     "DESCRIPTION_FILE",
     "FORMAT_VERSION",
+    "NAMED_FUNCTIONS",
     "PICKLE_SUFFIXES",
     "WEIGHTS_FILE",
+    "function_to_config",
     "load",
+    "qualified_name",
     "register_module",
     "save",
 ]
@@ -154,13 +157,13 @@ def register_module(
         raise TypeError(f"to_config: expected a callable, found {type(to_config).__name__}")
     if from_config is not None and not callable(from_config):
         raise TypeError(f"from_config: expected a callable, found {type(from_config).__name__}")
-    type_name = name if name is not None else _type_name(cls)
+    type_name = name if name is not None else qualified_name(cls)
     if not isinstance(type_name, str) or not type_name:
         raise ValueError(f"name: expected a non-empty str, found {type_name!r}")
     taken = _BY_NAME.get(type_name)
     if taken is not None and taken.cls is not cls:
         raise ValueError(
-            f"name: {type_name!r} is already registered for {_type_name(taken.cls)}; pass "
+            f"name: {type_name!r} is already registered for {qualified_name(taken.cls)}; pass "
             "another name="
         )
     previous = _BY_TYPE.get(cls)
@@ -175,12 +178,13 @@ def register_module(
     _BY_NAME[type_name] = handler
 
 
-def _type_name(cls: type) -> str:
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` of ``cls``: the default type name in ``model.json`` and in errors."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-# Functions a Dense or an Activation may carry, saved by name.
-_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+# Functions a Dense or an Activation may carry, saved by name (export_onnx maps the same names).
+NAMED_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
@@ -195,7 +199,7 @@ _FUNCTION_NAMES: list[tuple[Callable[..., Any], str]] = [
 ]
 
 
-def _function_to_config(fn: Any, owner: str) -> str | nn.Module | None:
+def function_to_config(fn: Any, owner: str) -> str | nn.Module | None:
     """A Dense's or Activation's function: None, a name, or a module (described in turn)."""
     if fn is None or isinstance(fn, nn.Module):
         return fn
@@ -204,18 +208,18 @@ def _function_to_config(fn: Any, owner: str) -> str | nn.Module | None:
             return fn_name
     raise TypeError(
         f"{owner}: cannot save the function {getattr(fn, '__qualname__', repr(fn))}; a function "
-        f"is saved by name and only {sorted(_FUNCTIONS)} (torch.* or torch.nn.functional.*) are "
-        "known. Use a module instead (torch.nn.Tanh(), or your own registered with "
-        "rnnkit.register_module)"
+        f"is saved by name and only {sorted(NAMED_FUNCTIONS)} (torch.* or "
+        "torch.nn.functional.*) are known. Use a module instead (torch.nn.Tanh(), or your own "
+        "registered with rnnkit.register_module)"
     )
 
 
 def _function_from_config(value: Any) -> Callable[[Tensor], Tensor] | None:
     if value is None or isinstance(value, nn.Module):
         return value
-    if value not in _FUNCTIONS:
-        raise ValueError(f"expected a module or one of {sorted(_FUNCTIONS)}, found {value!r}")
-    return _FUNCTIONS[value]
+    if value not in NAMED_FUNCTIONS:
+        raise ValueError(f"expected a module or one of {sorted(NAMED_FUNCTIONS)}, found {value!r}")
+    return NAMED_FUNCTIONS[value]
 
 
 def _initial_to_config(module: Recurrence) -> Any:
@@ -347,7 +351,7 @@ def _register_builtins() -> None:
             "in_features",
             "out_features",
             bias=_present("bias"),
-            activation=lambda m: _function_to_config(m.activation, "Dense.activation"),
+            activation=lambda m: function_to_config(m.activation, "Dense.activation"),
         ),
         _dense_from_config,
         name="rnnkit.Dense",
@@ -362,10 +366,11 @@ def _register_builtins() -> None:
     register_module(Dropout, _attributes(p=lambda m: m.dropout.p), name="rnnkit.Dropout")
     register_module(
         Activation,
-        _attributes(fn=lambda m: _function_to_config(m.fn, "Activation.fn")),
+        _attributes(fn=lambda m: function_to_config(m.fn, "Activation.fn")),
         _activation_from_config,
         name="rnnkit.Activation",
     )
+    register_module(Average, _attributes(members=lambda m: list(m.members)), name="rnnkit.Average")
     register_module(
         Sequential, _attributes(layers=lambda m: list(m.layers)), name="rnnkit.Sequential"
     )
@@ -417,7 +422,7 @@ def _describe(module: nn.Module, where: str, tensors: dict[str, Tensor]) -> dict
     handler = _BY_TYPE.get(type(module))
     if handler is None:
         raise TypeError(
-            f"{where}: cannot save a module of type {_type_name(type(module))}: rnnkit.save "
+            f"{where}: cannot save a module of type {qualified_name(type(module))}: rnnkit.save "
             "knows how to rebuild only registered types. Register it first with "
             "rnnkit.register_module(cls, to_config, from_config), where to_config(module) "
             "returns its constructor arguments"
@@ -488,8 +493,8 @@ def _build(node: Any, where: str, tensors: Mapping[str, Tensor], source: Path) -
         ) from error
     if type(module) is not handler.cls:
         raise TypeError(
-            f"{where}: from_config of {type_name} returned {_type_name(type(module))}, "
-            f"expected {_type_name(handler.cls)}"
+            f"{where}: from_config of {type_name} returned {qualified_name(type(module))}, "
+            f"expected {qualified_name(handler.cls)}"
         )
     return module
 

@@ -65,7 +65,7 @@ from torch import Tensor
 from rnnkit.data.errors import ReaderError
 
 try:
-    from rnnkit.data import _ctfscan
+    import rnnkit.data._ctfscan as _ctfscan
 except ImportError:  # built without a C compiler: the Python paths read alone
     _ctfscan = None  # type: ignore[assignment]
 

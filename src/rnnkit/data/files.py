@@ -12,7 +12,15 @@ from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
 
-__all__ = ["Example", "PathArg", "Sentence", "read_text"]
+__all__ = [
+    "Example",
+    "PathArg",
+    "Sentence",
+    "path_list",
+    "read_lines",
+    "read_text",
+    "split_columns",
+]
 
 PathArg = Union[str, "os.PathLike[str]"]
 Example = dict[str, Tensor]
@@ -38,7 +46,7 @@ def _decode(data: bytes, path: PathArg) -> str:
         ) from None
 
 
-def _read_lines(path: PathArg) -> list[str]:
+def read_lines(path: PathArg) -> list[str]:
     """The lines of a UTF-8 text file, without their ``\\n`` or ``\\r\\n`` endings."""
     lines = _decode(Path(path).read_bytes(), path).split("\n")
     if lines[-1] == "":
@@ -46,7 +54,8 @@ def _read_lines(path: PathArg) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _paths(paths: PathArg | Iterable[PathArg]) -> list[PathArg]:
+def path_list(paths: PathArg | Iterable[PathArg]) -> list[PathArg]:
+    """``paths`` as a list: one path alone, or each of an iterable of them."""
     if isinstance(paths, (str, os.PathLike)):
         return [paths]
     return list(paths)
@@ -61,7 +70,7 @@ def read_text(path: PathArg) -> str:
     return _decode(Path(path).read_bytes(), path)
 
 
-def _split_columns(text: str, sep: str, start: int) -> list[tuple[str, int]]:
+def split_columns(text: str, sep: str, start: int) -> list[tuple[str, int]]:
     """Pieces of ``text`` split on ``sep``, each with its 0-based offset in the line."""
     pieces = []
     for piece in text.split(sep):

@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import PathArg, Sentence, _paths, _read_lines
+from rnnkit.data.files import PathArg, Sentence, path_list, read_lines
 
 __all__ = [
     "BracketError",
@@ -206,9 +206,9 @@ def read_srl(
         raise ValueError("columns: 'tags' is the name of the output BIO column; rename it")
     lead = len(columns)
     examples: list[Sentence] = []
-    for path in _paths(paths):
+    for path in path_list(paths):
         rows: list[tuple[int, str, list[str]]] = []
-        lines = _read_lines(path)
+        lines = read_lines(path)
         for line_no, line in enumerate([*lines, ""], start=1):
             if line.strip():
                 fields = line.split()

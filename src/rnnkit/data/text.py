@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import Example, PathArg, Sentence, _paths, _read_lines, _split_columns
+from rnnkit.data.files import Example, PathArg, Sentence, path_list, read_lines, split_columns
 
 __all__ = [
     "TextVocabulary",
@@ -55,8 +55,8 @@ def read_tagged(paths: PathArg | Iterable[PathArg], *, separator: str = "/") -> 
     if not separator:
         raise ValueError("separator: expected a non-empty string, found ''")
     sentences: list[Sentence] = []
-    for path in _paths(paths):
-        for line_no, line in enumerate(_read_lines(path), start=1):
+    for path in path_list(paths):
+        for line_no, line in enumerate(read_lines(path), start=1):
             tokens = line.split()
             if not tokens:
                 continue
@@ -130,9 +130,9 @@ def read_conll(
             sentences.append(current)
         return {name: [] for name in names}
 
-    for path in _paths(paths):
+    for path in path_list(paths):
         sentence: Sentence = {name: [] for name in names}
-        for line_no, line in enumerate(_read_lines(path), start=1):
+        for line_no, line in enumerate(read_lines(path), start=1):
             if comment is not None and line.startswith(comment):
                 continue
             if not line.strip():
@@ -162,7 +162,7 @@ def _field_offset(line: str, delimiter: str | None, index: int) -> int:
     if delimiter is None:
         starts = [m.start() for m in re.finditer(r"\S+", line)]
     else:
-        starts = [offset for _, offset in _split_columns(line, delimiter, 0)]
+        starts = [offset for _, offset in split_columns(line, delimiter, 0)]
     return starts[index] if index < len(starts) else len(line)
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import _read_lines
+from rnnkit.data.files import read_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -211,7 +211,7 @@ def _load_csv(
     delimiter: str,
     missing: Sequence[str],
 ) -> TimeSeries:
-    lines = _read_lines(path)
+    lines = read_lines(path)
     rows: list[list[str]] = []
     line_numbers: list[int] = []
     header: list[str] | None = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import Example, PathArg, _read_lines, _split_columns
+from rnnkit.data.files import Example, PathArg, read_lines, split_columns
 
 __all__ = ["TsDataset", "read_ts"]
 
@@ -165,7 +165,7 @@ def _ts_dimension(text: str, start: int, path: PathArg, line: int) -> list[float
     try:
         return [math.nan if t.strip() == "?" else float(t) for t in text.split(",")]
     except ValueError:
-        return [_ts_value(t, offset, path, line) for t, offset in _split_columns(text, ",", start)]
+        return [_ts_value(t, offset, path, line) for t, offset in split_columns(text, ",", start)]
 
 
 def read_ts(path: PathArg, *, with_mask: bool = False) -> TsDataset:
@@ -211,7 +211,7 @@ def read_ts(path: PathArg, *, with_mask: bool = False) -> TsDataset:
     in_data = False
     num_dims: int | None = None
     lengths: set[int] = set()
-    for line_no, raw in enumerate(_read_lines(path), start=1):
+    for line_no, raw in enumerate(read_lines(path), start=1):
         text = raw.rstrip()
         stripped = text.lstrip()
         if not stripped or stripped.startswith("#"):
@@ -236,7 +236,7 @@ def read_ts(path: PathArg, *, with_mask: bool = False) -> TsDataset:
                     )
                 num_dims = 1 if header.univariate else header.dimensions
             continue
-        fields = _split_columns(text, ":", 0)
+        fields = split_columns(text, ":", 0)
         labelled = header.class_names is not None or header.target
         if labelled:
             if len(fields) < 2:

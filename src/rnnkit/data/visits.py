@@ -33,7 +33,7 @@ from typing import Union
 import numpy as np
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import _read_lines
+from rnnkit.data.files import read_lines
 
 __all__ = [
     "HEADER",
@@ -99,7 +99,7 @@ def read_visits(path: PathArg) -> list[Patient]:
             patient id, a time that is neither a date nor a number (or not of the file's kind),
             a visit without codes, a time before the patient's previous visit.
     """
-    lines = _read_lines(path)
+    lines = read_lines(path)
     visits: dict[str, list[Visit]] = {}
     last: dict[str, tuple[float, str, int]] = {}
     kind: str | None = None
