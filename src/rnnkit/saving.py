@@ -35,13 +35,12 @@ True
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +56,7 @@ from rnnkit.recursive import (
     RecursiveCell,
     RNTNCell,
 )
+from rnnkit.serialization import read_json, read_safetensors, write_json, write_safetensors
 
 __all__ = [
     "DESCRIPTION_FILE",
@@ -74,23 +74,6 @@ __all__ = [
 FORMAT = "rnnkit.model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
-
-
-def _safetensors() -> Any:
-    """``safetensors.torch``, imported when saving or loading (the ``train`` extra)."""
-    try:
-        import safetensors.torch
-    except ImportError as error:  # pragma: no cover - the test extra installs it
-        raise ImportError(
-            "rnnkit.save/load need the safetensors package: pip install 'rnnkit[train]'"
-        ) from error
-    return safetensors.torch
-
-
-def _safetensors_error() -> type[Exception]:
-    import safetensors
-
-    return cast(type[Exception], safetensors.SafetensorError)
 
 
 DESCRIPTION_FILE = "model.json"
@@ -585,7 +568,8 @@ def save(model: nn.Module, directory: str | os.PathLike[str]) -> None:
     Raises ``TypeError`` naming the module path and type for a module type that is not
     registered (see :func:`register_module`), and ``ValueError`` when the description would not
     rebuild a module with the same ``state_dict`` keys and shapes (checked by building it once,
-    so a saved model always loads). Existing files of the same names are replaced.
+    so a saved model always loads). Existing files of the same names are replaced, each
+    atomically (a crash leaves the old file or the new one, see :mod:`rnnkit.serialization`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, found {type(model).__name__}")
@@ -613,12 +597,8 @@ def save(model: nn.Module, directory: str | os.PathLike[str]) -> None:
         "model": description,
     }
     target.mkdir(parents=True, exist_ok=True)
-    weights_tmp = target / f".{WEIGHTS_FILE}.tmp"
-    _safetensors().save_file({**weights, **config_tensors}, weights_tmp, {"format": "pt"})
-    os.replace(weights_tmp, target / WEIGHTS_FILE)
-    json_tmp = target / f".{DESCRIPTION_FILE}.tmp"
-    json_tmp.write_text(json.dumps(header, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(json_tmp, target / DESCRIPTION_FILE)
+    write_safetensors(target / WEIGHTS_FILE, {**weights, **config_tensors}, {"format": "pt"})
+    write_json(target / DESCRIPTION_FILE, header, indent=2)
 
 
 def _find_files(directory: Path) -> tuple[Path, Path]:
@@ -644,14 +624,7 @@ def _find_files(directory: Path) -> tuple[Path, Path]:
 
 
 def _read_description(path: Path) -> dict[str, Any]:
-    try:
-        header = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error.reason})") from error
+    header = read_json(path)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise ValueError(f"{path}: expected 'format': {FORMAT!r}, found {found!r}")
@@ -668,10 +641,8 @@ def _read_description(path: Path) -> dict[str, Any]:
 
 
 def _read_weights(path: Path) -> dict[str, Tensor]:
-    try:
-        return _safetensors().load_file(path)
-    except (_safetensors_error(), OSError) as error:
-        raise ValueError(f"{path}: not a readable safetensors file ({error})") from error
+    tensors, _ = read_safetensors(path)
+    return tensors
 
 
 def _load_weights(model: nn.Module, stored: dict[str, Tensor], tied: Any, path: Path) -> None:

@@ -7,8 +7,9 @@ with string or integer keys, tuples) is JSON in the file's metadata under ``rnnk
 ``{"__tensor__": name}`` where a tensor was. Loading never unpickles anything.
 
 A file is written to a temporary name in the same directory, flushed to disk (``fsync``), and
-renamed over its final name (``os.replace``, atomic on POSIX and Windows), so a crash at any
-moment leaves either the previous set of checkpoints or the new one, never a torn file.
+renamed over its final name (``os.replace``, atomic on POSIX and Windows; see
+:mod:`rnnkit.serialization`), so a crash at any moment leaves either the previous set of
+checkpoints or the new one, never a torn file.
 
 >>> import tempfile, torch
 >>> folder = tempfile.mkdtemp()
@@ -22,12 +23,10 @@ moment leaves either the previous set of checkpoints or the new one, never a tor
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,22 +34,13 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from rnnkit.serialization import read_safetensors, to_json, write_safetensors
+
 __all__ = ["Checkpoint", "load_state", "save_state"]
 
 _FORMAT = "rnnkit.checkpoint"
 _VERSION = "1"
 _NAME = re.compile(r"^checkpoint-(\d+)\.safetensors$")
-
-
-def _safetensors() -> Any:
-    try:
-        import safetensors.torch
-    except ImportError as error:
-        raise ImportError(
-            "checkpoints need the 'safetensors' package: pip install safetensors "
-            "(or pip install 'rnnkit[train]')"
-        ) from error
-    return safetensors.torch
 
 
 def _join(path: str, key: object) -> str:
@@ -112,60 +102,20 @@ def _decode(value: Any, tensors: Mapping[str, Tensor]) -> Any:
     return {k: _decode(v, tensors) for k, v in value.items()}
 
 
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either absent, old or complete."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def save_state(path: str | Path, state: Mapping[str, Any]) -> Path:
+def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
     """Write a nested ``state`` (see the module docstring) atomically to ``path``."""
     path = Path(path)
     tensors: dict[str, Tensor] = {}
     structure = _encode(dict(state), "", tensors)
-    metadata = {
-        "format": _FORMAT,
-        "version": _VERSION,
-        "rnnkit.state": json.dumps(structure, allow_nan=False),
-    }
-    _atomic_write(path, _safetensors().save(tensors, metadata=metadata))
+    metadata = {"format": _FORMAT, "version": _VERSION, "rnnkit.state": to_json(structure)}
+    write_safetensors(path, tensors, metadata)
     return path
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
+def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a state written by :func:`save_state` (tensors on the CPU)."""
     path = Path(path)
-    _safetensors()
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    except FileNotFoundError:
-        raise
-    except Exception as error:
-        raise ValueError(f"{path}: not a readable safetensors file ({error})") from error
+    tensors, metadata = read_safetensors(path)
     if metadata.get("format") != _FORMAT or "rnnkit.state" not in metadata:
         raise ValueError(
             f"{path}: expected an rnnkit checkpoint (metadata format={_FORMAT!r}), found "
@@ -200,7 +150,10 @@ class Checkpoint:
     """
 
     def __init__(
-        self, directory: str | Path, every_steps: int | None = None, keep: int | None = 3
+        self,
+        directory: str | os.PathLike[str],
+        every_steps: int | None = None,
+        keep: int | None = 3,
     ) -> None:
         if every_steps is not None and (not isinstance(every_steps, int) or every_steps < 1):
             raise ValueError(
