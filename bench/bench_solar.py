@@ -30,7 +30,7 @@ from torch import nn
 
 from rnnkit import Criterion, Dense, Fold, LSTMCell, SequenceBatch, Trainer, squared_error
 from rnnkit.data.minibatch import MinibatchSource
-from rnnkit.tasks.solar import SolarDay, day_examples, default_data_dir, solar_days, split_days
+from rnnkit.data.solar import SolarDay, day_examples, default_data_dir, solar_days, split_days
 
 
 class PlainModel(nn.Module):

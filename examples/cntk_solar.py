@@ -18,7 +18,9 @@ import statistics
 
 import torch
 
-from rnnkit.tasks.solar import SolarConfig, train_solar
+from rnnkit.recipes.harness import run_recipe
+from rnnkit.recipes.options import TrainSettings
+from rnnkit.recipes.solar import RECIPE, SolarConfig
 
 
 def main() -> None:
@@ -30,19 +32,35 @@ def main() -> None:
     for data, model in (("book", "book"), ("days", "book"), ("days", "better")):
         results = []
         for seed in seeds:
-            result = train_solar(SolarConfig(data=data, model=model, seed=seed), progress=False)
+            train = TrainSettings(
+                epochs=10,
+                minibatch_size=140,
+                learning_rate=0.005,
+                patience=4 if model == "better" else 0,
+                seed=seed,
+                threads=1,
+            )
+            config = SolarConfig(data=data, model=model, train=train)
+            run = run_recipe(
+                RECIPE, config, f"runs/cntk_solar/{data}-{model}-{seed}", progress=False
+            )
+            result = {
+                "data": data,
+                "model": model,
+                "seed": seed,
+                "val_mse": round(run.figures["val_loss"], 5),
+                "test_mse": None if data == "book" else round(run.figures["test_mse"], 5),
+                "epochs": run.figures["epochs"][0],
+            }
             print(json.dumps(result), flush=True)
             results.append(result)
-        summary = {
+        summary: dict[str, object] = {
             "data": data,
             "model": model,
-            "median_val_mse": statistics.median(float(r["val_mse"]) for r in results),  # type: ignore[arg-type]
+            "median_val_mse": statistics.median(float(r["val_mse"]) for r in results),
         }
         if data == "days":
-            summary["median_test_mse"] = statistics.median(
-                float(r["test_mse"])
-                for r in results  # type: ignore[arg-type]
-            )
+            summary["median_test_mse"] = statistics.median(float(r["test_mse"]) for r in results)
         print(json.dumps({"summary": summary}), flush=True)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.tasks.solar import day_examples, solar_days, split_days
+from rnnkit.data.solar import day_examples, solar_days, split_days
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cntk-book"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")

@@ -21,7 +21,6 @@ __all__ = ["TASK_MODULES", "main"]
 # Each module's ``add_commands(subparsers) -> {name: handler}`` adds its subcommands; a handler
 # takes the parsed arguments and returns the exit status. Heavy imports stay inside handlers.
 TASK_MODULES: tuple[str, ...] = (
-    "rnnkit.tasks.solar",
     "rnnkit.tasks.trees",
     "rnnkit.tasks.longrange",
     "rnnkit.tasks.missing",
@@ -140,7 +139,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- the parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_legacy_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rnnkit",
         description="Recurrent and recursive networks: ready recipes over your files, each "
@@ -199,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def _legacy_main(argv: Sequence[str]) -> int:
+    parser = build_legacy_parser()
     args = parser.parse_args(argv)
     try:
         return args._commands[args.command](args)
@@ -209,5 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    from rnnkit.recipes.command import LEGACY_COMMANDS, run_command
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LEGACY_COMMANDS:
+        return _legacy_main(argv)
+    return run_command(argv)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from rnnkit.sequences import SequenceBatch
 
-__all__ = ["Activation", "Dense", "Dropout", "Embedding", "Layer", "Sequential"]
+__all__ = ["Activation", "Average", "Dense", "Dropout", "Embedding", "Layer", "Sequential"]
 
 Data = TypeVar("Data", Tensor, SequenceBatch)
 
@@ -167,3 +167,26 @@ class Sequential(Layer):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+
+class Average(Layer):
+    """The mean of several models' outputs (an ensemble of regressors).
+
+    >>> a, b = Dense(2, 1), Dense(2, 1)
+    >>> x = torch.randn(3, 2)
+    >>> bool(torch.allclose(Average([a, b])(x), (a(x) + b(x)) / 2))
+    True
+    """
+
+    def __init__(self, members: Iterable[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        if len(self.members) == 0:
+            raise ValueError("members: expected at least one model, found none")
+
+    def forward(self, x: Any) -> Any:
+        outputs = [m(x) for m in self.members]
+        if isinstance(outputs[0], SequenceBatch):
+            mean = torch.stack([o.data for o in outputs]).mean(0)
+            return outputs[0].with_data(mean)
+        return torch.stack(outputs).mean(0)

@@ -254,6 +254,11 @@ class MinibatchSource:
         return int(self._sizes.sum())
 
     @property
+    def minibatches_per_sweep(self) -> int:
+        """Minibatches (steps) in one sweep of this rank's share (the current sweep's plan)."""
+        return len(self._plan(self._sweep))
+
+    @property
     def sweep(self) -> int:
         """The sweep the next minibatch comes from (0-based)."""
         return self._sweep

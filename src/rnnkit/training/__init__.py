@@ -18,7 +18,9 @@ from rnnkit.training.callbacks import (
     GradientMonitor,
     GradientWarning,
     LearningRateLogger,
+    PlateauSchedule,
     StepInfo,
+    TimeBudget,
     Validation,
 )
 from rnnkit.training.checkpoint import Checkpoint, load_state, save_state
@@ -31,7 +33,7 @@ from rnnkit.training.criteria import (
     squared_error,
 )
 from rnnkit.training.loggers import CSVLogger, TensorBoardLogger
-from rnnkit.training.progress import ProgressBar, ProgressPrinter
+from rnnkit.training.progress import ProgressBar, ProgressPrinter, auto_progress
 from rnnkit.training.trainer import (
     FitSummary,
     ModelInputError,
@@ -53,13 +55,16 @@ __all__ = [
     "LearningRateLogger",
     "ModelInputError",
     "NonFiniteError",
+    "PlateauSchedule",
     "ProgressBar",
     "ProgressPrinter",
     "StepInfo",
     "TensorBoardLogger",
+    "TimeBudget",
     "Trainer",
     "TrainerState",
     "Validation",
+    "auto_progress",
     "classification_error",
     "count_samples",
     "cross_entropy_with_softmax",

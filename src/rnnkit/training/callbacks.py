@@ -16,6 +16,7 @@ Built in here: :class:`Validation` (evaluation on another source at each epoch e
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ __all__ = [
     "GradientMonitor",
     "GradientWarning",
     "LearningRateLogger",
+    "PlateauSchedule",
     "StepInfo",
+    "TimeBudget",
     "Validation",
 ]
 
@@ -327,3 +330,49 @@ class GradientMonitor(Callback):
                     stacklevel=2,
                 )
         self.recent = [*self.recent[-(self.window - 1) :], norm]
+
+
+class TimeBudget(Callback):
+    """Stop training once ``seconds`` have passed since ``fit`` began, at a step boundary.
+
+    The step that crosses the budget finishes; the epoch it belongs to is closed (validated,
+    logged, checkpointed) as a partial one. :attr:`reached` tells afterwards whether the
+    budget stopped the run. Combine with :class:`EarlyStopping` (``restore_best=True``) to
+    keep the best weights seen before the stop.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ValueError(f"seconds: expected a positive number, found {seconds!r}")
+        self.seconds = float(seconds)
+        self.reached = False
+        self._start = 0.0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._start = time.perf_counter()
+        self.reached = False
+
+    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+        if not self.reached and time.perf_counter() - self._start >= self.seconds:
+            self.reached = True
+            trainer.stop(f"time budget: {self.seconds:g} s reached at step {step.step}")
+
+
+class PlateauSchedule(Callback):
+    """Multiply the learning rate by ``factor`` when the validation loss (the training loss
+    without validation) has not improved for ``patience`` epochs
+    (``torch.optim.lr_scheduler.ReduceLROnPlateau`` stepped at every epoch end)."""
+
+    def __init__(self, optimizer: Any, factor: float = 0.5, patience: int = 2) -> None:
+        from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+        self.scheduler = ReduceLROnPlateau(optimizer, factor=factor, patience=patience)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+        self.scheduler.step(float(epoch.metrics.get("val_loss", epoch.metrics["loss"])))
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.scheduler.state_dict())
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.scheduler.load_state_dict(dict(state))

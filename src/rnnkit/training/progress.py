@@ -28,7 +28,7 @@ from rnnkit.training.callbacks import Callback, EpochInfo, StepInfo
 if TYPE_CHECKING:
     from rnnkit.training.trainer import Trainer
 
-__all__ = ["ProgressBar", "ProgressPrinter"]
+__all__ = ["ProgressBar", "ProgressPrinter", "auto_progress"]
 
 
 def _avg(total: float, count: float) -> float:
@@ -51,6 +51,7 @@ class ProgressPrinter(Callback):
             without either the summary reads ``Finished Epoch[i]:``.
         metric_is_pct: print the metric as a percentage (CNTK's default) in the minibatch and
             summary lines; the geometric table always shows the plain average.
+        metric_name: the metric's name in those lines (CNTK's is ``metric``), e.g. ``mse``.
         file: where to print; ``None`` is ``sys.stdout`` at the time of printing.
 
     Also printed, as CNTK does: ``Learning rate per minibatch: 0.005`` before the first step
@@ -81,6 +82,7 @@ class ProgressPrinter(Callback):
         num_epochs: int | None = None,
         metric_is_pct: bool = True,
         file: TextIO | None = None,
+        metric_name: str = "metric",
     ) -> None:
         if freq is not None and (not isinstance(freq, int) or freq < 0):
             raise ValueError(f"freq: expected None, 0 or a positive integer, found {freq!r}")
@@ -89,6 +91,7 @@ class ProgressPrinter(Callback):
         self.freq, self.first, self.num_epochs = freq, first, num_epochs
         self.tag = f"[{tag}] " if tag else ""
         self.metric_is_pct = metric_is_pct
+        self.metric_name = metric_name
         self.file = file
         self._header_written = False
         self._lr: float | None = None
@@ -148,8 +151,8 @@ class ProgressPrinter(Callback):
 
     def _metric_text(self, value: float, samples: int) -> str:
         if self.metric_is_pct:
-            return f"metric = {value * 100.0:0.2f}% * {samples:d}"
-        return f"metric = {value:0.6f} * {samples:d}"
+            return f"{self.metric_name} = {value * 100.0:0.2f}% * {samples:d}"
+        return f"{self.metric_name} = {value:0.6f} * {samples:d}"
 
     def summary(self, epoch: int, seconds: float) -> None:
         """The ``Finished Epoch`` line for the minibatches counted since the last summary."""
@@ -171,7 +174,7 @@ class ProgressPrinter(Callback):
         value = f"{metric * 100.0:0.2f}%" if self.metric_is_pct else f"{metric:0.6f}"
         self._print(
             f"Finished Evaluation [{self._evaluations[name]}]: "
-            f"Minibatch[1-{int(result['minibatches'])}]: metric = {value} * {samples};"
+            f"Minibatch[1-{int(result['minibatches'])}]: {self.metric_name} = {value} * {samples};"
         )
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -220,29 +223,42 @@ def _is_terminal(stream: IO[str]) -> bool:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with samples/s and time left, only when writing to a terminal.
+    """A tqdm bar per epoch (``epoch i/N``, samples, rate, time left, the current loss), drawn
+    only when writing to a terminal; each finished epoch leaves one line above the bar.
 
     Nothing is drawn when ``file`` (default ``sys.stderr``) is not a terminal or when tqdm is
-    not installed, so logs and CI output stay clean.
+    not installed, so logs and CI output stay clean (:func:`auto_progress` then gives CNTK's
+    table instead).
     """
 
     rank_zero_only = True
 
-    def __init__(self, file: TextIO | None = None) -> None:
+    def __init__(
+        self, file: TextIO | None = None, metric_name: str = "metric", metric_is_pct: bool = False
+    ) -> None:
         self.file = file
+        self.metric_name, self.metric_is_pct = metric_name, metric_is_pct
         self._bar: Any = None
+        self._epochs: int | None = None
+
+    def _stream(self) -> IO[str]:
+        return self.file if self.file is not None else sys.stderr
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._epochs = trainer.fit_epochs
 
     def _open(self, trainer: Trainer, epoch: int) -> None:
-        stream = self.file if self.file is not None else sys.stderr
+        stream = self._stream()
         if not _is_terminal(stream):
             return
         try:
             from tqdm import tqdm
         except ImportError:
             return
+        of = f"/{self._epochs}" if self._epochs is not None else ""
         self._bar = tqdm(
             total=trainer.epoch_target,
-            desc=f"Epoch {epoch}",
+            desc=f"epoch {epoch}{of}",
             unit="samples",
             file=stream,
             leave=False,
@@ -265,7 +281,48 @@ class ProgressBar(Callback):
             self._bar = None
 
     def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+        bar = self._bar
         self._close()
+        if bar is None:
+            return
+        from tqdm import tqdm
+
+        def shown(value: float) -> str:
+            return f"{value * 100:.2f}%" if self.metric_is_pct else f"{value:.6g}"
+
+        parts = [f"loss {epoch.metrics.get('loss', float('nan')):.6g}"]
+        if "metric" in epoch.metrics:
+            parts.append(f"{self.metric_name} {shown(float(epoch.metrics['metric']))}")
+        for key in ("val_loss", "val_metric"):
+            if key in epoch.metrics:
+                value = float(epoch.metrics[key])
+                name = "val loss" if key == "val_loss" else f"val {self.metric_name}"
+                parts.append(
+                    f"{name} {value:.6g}" if key == "val_loss" else f"{name} {shown(value)}"
+                )
+        of = f"/{self._epochs}" if self._epochs is not None else ""
+        tqdm.write(
+            f"epoch {epoch.epoch}{of}: " + ", ".join(parts) + f" ({epoch.seconds:.1f} s)",
+            file=self._stream(),
+        )
 
     def on_fit_end(self, trainer: Trainer) -> None:
         self._close()
+
+
+def auto_progress(
+    metric_name: str = "metric",
+    metric_is_pct: bool = False,
+    *,
+    file: TextIO | None = None,
+    table: TextIO | None = None,
+) -> list[Callback]:
+    """Progress for a command: a :class:`ProgressBar` when ``file`` (default stderr) is a
+    terminal, otherwise CNTK's epoch lines (:class:`ProgressPrinter` with ``freq=None``) on
+    ``table`` (default stdout); never both, so their lines never break into each other."""
+    stream = file if file is not None else sys.stderr
+    if _is_terminal(stream):
+        return [ProgressBar(stream, metric_name=metric_name, metric_is_pct=metric_is_pct)]
+    return [
+        ProgressPrinter(freq=None, metric_is_pct=metric_is_pct, metric_name=metric_name, file=table)
+    ]

@@ -48,7 +48,14 @@ from rnnkit.training.checkpoint import Checkpoint, load_state
 from rnnkit.training.criteria import count_samples
 from rnnkit.training.distributed import Processes, join, launched_device, sum_over_processes
 
-__all__ = ["FitSummary", "ModelInputError", "NonFiniteError", "Trainer", "TrainerState"]
+__all__ = [
+    "FitSummary",
+    "ModelInputError",
+    "NonFiniteError",
+    "Trainer",
+    "TrainerState",
+    "split_examples",
+]
 
 CriterionFn = Callable[[Any, Any], tuple[Tensor, Tensor]]
 
@@ -142,6 +149,27 @@ def _nonfinite_streams(mb: Minibatch) -> str:
             "weights? try a lower learning rate or clip_norm)"
         )
     return "; ".join(found)
+
+
+def split_examples(output: Any, count: int) -> list[Any]:
+    """One entry per example of a batched model output: the rows of a ``[B, ...]`` tensor,
+    the sequences of a SequenceBatch, element-wise for a tuple or list of those."""
+    if isinstance(output, SequenceBatch):
+        return [t.cpu() for t in output.to_list()]
+    if isinstance(output, Tensor):
+        if output.dim() == 0 or output.shape[0] != count:
+            raise ValueError(
+                f"model output: expected one row per example ({count}), found shape "
+                f"{tuple(output.shape)}"
+            )
+        return list(output.detach().cpu().unbind(0))
+    if isinstance(output, (tuple, list)):
+        parts = [split_examples(o, count) for o in output]
+        return [tuple(p[i] for p in parts) for i in range(count)]
+    raise TypeError(
+        f"model output: expected a Tensor, a SequenceBatch or a tuple of them, found "
+        f"{type(output).__name__}"
+    )
 
 
 def _copy_source(source: MinibatchSource, **changes: Any) -> MinibatchSource:
@@ -640,7 +668,15 @@ class Trainer:
 
     def predict(self, *inputs: Any) -> Any:
         """``model(*inputs)`` in eval mode without gradients; a minibatch (or a dict of
-        streams) as the only argument gives its ``input_streams``."""
+        streams) as the only argument gives its ``input_streams``.
+
+        A :class:`MinibatchSource` as the only argument is read once, in batches, and the
+        result is one output per example, in the source's example order (a ``[B, ...]``
+        output gives its rows, a SequenceBatch its sequences ``[T_i, ...]``, a tuple a tuple
+        of those).
+        """
+        if len(inputs) == 1 and isinstance(inputs[0], MinibatchSource):
+            return self._predict_source(inputs[0])
         if len(inputs) == 1 and isinstance(inputs[0], (Minibatch, Mapping)):
             inputs = tuple(inputs[0][name] for name in self.input_streams)
         moved = tuple(_to(x, self.device) for x in inputs)
@@ -651,6 +687,22 @@ class Trainer:
                 return self.model(*moved)
         finally:
             self.model.train(was_training)
+
+    def _predict_source(self, source: MinibatchSource) -> list[Any]:
+        outputs: list[Any] = [None] * source.num_examples
+        for mb in self._sweep_of(source):
+            if mb.repeated:
+                continue
+            rows = split_examples(self.predict(mb), len(mb.indices))
+            for index, row in zip(mb.indices, rows, strict=True):
+                outputs[index] = row
+        missing = [i for i, o in enumerate(outputs) if o is None]
+        if missing:
+            raise ValueError(
+                f"source: expected every example in one sweep, found {len(missing)} missing "
+                f"(first {missing[0]}); predict from a source with partition=(0, 1)"
+            )
+        return outputs
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, source: MinibatchSource | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The seed's time-series example: forecast a day's solar output from its first readings.
+"""The CNTK book's solar data: a day's first readings and its maximum output.
 
 Data: ``solar.csv`` from the CNTK book (``time, solar.current, solar.total``, every 30 minutes).
 The book builds, for every day, one sequence per prefix of its first readings (lengths 2..13)
@@ -21,7 +21,6 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,15 +29,12 @@ from rnnkit.data.errors import ReaderError
 
 __all__ = [
     "NORMALIZE",
-    "SolarConfig",
     "SolarDay",
     "book_examples",
     "day_examples",
     "default_data_dir",
     "solar_days",
-    "solar_model",
     "split_days",
-    "train_solar",
 ]
 
 NORMALIZE = 19100.0  # the maximum of solar.total, the book's scale
@@ -175,147 +171,3 @@ def book_examples(path: str | Path) -> list[dict[str, Tensor]]:
 
     streams = {"features": Stream("features", 1), "target": Stream("target", 1)}
     return read_ctf(path, streams)
-
-
-@dataclass(frozen=True)
-class SolarConfig:
-    """One solar run. ``data='book'`` trains on the book's CTF files (conformance);
-    ``'days'`` on sequences rebuilt from solar.csv and split by days (the honest task).
-    ``model='book'`` is the book's ``Fold(LSTM(15), initial_state=0.1) >> Dense(1)`` on the
-    total alone; ``'better'`` stacks two LSTM layers of ``hidden_size`` over six inputs (both
-    readings, time of day, day of year) and stops early on the validation loss."""
-
-    data: str = "book"
-    model: str = "book"
-    seed: int = 0
-    epochs: int = 10
-    epoch_size: int = 12434  # samples per epoch, as the book
-    minibatch_size: int = 140  # samples (time steps), as the book
-    learning_rate: float = 0.005
-    hidden_size: int = 32
-    patience: int = 4
-
-    def __post_init__(self) -> None:
-        if self.data not in ("book", "days"):
-            raise ValueError(f"data: expected 'book' or 'days', found {self.data!r}")
-        if self.model not in ("book", "better"):
-            raise ValueError(f"model: expected 'book' or 'better', found {self.model!r}")
-
-
-def solar_model(config: SolarConfig) -> torch.nn.Module:
-    """The network of a run (see :class:`SolarConfig`)."""
-    from rnnkit.cells import LSTMCell
-    from rnnkit.layers import Dense
-    from rnnkit.recurrence import Fold, Recurrence
-
-    if config.model == "book":
-        return Fold(LSTMCell(1, 15), initial_state=0.1) >> Dense(15, 1)
-    h = config.hidden_size
-    return Recurrence(LSTMCell(6, h)) >> Fold(LSTMCell(h, h)) >> Dense(h, 1)
-
-
-def train_solar(
-    config: SolarConfig,
-    data_dir: str | Path | None = None,
-    *,
-    progress: bool = True,
-    run_dir: str | Path | None = None,
-) -> dict[str, object]:
-    """Train and evaluate one run; returns the JSON line's fields (``data``, ``split``,
-    ``val_mse``, ``test_mse`` (None for the book's files, which have no test part),
-    ``epochs``, ``seconds``, ``seed``)."""
-    import time
-
-    from rnnkit.data.minibatch import MinibatchSource
-    from rnnkit.training import Criterion, EarlyStopping, ProgressPrinter, Trainer, squared_error
-
-    folder = Path(data_dir) if data_dir is not None else default_data_dir()
-    features = "book" if config.model == "book" else "rich"
-    if config.data == "book":
-        if config.model != "book":
-            raise ValueError("model: the book's CTF files hold only the total; use data='days'")
-        train = book_examples(folder / "solar_train.ctf")
-        val, test = book_examples(folder / "solar_val.ctf"), None
-        split = "book CTF files (random split over sequences; leaks the target)"
-    else:
-        parts = split_days(solar_days(folder / "solar.csv"))
-        train, val, test = (day_examples(p, features) for p in parts)
-        split = "days in time order 832/104/104"
-    torch.manual_seed(config.seed)
-    model = solar_model(config)
-    callbacks: list[object] = []
-    if progress:
-        callbacks.append(ProgressPrinter(freq=0, num_epochs=config.epochs, metric_is_pct=False))
-    if config.model == "better":
-        callbacks.append(EarlyStopping(patience=config.patience, restore_best=True))
-    trainer = Trainer(
-        model,
-        Criterion(squared_error, squared_error),
-        torch.optim.Adam(model.parameters(), lr=config.learning_rate),
-        input_streams=("features",),
-        target_stream="target",
-        callbacks=callbacks,  # type: ignore[arg-type]
-    )
-
-    def source(examples: list[dict[str, Tensor]], training: bool) -> MinibatchSource:
-        return MinibatchSource(
-            examples,
-            config.minibatch_size,
-            size_stream="features",
-            randomize=training,
-            seed=config.seed,
-            max_sweeps=None if training else 1,
-        )
-
-    started = time.perf_counter()
-    summary = trainer.fit(
-        source(train, True),
-        epochs=config.epochs,
-        epoch_size=config.epoch_size,
-        validation=source(val, False),
-    )
-    seconds = time.perf_counter() - started
-    val_mse = trainer.evaluate(source(val, False))["loss"]
-    test_mse = None if test is None else trainer.evaluate(source(test, False))["loss"]
-    if run_dir is not None:
-        from rnnkit.saving import save
-
-        save(model, run_dir)
-    return {
-        "data": "solar_train.ctf/solar_val.ctf" if config.data == "book" else "solar.csv",
-        "split": split,
-        "model": config.model,
-        "val_mse": round(val_mse, 5),
-        "test_mse": None if test_mse is None else round(test_mse, 5),
-        "epochs": len(summary.history),
-        "seconds": round(seconds, 1),
-        "seed": config.seed,
-    }
-
-
-def add_commands(sub: Any) -> dict[str, Any]:
-    """``rnnkit solar``: the book's example (``--data book``) or the honest task (``days``)."""
-    p = sub.add_parser(
-        "solar",
-        help="the CNTK book's solar example: --data book (conformance) or days (honest)",
-        description="Train the CNTK book's solar forecaster. --data book uses the book's CTF "
-        "files (whose split leaks the target: conformance only); --data days rebuilds the "
-        "sequences from solar.csv and splits by days in time order.",
-    )
-    p.add_argument("--data", choices=("book", "days"), default="book")
-    p.add_argument("--model", choices=("book", "better"), default="book")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument(
-        "--data-dir", type=Path, default=None, help="folder with solar.csv and the CTF files"
-    )
-    p.add_argument("--run-dir", type=Path, default=Path("runs") / "solar")
-
-    def run(args: Any) -> int:
-        import json
-
-        config = SolarConfig(data=args.data, model=args.model, seed=args.seed, epochs=args.epochs)
-        print(json.dumps(train_solar(config, args.data_dir, run_dir=args.run_dir)))
-        return 0
-
-    return {"solar": run}

@@ -1,0 +1,53 @@
+"""Ready recipes: one harness (:mod:`~rnnkit.recipes.harness`), one command line generated from
+their settings (:mod:`~rnnkit.recipes.options`), one run directory
+(:mod:`~rnnkit.recipes.rundir`).
+
+:data:`RECIPES` names every recipe and where it lives; :func:`get_recipe` imports one. A
+recipe module imports torch only inside its functions, so the command line can list and
+describe them quickly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rnnkit.recipes.harness import Recipe
+
+__all__ = ["RECIPES", "RecipeEntry", "get_recipe", "version"]
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    """Where a recipe lives and the line ``rnnkit --help`` shows for it."""
+
+    module: str
+    summary: str
+
+
+RECIPES: dict[str, RecipeEntry] = {
+    "solar": RecipeEntry(
+        "rnnkit.recipes.solar", "the CNTK book's solar example: the book's files or days"
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe[Any]:
+    """The recipe called ``name`` (its module's ``RECIPE``)."""
+    if name not in RECIPES:
+        raise ValueError(f"recipe: expected one of {sorted(RECIPES)}, found {name!r}")
+    module = importlib.import_module(RECIPES[name].module)
+    recipe: Recipe[Any] = module.RECIPE
+    return recipe
+
+
+def version() -> str:
+    """rnnkit's version, from the installed package's metadata."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("rnnkit")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"

@@ -1,0 +1,571 @@
+"""The one training path every recipe shares, and the run directory it writes.
+
+A recipe (:class:`Recipe`) says what is particular to its task: its settings (a frozen
+dataclass with a :class:`~rnnkit.recipes.options.TrainSettings` field named ``train``), how to
+read its data (:meth:`Recipe.load_data`), its model, criterion and baselines, how to score and
+show its predictions, and how to read new inputs for ``rnnkit predict``. :func:`run_recipe`
+does the rest, the same way for all of them:
+
+1. sets the threads and the seed, reads the data, checks that no part is empty;
+2. trains ``ensemble`` models through :class:`~rnnkit.training.Trainer` (progress on the
+   terminal or CNTK's table, ``metrics.csv``, early stopping with the best weights kept, the
+   time budget shared between the members), and averages them when there are several;
+3. evaluates on the validation and test parts, predicts the test part in batches
+   (:meth:`~rnnkit.training.Trainer.predict` over a source), scores the predictions and the
+   baselines;
+4. writes the run directory (:class:`~rnnkit.recipes.rundir.RunDirectory`): ``run.json``,
+   ``model.safetensors`` + ``model.json``, ``metrics.csv``, ``predictions.csv``,
+   ``report.md`` and the plots.
+
+This module imports torch only inside its functions, so that the command line can print its
+help without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from rnnkit.recipes.options import TrainSettings, config_from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from rnnkit.data.minibatch import MinibatchSource
+    from rnnkit.recipes.rundir import RunDirectory
+    from rnnkit.training import Callback, Trainer
+
+__all__ = [
+    "Metric",
+    "Recipe",
+    "RecipeData",
+    "RunResult",
+    "load_run",
+    "predict_files",
+    "run_recipe",
+]
+
+C = TypeVar("C")
+Example = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """How the criterion's metric is named and shown: ``Metric("error rate", percent=True)``
+    prints ``error rate = 12.50%``; ``Metric("mse")`` prints ``mse = 0.054700``."""
+
+    name: str = "metric"
+    percent: bool = False
+
+
+@dataclasses.dataclass
+class RecipeData:
+    """The examples of one run and what a reader of the results needs to know about them.
+
+    Attributes:
+        train, validation, test: examples (dicts of streams) for :class:`MinibatchSource`.
+        inputs: the files read (``run.json`` records their sizes and sha256).
+        ids: one identifier per test example (default: its position).
+        info: JSON-ready facts that prediction on new files needs (vocabularies, scales,
+            sizes), saved in ``run.json`` and handed back to :meth:`Recipe.read_inputs`.
+        description: one line printed before training ("1,040 days, 2 features ...").
+        extra: anything else the recipe's hooks share (not saved).
+    """
+
+    train: Sequence[Example]
+    validation: Sequence[Example]
+    test: Sequence[Example]
+    inputs: list[Path] = dataclasses.field(default_factory=list)
+    ids: list[str] | None = None
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def test_ids(self) -> list[str]:
+        """The test examples' identifiers."""
+        return self.ids if self.ids is not None else [str(i) for i in range(len(self.test))]
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`run_recipe` returns: the figures (also the JSON line printed last), the
+    run directory, the trained model and the test predictions."""
+
+    figures: dict[str, Any]
+    run_dir: Path
+    model: Any
+    predictions: list[Any]
+    data: RecipeData
+
+
+class Recipe(Generic[C]):
+    """One task: subclass it, set the class attributes, implement the hooks.
+
+    Class attributes:
+        name: the command (``rnnkit NAME``).
+        summary: one line for ``rnnkit --help``.
+        description: the paragraph of ``rnnkit NAME --help``.
+        config: the settings dataclass (with a ``train: TrainSettings`` field).
+        presets: named sets of defaults (``--preset NAME``), e.g. the published settings;
+            keys are field names of the config or of its ``train`` settings.
+        preset_help: one phrase per preset for ``--help``.
+        input_streams, target_stream: what the trainer feeds the model and the criterion.
+        size_stream, unit: how :class:`MinibatchSource` counts a minibatch.
+        metric: how the criterion's metric is shown.
+        selection: the figure of ``figures`` the report leads with, and whether lower is better.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    config: ClassVar[type]
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    preset_help: ClassVar[Mapping[str, str]] = {}
+    input_streams: ClassVar[tuple[str, ...]] = ("features",)
+    target_stream: ClassVar[str] = "labels"
+    size_stream: ClassVar[str | None] = None
+    unit: ClassVar[str] = "sequences"
+    metric: ClassVar[Metric] = Metric()
+
+    # ------------------------------------------------------------------ hooks to implement
+    def load_data(self, config: C) -> RecipeData:
+        """Read or make the examples of the three parts."""
+        raise NotImplementedError
+
+    def build_model(self, config: C, data: RecipeData) -> nn.Module:
+        """A fresh, untrained model (called once per ensemble member, after seeding)."""
+        raise NotImplementedError
+
+    def criterion(self, config: C, data: RecipeData) -> Callable[[Any, Any], Any]:
+        """``(output, target) -> (loss_sum, metric_sum)`` (see :mod:`rnnkit.training`)."""
+        raise NotImplementedError
+
+    def score(self, config: C, data: RecipeData, predictions: list[Any]) -> dict[str, float]:
+        """The figures of the trained model on the test part, from its predictions."""
+        raise NotImplementedError
+
+    def baselines(self, config: C, data: RecipeData) -> dict[str, dict[str, float]]:
+        """Simple methods' figures on the same test part: ``{name: {figure: value}}``."""
+        return {}
+
+    def prediction_rows(
+        self, info: Mapping[str, Any], examples: Sequence[Example], predictions: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """One dict per example (``target`` and ``prediction`` at least) for the CSV."""
+        raise NotImplementedError
+
+    def read_inputs(
+        self, info: Mapping[str, Any], config: C, paths: Sequence[Path]
+    ) -> tuple[list[str], list[Example]]:
+        """New inputs in the recipe's file format, for ``rnnkit predict``: ids and examples."""
+        raise NotImplementedError(f"rnnkit {self.name} runs cannot predict on new files yet")
+
+    # ------------------------------------------------------------------ hooks with defaults
+    def settings(self, config: C) -> TrainSettings:
+        """The training settings inside ``config`` (its ``train`` field)."""
+        return config.train  # type: ignore[attr-defined]
+
+    def source(
+        self, config: C, examples: Sequence[Example], *, training: bool, seed: int = 0
+    ) -> MinibatchSource:
+        """The minibatches over ``examples`` (shuffled and endless when ``training``)."""
+        from rnnkit.data.minibatch import MinibatchSource
+
+        return MinibatchSource.for_fit(
+            examples,
+            self.settings(config).minibatch_size,
+            training=training,
+            unit=self.unit,
+            size_stream=self.size_stream,
+            seed=seed,
+        )
+
+    def optimizer(self, config: C, model: nn.Module) -> Any:
+        """Adam (AdamW when ``weight_decay`` > 0) at the settings' learning rate."""
+        import torch
+
+        s = self.settings(config)
+        if s.weight_decay > 0:
+            return torch.optim.AdamW(
+                model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay
+            )
+        return torch.optim.Adam(model.parameters(), lr=s.learning_rate)
+
+    def scheduler(self, config: C, optimizer: Any, steps: int) -> Any:
+        """The learning-rate schedule over ``steps`` updates (``None`` for a constant rate)."""
+        import torch
+
+        s = self.settings(config)
+        if s.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+        return None
+
+    def epoch_size(self, config: C, data: RecipeData) -> int | None:
+        """Samples per epoch (``None``: one sweep of the training part)."""
+        return None
+
+    def callbacks(self, config: C, data: RecipeData) -> list[Callback]:
+        """More callbacks for the trainer (after the harness's own)."""
+        return []
+
+    def combine(self, models: list[nn.Module]) -> nn.Module:
+        """One model from an ensemble's members (the mean of their outputs)."""
+        from rnnkit.layers import Average
+
+        return models[0] if len(models) == 1 else Average(models)
+
+    def plot(self, config: C, data: RecipeData, predictions: list[Any], run: RunDirectory) -> None:
+        """Recipe plots beside the curves (never empty; none by default)."""
+
+    def notes(self, config: C, data: RecipeData, figures: Mapping[str, Any]) -> list[str]:
+        """Sentences for the report under its table."""
+        return []
+
+    def train_settings_for(self, config: C, epochs: int) -> dict[str, Any]:
+        """``Trainer`` options beyond the defaults (``clip_norm``)."""
+        s = self.settings(config)
+        return {"clip_norm": s.clip_norm}
+
+    def default_preset(self, argv: Sequence[str]) -> str | None:
+        """The preset used when ``--preset`` is not given (may depend on the input files)."""
+        return None
+
+    # ------------------------------------------------------------------ configs
+    def config_from_run(self, values: Mapping[str, Any]) -> C:
+        """The config recorded in a run's ``run.json``."""
+        return config_from_dict(self.config, values)
+
+
+# ---------------------------------------------------------------------------- the one path
+
+
+def _set_threads(threads: int | None) -> int:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return int(torch.get_num_threads())
+
+
+def _check_parts(data: RecipeData) -> None:
+    for name in ("train", "validation", "test"):
+        if not getattr(data, name):
+            raise ValueError(f"data: the {name} part is empty; give more data or change the split")
+    if data.ids is not None and len(data.ids) != len(data.test):
+        raise ValueError(
+            f"data: expected one id per test example ({len(data.test)}), found {len(data.ids)}"
+        )
+
+
+def _train_member(
+    recipe: Recipe[Any],
+    config: Any,
+    data: RecipeData,
+    run: RunDirectory,
+    member: int,
+    epochs: int,
+    budget: float | None,
+    progress: bool,
+) -> tuple[Any, Trainer, dict[str, Any]]:
+    import torch
+
+    from rnnkit.training import (
+        CSVLogger,
+        EarlyStopping,
+        LearningRateLogger,
+        PlateauSchedule,
+        TimeBudget,
+        Trainer,
+        auto_progress,
+    )
+
+    settings = recipe.settings(config)
+    seed = settings.seed + member
+    torch.manual_seed(seed)
+    model = recipe.build_model(config, data)
+    optimizer = recipe.optimizer(config, model)
+    train_source = recipe.source(config, data.train, training=True, seed=seed)
+    validation = recipe.source(config, data.validation, training=False)
+    epoch_size = recipe.epoch_size(config, data)
+    steps_per_epoch = _steps_per_epoch(train_source, epoch_size)
+    scheduler = recipe.scheduler(config, optimizer, steps_per_epoch * epochs)
+    callbacks: list[Any] = []
+    if progress:
+        callbacks += auto_progress(recipe.metric.name, recipe.metric.percent)
+    stopper = EarlyStopping(patience=settings.patience or epochs + 1, restore_best=True)
+    timer = TimeBudget(budget) if budget is not None else None
+    callbacks += [LearningRateLogger(), stopper]
+    if timer is not None:
+        callbacks.append(timer)
+    name = "metrics.csv" if member == 0 else f"metrics-{member + 1}.csv"
+    callbacks.append(CSVLogger(run.path / name))
+    callbacks += recipe.callbacks(config, data)
+    if settings.schedule == "plateau":
+        callbacks.append(PlateauSchedule(optimizer))
+    trainer = Trainer(
+        model,
+        recipe.criterion(config, data),
+        optimizer,
+        input_streams=recipe.input_streams,
+        target_stream=recipe.target_stream,
+        lr_scheduler=scheduler,
+        callbacks=callbacks,
+        device=settings.device,
+        **recipe.train_settings_for(config, epochs),
+    )
+    summary = trainer.fit(train_source, epochs=epochs, epoch_size=epoch_size, validation=validation)
+    facts = {
+        "member": member + 1,
+        "seed": seed,
+        "epochs_run": len(summary.history),
+        "steps": summary.steps,
+        "stop": summary.stop_reason,
+        "best_epoch": stopper.best_epoch,
+        "best_val_loss": stopper.best if math.isfinite(stopper.best) else None,
+        "time_budget_reached": bool(timer is not None and timer.reached),
+    }
+    return model, trainer, facts
+
+
+def _steps_per_epoch(source: MinibatchSource, epoch_size: int | None) -> int:
+    steps = max(1, source.minibatches_per_sweep)
+    if epoch_size is None:
+        return steps
+    return max(1, math.ceil(epoch_size / max(1, source.samples_per_sweep // steps)))
+
+
+def _evaluate(trainer: Trainer, recipe: Recipe[Any], config: Any, examples: Any) -> float:
+    return float(trainer.evaluate(recipe.source(config, examples, training=False))["loss"])
+
+
+def run_recipe(
+    recipe: Recipe[C],
+    config: C,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Train, evaluate, predict and write the run directory (see the module docstring).
+
+    Prints progress (``progress=False``: none) and a few lines through ``log`` (default: print
+    to stdout); returns the figures, also written to ``run.json``.
+    """
+    import torch
+
+    from rnnkit.recipes.rundir import RunDirectory, describe_inputs, machine
+    from rnnkit.training import Trainer
+
+    say = log if log is not None else (lambda line: print(line, flush=True))
+    settings = recipe.settings(config)
+    started = time.perf_counter()
+    threads = _set_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    data = recipe.load_data(config)
+    _check_parts(data)
+    data_seconds = time.perf_counter() - started
+    if data.description:
+        say(data.description)
+    say(
+        f"{len(data.train)} training, {len(data.validation)} validation and {len(data.test)} "
+        f"test examples"
+    )
+    run = RunDirectory(run_dir)
+    run.clear()
+    members: list[Any] = []
+    facts: list[dict[str, Any]] = []
+    epochs = settings.member_epochs
+    train_start = time.perf_counter()
+    trainer: Trainer | None = None
+    for member in range(settings.ensemble):
+        budget = None
+        if settings.time_budget is not None:
+            left = settings.time_budget - (time.perf_counter() - train_start)
+            budget = max(left / (settings.ensemble - member), 1e-3)
+        if settings.ensemble > 1:
+            say(f"model {member + 1} of {settings.ensemble}: {epochs} epochs")
+        model, trainer, fact = _train_member(
+            recipe, config, data, run, member, epochs, budget, progress
+        )
+        members.append(model)
+        facts.append(fact)
+        if fact["time_budget_reached"]:
+            say(
+                f"time budget reached: model {member + 1} stopped after epoch "
+                f"{fact['epochs_run']}, its best weights (epoch {fact['best_epoch']}) kept"
+            )
+    train_seconds = time.perf_counter() - train_start
+    assert trainer is not None
+    model = recipe.combine(members)
+    if model is not members[0]:
+        trainer = Trainer(
+            model,
+            recipe.criterion(config, data),
+            torch.optim.SGD(model.parameters(), lr=0.0),
+            input_streams=recipe.input_streams,
+            target_stream=recipe.target_stream,
+            device=settings.device,
+        )
+    evaluate_start = time.perf_counter()
+    val_loss = _evaluate(trainer, recipe, config, data.validation)
+    test_loss = _evaluate(trainer, recipe, config, data.test)
+    predictions = trainer.predict(recipe.source(config, data.test, training=False))
+    figures: dict[str, Any] = dict(recipe.score(config, data, predictions))
+    baselines = recipe.baselines(config, data)
+    evaluate_seconds = time.perf_counter() - evaluate_start
+
+    run.save_model(model)
+    rows = recipe.prediction_rows(data.info, data.test, predictions)
+    run.write_predictions(data.test_ids(), rows)
+    run.plot_curves(title=f"rnnkit {recipe.name}")
+    recipe.plot(config, data, predictions, run)
+    reached = any(f["time_budget_reached"] for f in facts)
+    result = {
+        "recipe": recipe.name,
+        **figures,
+        "baselines": baselines,
+        "val_loss": val_loss,
+        "test_loss": test_loss,
+        "epochs": [f["epochs_run"] for f in facts],
+        "time_budget_reached": reached,
+    }
+    timings = {
+        "data_seconds": round(data_seconds, 3),
+        "train_seconds": round(train_seconds, 3),
+        "evaluate_seconds": round(evaluate_seconds, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
+    run.write_run_json(
+        {
+            "recipe": recipe.name,
+            "rnnkit_version": _version(),
+            "config": config_to_dict(config),
+            "inputs": describe_inputs(data.inputs),
+            "data": data.info,
+            "result": result,
+            "training": facts,
+            "timings": timings,
+            "seed": settings.seed,
+            "threads": threads,
+            "machine": machine(),
+        }
+    )
+    notes = list(recipe.notes(config, data, figures))
+    if reached:
+        notes.append(
+            f"The time budget of {settings.time_budget:g} s stopped training; the weights of "
+            "the best validation epoch were kept."
+        )
+    for fact in facts:
+        if fact["stop"] and fact["stop"].startswith("early stopping"):
+            notes.append(f"Model {fact['member']}: {fact['stop']}; its best weights were kept.")
+    run.write_report(
+        f"rnnkit {recipe.name}",
+        figures,
+        baselines,
+        notes=notes,
+        facts={
+            "validation loss": val_loss,
+            "test loss": test_loss,
+            "training seconds": round(train_seconds, 1),
+            "epochs": ", ".join(str(f["epochs_run"]) for f in facts),
+        },
+    )
+    summary = ", ".join(f"{k} {_fmt(v)}" for k, v in figures.items() if _is_number(v))
+    say(f"test: {summary}")
+    for name, values in baselines.items():
+        say(f"  {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+    say(f"run directory: {run.path}")
+    return RunResult(result, run.path, model, predictions, data)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _version() -> str:
+    from rnnkit.recipes import version
+
+    return version()
+
+
+# ---------------------------------------------------------------------------- saved runs
+
+
+def load_run(run_dir: str | Path) -> tuple[Recipe[Any], Any, dict[str, Any]]:
+    """The recipe, config and ``run.json`` of a run directory."""
+    import json
+
+    from rnnkit.recipes import get_recipe
+
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run_dir: expected {path} (written by every rnnkit recipe), not found"
+        )
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: expected JSON, found {error}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("recipe"), str):
+        raise ValueError(f"{path}: expected an object with a 'recipe' name")
+    recipe = get_recipe(info["recipe"])
+    config = recipe.config_from_run(info.get("config", {}))
+    return recipe, config, info
+
+
+def predict_files(
+    run_dir: str | Path, paths: Sequence[Path]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """``rnnkit predict``: the rows of a predictions CSV for new inputs of a saved run."""
+    import torch
+
+    from rnnkit.saving import load
+    from rnnkit.training import Trainer
+
+    recipe, config, info = load_run(run_dir)
+    ids, examples = recipe.read_inputs(info.get("data", {}), config, paths)
+    if not examples:
+        raise ValueError(f"{', '.join(map(str, paths))}: no examples to predict")
+    model = load(run_dir)
+    trainer = Trainer(
+        model,
+        recipe.criterion(config, RecipeData([], [], [], info=info.get("data", {}))),
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        input_streams=recipe.input_streams,
+        target_stream=recipe.target_stream,
+    )
+    predictions = trainer.predict(_input_source(recipe, config, examples))
+    return ids, recipe.prediction_rows(info.get("data", {}), examples, predictions)
+
+
+def _input_source(recipe: Recipe[Any], config: Any, examples: Iterable[Example]) -> Any:
+    from rnnkit.data.minibatch import MinibatchSource
+
+    return MinibatchSource.for_fit(
+        list(examples),
+        recipe.settings(config).minibatch_size,
+        training=False,
+        unit=recipe.unit,
+        size_stream=recipe.size_stream,
+    )
+
+
+def write_csv(path: Path | None, ids: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows as CSV with an ``id`` column first (``path=None``: standard output)."""
+    from rnnkit.recipes.rundir import csv_text
+
+    text = csv_text(ids, rows)
+    if path is None:
+        sys.stdout.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
