@@ -47,7 +47,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.cells import GRUCell, GRUDCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
-from rnnkit.layers import Activation, Average, Dense, Dropout, Embedding, Sequential
+from rnnkit.layers import (
+    Activation,
+    Average,
+    Dense,
+    Dropout,
+    Embedding,
+    Sequential,
+    saved_modules,
+)
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
 from rnnkit.recursive import (
     ChildSumTreeLSTMCell,
@@ -354,6 +362,8 @@ def _register_builtins() -> None:
         name="rnnkit.Activation",
     )
     register_module(Average, _attributes(members=lambda m: list(m.members)), name="rnnkit.Average")
+    for cls, to_config, name in saved_modules():
+        register_module(cls, to_config, name=name)
     register_module(
         Sequential, _attributes(layers=lambda m: list(m.layers)), name="rnnkit.Sequential"
     )

@@ -1,5 +1,9 @@
 """Layers that apply per step, and composition: ``Sequential`` and ``a >> b``.
 
+The submodules hold the layers the recipes are built from (convolutions, attention, ...);
+each lists its savable classes in ``SAVED_MODULES``, which :func:`saved_modules` gathers
+for :mod:`rnnkit.saving`, so a saved model loads without importing any recipe.
+
 ``Dense``, ``Embedding`` and ``Dropout`` accept a plain tensor or a :class:`SequenceBatch`; on a
 SequenceBatch they apply to its packed ``data`` (every real step, no padding), so a per-step
 layer costs the same as on one big tensor.
@@ -17,7 +21,8 @@ layer costs the same as on one big tensor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import importlib
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import torch
@@ -25,7 +30,21 @@ from torch import Tensor, nn
 
 from rnnkit.sequences import SequenceBatch
 
-__all__ = ["Activation", "Average", "Dense", "Dropout", "Embedding", "Layer", "Sequential"]
+__all__ = [
+    "Activation",
+    "Average",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Layer",
+    "Sequential",
+    "saved_modules",
+]
+
+# Submodules with recipe layers; each defines SAVED_MODULES = [(cls, to_config, name), ...].
+SUBMODULES: tuple[str, ...] = ()
+
+SavedModule = tuple[type, Callable[[Any], Mapping[str, Any]], str]
 
 Data = TypeVar("Data", Tensor, SequenceBatch)
 
@@ -190,3 +209,11 @@ class Average(Layer):
             mean = torch.stack([o.data for o in outputs]).mean(0)
             return outputs[0].with_data(mean)
         return torch.stack(outputs).mean(0)
+
+
+def saved_modules() -> list[SavedModule]:
+    """``(class, to_config, name)`` for every layer of the submodules, for ``rnnkit.saving``."""
+    out: list[SavedModule] = []
+    for name in SUBMODULES:
+        out += importlib.import_module(f"rnnkit.layers.{name}").SAVED_MODULES
+    return out
