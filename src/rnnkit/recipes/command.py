@@ -24,7 +24,6 @@ __all__ = ["LEGACY_COMMANDS", "build_recipe_parser", "run_command"]
 LEGACY_COMMANDS: dict[str, str] = {
     "demo": "forecast the CO2 series shipped with rnnkit",
     "forecast": "forecast columns of a CSV file",
-    "diagnose": "draw the gradient flow of a saved run on its validation data",
     "tree": "ListOps: a Tree-LSTM on gold trees against an LSTM on the tokens",
     "longrange": "the adding and copy tasks with long time lags",
     "grud": "GRU-D against GRU baselines on series with missing values",
@@ -50,6 +49,7 @@ def _top_parser() -> Parser:
     lines = [f"  {name:<10} {entry.summary}" for name, entry in sorted(RECIPES.items())]
     lines += [f"  {name:<10} {summary}" for name, summary in sorted(LEGACY_COMMANDS.items())]
     lines.append(f"  {'predict':<10} predictions for new files from a saved run")
+    lines.append(f"  {'diagnose':<10} the gradient flow of a saved run on its validation data")
     parser = Parser(
         prog="rnnkit",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -108,7 +108,19 @@ def build_recipe_parser(name: str, argv: Sequence[str] = ()) -> tuple[Parser, An
     return parser, recipe
 
 
+def _run_action(name: str, action: str, argv: Sequence[str]) -> int:
+    recipe = get_recipe(name)
+    parser = Parser(prog=f"rnnkit {name} {action}", description=recipe.actions[action])
+    recipe.add_action_arguments(action, parser)
+    return recipe.run_action(action, parser.parse_args(argv))
+
+
 def _run_recipe(name: str, argv: Sequence[str]) -> int:
+    recipe = get_recipe(name)
+    if argv and argv[0] in recipe.actions:
+        return _run_action(name, argv[0], argv[1:])
+    if argv and argv[0] == "train" and "train" not in recipe.actions:
+        argv = argv[1:]  # ``rnnkit lm train ...`` reads as ``rnnkit lm ...``
     parser, recipe = build_recipe_parser(name, argv)
     args = parser.parse_args(argv)
     try:
@@ -148,7 +160,38 @@ def _predict(argv: Sequence[str]) -> int:
     return 0
 
 
-_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"predict": _predict}
+def _diagnose(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog="rnnkit diagnose",
+        description="Norm of dLoss/dh_t for every step t of every recurrent layer (and the mean "
+        "gate activations) of the model saved in RUN_DIR, on the validation data its recipe "
+        "rebuilds from run.json.",
+    )
+    parser.add_argument("run_dir", type=Path, help="a run directory written by an rnnkit recipe")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="the PNG (default: RUN_DIR/gradients.png)"
+    )
+    args = parser.parse_args(argv)
+    from rnnkit.recipes.harness import diagnose_run
+
+    out = args.out or args.run_dir / "gradients.png"
+    if not (args.run_dir / "run.json").is_file() and (args.run_dir / "config.json").is_file():
+        from rnnkit.diagnostics import diagnose_run as diagnose_legacy_run
+
+        flow = diagnose_legacy_run(args.run_dir, out)
+    else:
+        flow = diagnose_run(args.run_dir, out)
+    for layer in flow.layers:
+        norms = layer.grad_norm
+        print(f"{layer.name}: |dL/dh_t| from {norms[0]:.3g} (first step) to {norms[-1]:.3g} (last)")
+    print(f"plot: {out}")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "predict": _predict,
+    "diagnose": _diagnose,
+}
 
 
 def run_command(argv: Sequence[str]) -> int:

@@ -45,6 +45,7 @@ __all__ = [
     "Recipe",
     "RecipeData",
     "RunResult",
+    "diagnose_run",
     "load_run",
     "predict_files",
     "run_recipe",
@@ -230,6 +231,17 @@ class Recipe(Generic[C]):
         """``Trainer`` options beyond the defaults (``clip_norm``)."""
         s = self.settings(config)
         return {"clip_norm": s.clip_norm}
+
+    # ------------------------------------------------------------------ more commands
+    actions: ClassVar[Mapping[str, str]] = {}
+    """Commands beside training, ``rnnkit NAME ACTION ...`` (name -> one line of help)."""
+
+    def add_action_arguments(self, action: str, parser: Any) -> None:
+        """The arguments of ``rnnkit NAME ACTION`` (an argparse parser)."""
+
+    def run_action(self, action: str, args: Any) -> int:
+        """Run ``rnnkit NAME ACTION``; returns the exit status."""
+        raise NotImplementedError(action)
 
     def default_preset(self, argv: Sequence[str]) -> str | None:
         """The preset used when ``--preset`` is not given (may depend on the input files)."""
@@ -546,6 +558,33 @@ def predict_files(
     )
     predictions = trainer.predict(_input_source(recipe, config, examples))
     return ids, recipe.prediction_rows(info.get("data", {}), examples, predictions)
+
+
+def diagnose_run(run_dir: str | Path, out_png: str | Path, examples: int = 200) -> Any:
+    """``rnnkit diagnose``: the gradient flow of a saved run's model on (up to ``examples`` of)
+    its validation part, rebuilt by its recipe from the files and settings in ``run.json``;
+    the plot goes to ``out_png``. Returns the :class:`~rnnkit.diagnostics.GradientFlow`."""
+    from rnnkit.diagnostics import gradient_flow
+    from rnnkit.saving import load
+    from rnnkit.training import count_samples
+
+    recipe, config, _ = load_run(run_dir)
+    data = recipe.load_data(config)
+    if not data.validation:
+        raise ValueError(f"{run_dir}: the run's recipe gives no validation examples")
+    source = _input_source(recipe, config, list(data.validation)[:examples])
+    mb = next(iter(source))
+    inputs = tuple(mb[name] for name in recipe.input_streams)
+    target = mb[recipe.target_stream]
+    criterion = recipe.criterion(config, data)
+    model = load(run_dir)
+
+    def loss(output: Any) -> Any:
+        return criterion(output, target)[0] / count_samples(target)
+
+    flow = gradient_flow(model, inputs if len(inputs) > 1 else inputs[0], loss)
+    flow.plot(out_png, title=f"{Path(run_dir).name}: gradient flow (loss {flow.loss:.4g})")
+    return flow
 
 
 def _input_source(recipe: Recipe[Any], config: Any, examples: Iterable[Example]) -> Any:
