@@ -18,19 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.formats import (
+from rnnkit.data.files import read_text
+from rnnkit.data.idx import mnist_sequences, read_idx, write_idx
+from rnnkit.data.text import (
     TextVocabulary,
     Vocabulary,
     encode_sentences,
-    mnist_sequences,
     read_conll,
-    read_idx,
     read_tagged,
-    read_text,
-    read_ts,
     text_windows,
-    write_idx,
 )
+from rnnkit.data.uea import read_ts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

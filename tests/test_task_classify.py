@@ -12,7 +12,7 @@ import torch
 import rnnkit
 import rnnkit.cli
 from rnnkit import SequenceBatch
-from rnnkit.data.formats import write_idx
+from rnnkit.data.idx import write_idx
 from rnnkit.layers import Dense
 from rnnkit.tasks.classify import (
     ClassifyConfig,

@@ -12,7 +12,7 @@ import torch
 import rnnkit.cli
 from rnnkit import SequenceBatch, save
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.formats import TextVocabulary
+from rnnkit.data.text import TextVocabulary
 from rnnkit.tasks.lm import (
     LMConfig,
     bits_per_character,

@@ -9,7 +9,7 @@ import torch
 
 import rnnkit.cli
 from rnnkit import SequenceBatch, save
-from rnnkit.data.formats import Vocabulary
+from rnnkit.data.text import Vocabulary
 from rnnkit.tasks.seq2seq import (
     BOS,
     EOS,

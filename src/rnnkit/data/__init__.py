@@ -7,21 +7,17 @@ malformed input.
 
 from rnnkit.data.ctf import CTFReader, Stream, iter_ctf, read_ctf, write_ctf
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.formats import (
+from rnnkit.data.files import read_text
+from rnnkit.data.idx import mnist_sequences, read_idx, write_idx
+from rnnkit.data.minibatch import Collatable, Minibatch, MinibatchSource
+from rnnkit.data.text import (
     TextVocabulary,
-    TsDataset,
     Vocabulary,
     encode_sentences,
-    mnist_sequences,
     read_conll,
-    read_idx,
     read_tagged,
-    read_text,
-    read_ts,
     text_windows,
-    write_idx,
 )
-from rnnkit.data.minibatch import Collatable, Minibatch, MinibatchSource
 from rnnkit.data.timeseries import (
     Scaler,
     TimeSeries,
@@ -30,6 +26,7 @@ from rnnkit.data.timeseries import (
     time_since_observed,
     windows,
 )
+from rnnkit.data.uea import TsDataset, read_ts
 
 __all__ = [
     "CTFReader",

@@ -1,5 +1,11 @@
 """Tagged text (``word/tag``), CoNLL columns, and the vocabularies that turn tokens or
-characters into ids (built from training data only)."""
+characters into ids.
+
+Vocabularies are built from training data only and then applied unchanged to validation and test
+data; a token never seen in training maps to ``<unk>`` when the vocabulary has one, and is an
+error otherwise. Malformed input raises `rnnkit.data.errors.ReaderError` located as
+``path:line:column``.
+"""
 
 from __future__ import annotations
 

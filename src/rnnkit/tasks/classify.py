@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.formats import Vocabulary
+from rnnkit.data.text import Vocabulary
 from rnnkit.layers import Layer
 from rnnkit.saving import register_module
 from rnnkit.sequences import SequenceBatch
@@ -305,7 +305,7 @@ def _normalise(
 def _read_ts_train(train_path: Path) -> tuple[list[Example], tuple[str, ...], Any]:
     """The labelled series of a ``.ts`` training file, labels renumbered to the classes that
     occur (in the file's order), and the parsed file."""
-    from rnnkit.data.formats import read_ts
+    from rnnkit.data.uea import read_ts
 
     train_ts = read_ts(train_path)
     if not train_ts.class_names:
@@ -342,7 +342,7 @@ def ts_data(
         ValueError: files without class labels, a test label that never occurs in training,
             training series that are all constant.
     """
-    from rnnkit.data.formats import read_ts
+    from rnnkit.data.uea import read_ts
 
     train_path, test_path = Path(train_path), Path(test_path)
     if not 0.0 <= validation < 1.0:
@@ -431,7 +431,7 @@ def idx_data(
 ) -> ClassifyData:
     """Images of the MNIST family as sequences of rows (pixels in [0, 1]); the last
     ``validation`` training images are the validation part; the official test files test."""
-    from rnnkit.data.formats import mnist_sequences
+    from rnnkit.data.idx import mnist_sequences
 
     train = mnist_sequences(train_images, train_labels)
     test = mnist_sequences(test_images, test_labels)

@@ -270,8 +270,8 @@ def train_lm(
     Writes, when ``run_dir`` is given: ``config.json``, ``model.safetensors`` + ``model.json``,
     ``vocabulary.json``, ``metrics.csv``, ``curves.png`` and ``report.md``.
     """
-    from rnnkit.data.formats import TextVocabulary, text_windows
     from rnnkit.data.minibatch import MinibatchSource
+    from rnnkit.data.text import TextVocabulary, text_windows
     from rnnkit.tasks.rundir import RunDirectory
     from rnnkit.training import (
         Criterion,
@@ -371,7 +371,7 @@ def train_lm(
 
 
 def _load_run(run_dir: Path) -> tuple[Sequential, Any]:
-    from rnnkit.data.formats import TextVocabulary, Vocabulary
+    from rnnkit.data.text import TextVocabulary, Vocabulary
     from rnnkit.saving import load
 
     vocab_file = run_dir / "vocabulary.json"

@@ -459,8 +459,8 @@ def train_g2p(
     ``vocabularies.json``, ``metrics.csv``, ``curves.png``, ``predictions.tsv`` and
     ``report.md``.
     """
-    from rnnkit.data.formats import Vocabulary
     from rnnkit.data.minibatch import MinibatchSource
+    from rnnkit.data.text import Vocabulary
     from rnnkit.tasks.rundir import RunDirectory
     from rnnkit.training import (
         Criterion,
@@ -566,7 +566,7 @@ def train_g2p(
 
 
 def _load_run(run_dir: Path) -> tuple[G2PModel, Any, Any]:
-    from rnnkit.data.formats import Vocabulary
+    from rnnkit.data.text import Vocabulary
     from rnnkit.saving import load
 
     vocab_file = run_dir / "vocabularies.json"

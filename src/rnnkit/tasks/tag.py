@@ -33,7 +33,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from rnnkit.data.formats import Sentence, Vocabulary
+from rnnkit.data.files import Sentence
+from rnnkit.data.text import Vocabulary
 from rnnkit.layers import Embedding, Layer
 from rnnkit.saving import register_module
 from rnnkit.sequences import SequenceBatch
@@ -483,8 +484,8 @@ def read_documents(
     """``(file name, sentences)`` of each file: ``word/tag`` lines (``'tagged'``), CoNLL
     columns named by ``columns`` (``'conll'``) or CoNLL-2005 SRL columns, one example per
     predicate (``'srl'``, see :func:`rnnkit.data.srl.read_srl`)."""
-    from rnnkit.data.formats import read_conll, read_tagged
     from rnnkit.data.srl import read_srl
+    from rnnkit.data.text import read_conll, read_tagged
 
     documents = []
     for path in paths:
