@@ -9,7 +9,7 @@ from rnnkit.data.ctf import CTFReader, Stream, iter_ctf, read_ctf, write_ctf
 from rnnkit.data.errors import ReaderError
 from rnnkit.data.files import read_text
 from rnnkit.data.idx import mnist_sequences, read_idx, write_idx
-from rnnkit.data.minibatch import Collatable, Minibatch, MinibatchSource
+from rnnkit.data.minibatch import Minibatch, MinibatchSource
 from rnnkit.data.text import (
     TextVocabulary,
     Vocabulary,
@@ -30,7 +30,6 @@ from rnnkit.data.uea import TsDataset, read_ts
 
 __all__ = [
     "CTFReader",
-    "Collatable",
     "Minibatch",
     "MinibatchSource",
     "ReaderError",

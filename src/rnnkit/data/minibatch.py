@@ -2,8 +2,11 @@
 
 An *example* is a dict ``stream name -> value``. A value is a tensor ``[T_i, *F]`` (a sequence of
 ``T_i`` samples; a value with one sample per example, a label say, is ``[1, *F]``), or an object
-whose type has a classmethod ``collate(items) -> batch`` (a tree, for instance; see
-:class:`Collatable`). A *sample* is one item of a sequence, as in CNTK.
+whose type has a classmethod ``collate(items) -> batch`` (a tree, for instance):
+``type(value).collate(values)`` receives the values of one stream for the sequences of a
+minibatch, in minibatch order, and returns whatever the model consumes (a ``TreeBatch``); an
+optional integer attribute ``num_samples`` says how many samples such a value counts for (the
+nodes of a tree), one without it. A *sample* is one item of a sequence, as in CNTK.
 
 The source forms minibatches the way CNTK's readers do: sequences are added while the number of
 samples stays within ``minibatch_size`` (at least one sequence per minibatch, so a sequence longer
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +40,7 @@ from torch import Tensor
 
 from rnnkit.sequences import SequenceBatch
 
-__all__ = ["Collatable", "Minibatch", "MinibatchSource"]
+__all__ = ["Minibatch", "MinibatchSource"]
 
 _UNITS = ("samples", "sequences")
 _STATE_CONFIG = (
@@ -50,20 +53,6 @@ _STATE_CONFIG = (
     "bucket",
     "world_size",
 )
-
-
-@runtime_checkable
-class Collatable(Protocol):
-    """A non-tensor example value (a tree, say) that knows how to batch itself.
-
-    ``type(value).collate(values)`` receives the values of one stream for the sequences of a
-    minibatch, in minibatch order, and returns whatever the model consumes (a ``TreeBatch``).
-    An optional integer attribute ``num_samples`` says how many samples the value counts for
-    (the number of nodes of a tree, for instance); without it a value counts as one sample.
-    """
-
-    @classmethod
-    def collate(cls, items: list[Any]) -> Any: ...
 
 
 @dataclass(frozen=True)
