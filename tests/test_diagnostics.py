@@ -4,8 +4,8 @@ Oracles: for a linear recurrence the analytic ``dL/dh_t = (W^T)^(L-1-t) v`` (and
 backward recursion with a loss at every step), computed in NumPy; for LSTM/GRU layers
 (stacked, bidirectional, ragged) a plain Python loop over each sequence alone with
 ``torch.autograd.grad`` on every state it produced; gate activations against the NumPy
-forward passes of ``rnnkit.reference``; for a Recursive a per-node recursion. All in float64,
-``rtol=1e-6`` (the gate means 1e-9 absolute).
+forward passes of ``rnnkit.testing.reference``; for a Recursive a per-node recursion. All in
+float64, ``rtol=1e-6`` (the gate means 1e-9 absolute).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from rnnkit import (
 )
 from rnnkit.diagnostics import GradientFlow, diagnose_run, gradient_flow
 from rnnkit.recursive import Recursive, RecursiveCell
-from rnnkit.reference import CellParams, gru_forward, lstm_forward, rnn_forward
+from rnnkit.testing.reference import CellParams, gru_forward, lstm_forward, rnn_forward
 from rnnkit.trees import Tree, TreeBatch
 
 RTOL = 1e-6

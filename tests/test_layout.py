@@ -296,3 +296,14 @@ def test_no_module_imports_another_modules_private_names():
         if (name, private, source) not in ALLOWED_PRIVATE
     )
     assert reaches == [], "private names used across modules:\n" + "\n".join(reaches)
+
+
+def test_the_library_never_imports_the_test_oracles():
+    users = sorted(
+        f"{name}:{line}"
+        for name, imports in IMPORTS.items()
+        if not (name == "rnnkit.testing" or name.startswith("rnnkit.testing."))
+        for target, line in imports.edges
+        if target == "rnnkit.testing" or target.startswith("rnnkit.testing.")
+    )
+    assert users == [], "modules importing rnnkit.testing:\n" + "\n".join(users)

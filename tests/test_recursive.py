@@ -3,7 +3,7 @@
 Oracles: the equations of each cell written out per node over the Tree objects (no batching,
 no gather), the plain path ``node_states_reference``, ``torch.nn.LSTMCell`` (a child-sum or
 1-ary Tree-LSTM over a chain is an LSTM), and the NumPy backpropagation through structure of
-``rnnkit.reference``. Tolerances: float64, 1e-10 absolute unless said.
+``rnnkit.testing.reference``. Tolerances: float64, 1e-10 absolute unless said.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def full_binary_tree(rng: np.random.Generator, size: int, depth: int = 0) -> Tre
 
 
 def as_nested_tuple(tree: Tree):
-    """The tree in rnnkit.reference's form: a leaf is its vector, a node is (left, right)."""
+    """The tree in rnnkit.testing.reference's form: a leaf is its vector, a node is a pair."""
     if tree.is_leaf():
         assert tree.value is not None
         return tree.value.numpy()
@@ -271,8 +271,8 @@ def as_nested_tuple(tree: Tree):
 
 
 def test_batched_torch_gradients_equal_numpy_bpts() -> None:
-    """Recursive(RecursiveCell) + autograd against rnnkit.reference's textbook BPTS."""
-    reference = pytest.importorskip("rnnkit.reference")
+    """Recursive(RecursiveCell) + autograd against rnnkit.testing.reference's textbook BPTS."""
+    reference = pytest.importorskip("rnnkit.testing.reference")
     size = 3
     rng = np.random.default_rng(7)
     params = reference.RecursiveParams.uniform(size=size, rng=rng)

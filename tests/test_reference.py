@@ -1,4 +1,5 @@
-"""The NumPy references of `rnnkit.reference` against torch autograd and central differences.
+"""The NumPy references of `rnnkit.testing.reference` against torch autograd and central
+differences.
 
 Oracles: ``torch.nn.RNN``/``LSTM``/``GRU`` in float64 with the NumPy parameters copied in
 (outputs and every gradient), plain torch autograd loops where torch has no module (sigmoid
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.reference import (
+from rnnkit.testing.reference import (
     CellParams,
     GradientCheckError,
     RecursiveGradients,
