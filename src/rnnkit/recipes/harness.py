@@ -395,9 +395,9 @@ def run_recipe(
     train_start = time.perf_counter()
     trainer: Trainer | None = None
     for member in range(settings.ensemble):
-        budget = None
-        if settings.time_budget is not None:
-            left = settings.time_budget - (time.perf_counter() - train_start)
+        budget = settings.time_budget
+        if budget is not None and settings.ensemble > 1:
+            left = budget - (time.perf_counter() - train_start)
             budget = max(left / (settings.ensemble - member), 1e-3)
         if settings.ensemble > 1:
             say(f"model {member + 1} of {settings.ensemble}: {epochs} epochs")
