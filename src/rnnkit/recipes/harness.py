@@ -236,6 +236,12 @@ class Recipe(Generic[C]):
     actions: ClassVar[Mapping[str, str]] = {}
     """Commands beside training, ``rnnkit NAME ACTION ...`` (name -> one line of help)."""
 
+    training_actions: ClassVar[frozenset[str]] = frozenset()
+    """Actions whose parser starts as the training command's (``--preset``, ``--run-dir``
+    defaulting to ``runs/NAME-ACTION``, ``--quiet`` and every config option, with the preset's
+    defaults) before :meth:`add_action_arguments` adds the action's own; ``run_action`` builds
+    the config with :func:`~rnnkit.recipes.options.config_from_args`."""
+
     def add_action_arguments(self, action: str, parser: Any) -> None:
         """The arguments of ``rnnkit NAME ACTION`` (an argparse parser)."""
 
@@ -309,7 +315,10 @@ def _train_member(
     callbacks: list[Any] = []
     if progress:
         callbacks += auto_progress(recipe.metric.name, recipe.metric.percent)
-    stopper = EarlyStopping(patience=settings.patience or epochs + 1, restore_best=True)
+    # The best validation epoch's weights are kept when early stopping or a time budget can
+    # end the run; otherwise the model is the one after its last epoch.
+    keep_best = settings.patience > 0 or budget is not None
+    stopper = EarlyStopping(patience=settings.patience or epochs + 1, restore_best=keep_best)
     timer = TimeBudget(budget) if budget is not None else None
     callbacks += [LearningRateLogger(), stopper]
     if timer is not None:
@@ -338,6 +347,7 @@ def _train_member(
         "steps": summary.steps,
         "stop": summary.stop_reason,
         "best_epoch": stopper.best_epoch,
+        "best_weights_kept": keep_best,
         "best_val_loss": stopper.best if math.isfinite(stopper.best) else None,
         "time_budget_reached": bool(timer is not None and timer.reached),
     }
