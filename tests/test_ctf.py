@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,6 @@ from rnnkit.data import ctf
 from rnnkit.data.ctf import CTFReader, Stream, iter_ctf, read_ctf, write_ctf
 from rnnkit.data.errors import ReaderError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cntk-book"
 SOLAR = {"features": Stream("features", 1), "target": Stream("target", 1)}
 IRIS = {"features": Stream("features", 4), "labels": Stream("labels", 3)}
 
@@ -45,13 +45,6 @@ def read_with(
 ) -> list[dict[str, torch.Tensor]]:
     with engine_only(engine) as fast:
         return list(CTFReader(path, streams, fast=fast, **kwargs))
-
-
-def need(name: str) -> Path:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is not available")
-    return path
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "a.ctf") -> Path:
@@ -94,7 +87,7 @@ def reference_solar(path: Path) -> list[dict[str, list[float]]]:
     ("name", "count", "lines"), [("solar_train.ctf", 8952, 66589), ("solar_val.ctf", 2239, 16691)]
 )
 def test_solar_golden(name: str, count: int, lines: int) -> None:
-    path = need(name)
+    path = shared_data("cntk-book", name)
     data = read_ctf(path, SOLAR)
     assert len(data) == count
     assert sum(len(ex["features"]) for ex in data) == lines
@@ -105,7 +98,7 @@ def test_solar_golden(name: str, count: int, lines: int) -> None:
 
 
 def test_solar_first_sequence_by_hand() -> None:
-    first = read_ctf(need("solar_train.ctf"), SOLAR)[0]
+    first = read_ctf(shared_data("cntk-book", "solar_train.ctf"), SOLAR)[0]
     assert first["target"].item() == np.float32(0.8219895287958116)
     expected = [0.7137870855148344, 0.7731239092495635, 0.806282722513089, 0.8167539267015707]
     assert first["features"][:4, 0].tolist() == np.float32(expected).tolist()
@@ -114,7 +107,7 @@ def test_solar_first_sequence_by_hand() -> None:
 @pytest.mark.parametrize(("name", "count"), [("iris.ctf", 150), ("iris_train.ctf", 120),
                                              ("iris_test.ctf", 30)])  # fmt: skip
 def test_iris_golden(name: str, count: int) -> None:
-    path = need(name)
+    path = shared_data("cntk-book", name)
     data = read_ctf(path, IRIS)
     assert len(data) == count
     rows = [line.split("|") for line in path.read_text().splitlines()]
@@ -126,7 +119,7 @@ def test_iris_golden(name: str, count: int) -> None:
 
 
 def test_iris_first_rows_by_hand() -> None:
-    data = read_ctf(need("iris.ctf"), IRIS)
+    data = read_ctf(shared_data("cntk-book", "iris.ctf"), IRIS)
     assert data[0]["features"].tolist() == [np.float32([5.1, 3.5, 1.4, 0.2]).tolist()]
     assert data[0]["labels"].tolist() == [[1.0, 0.0, 0.0]]
 
@@ -139,7 +132,7 @@ def test_native_scanner_is_built() -> None:
 def test_native_scanner_reads_the_solar_file_itself() -> None:
     # The C scanner must read well-formed blocks itself, not hand them all to the Python paths.
     assert ctf._ctfscan is not None
-    data = need("solar_val.ctf").read_bytes()
+    data = shared_data("cntk-book", "solar_val.ctf").read_bytes()
     specs = ((b"features", 1, False), (b"target", 1, False))
     scanned = ctf._ctfscan.scan(data, specs, -1, None)
     assert scanned is not None
@@ -148,7 +141,7 @@ def test_native_scanner_reads_the_solar_file_itself() -> None:
     assert len(np.frombuffer(new_ids, dtype=np.uint64)) == 2239
     assert cur_id == int(data.rsplit(b"\n", 2)[-2].split(b"|")[0])
     rows = np.frombuffer(starts, dtype=np.int64).reshape(-1, 2)
-    reference = reference_solar(need("solar_val.ctf"))
+    reference = reference_solar(shared_data("cntk-book", "solar_val.ctf"))
     features = np.frombuffer(values[0], dtype=np.float32)
     assert len(rows) == len(reference) and len(features) == 16691  # a feature on every line
     assert len(np.frombuffer(values[1], dtype=np.float32)) == 2239  # one target per sequence
@@ -186,7 +179,7 @@ def test_native_numbers_round_like_python_float(numbers: list[str]) -> None:
 
 
 def test_all_engines_agree_on_real_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    path = need("solar_val.ctf")
+    path = shared_data("cntk-book", "solar_val.ctf")
     native = read_with("native", path, SOLAR)
     for engine in ENGINES[1:]:
         assert_same(native, read_with(engine, path, SOLAR))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_sequences
 from torch import Tensor, nn
 
 from rnnkit import (
@@ -65,8 +66,7 @@ class LinearCell(nn.Module):
 def ragged(
     seed: int, size: int, lengths: list[int] = LENGTHS
 ) -> tuple[list[Tensor], SequenceBatch]:
-    g = torch.Generator().manual_seed(seed)
-    seqs = [torch.randn(n, size, dtype=torch.float64, generator=g) for n in lengths]
+    seqs = random_sequences(lengths, size, seed=seed, dtype=torch.float64)
     return seqs, SequenceBatch.from_list(seqs)
 
 

@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import REPO, TRAINING_SCRIPT
 from safetensors.torch import load_file
 from training_script import run
 
 from rnnkit.training import load_state
-
-SCRIPT = Path(__file__).resolve().parent / "training_script.py"
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -56,13 +54,13 @@ def test_two_processes_follow_the_loss_curve_of_one(tmp_path: Path) -> None:
         "127.0.0.1",
         "--master_port",
         str(free_port()),
-        str(SCRIPT),
+        str(TRAINING_SCRIPT),
         str(two),
         "--minibatch",
         "4",
         *args,
     ]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=240)
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=240)
     assert done.returncode == 0, (done.stdout + done.stderr).decode()[-4000:]
 
     threads = torch.get_num_threads()

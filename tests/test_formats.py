@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,18 +31,9 @@ from rnnkit.data.text import (
 )
 from rnnkit.data.uea import read_ts
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def data_path(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
-
 
 def brown_files() -> list[Path]:
-    folder = data_path("brown")
+    folder = shared_data("brown")
     return sorted(p for p in folder.iterdir() if re.fullmatch(r"c[a-r]\d\d", p.name))
 
 
@@ -71,8 +63,8 @@ def error_location(excinfo: pytest.ExceptionInfo[ReaderError]) -> tuple[int | No
 def test_ts_golden_counts(
     name: str, n_train: int, n_test: int, dims: int, min_len: int, max_len: int, n_classes: int
 ) -> None:
-    train = read_ts(data_path("uea", name, f"{name}_TRAIN.ts"))
-    test = read_ts(data_path("uea", name, f"{name}_TEST.ts"))
+    train = read_ts(shared_data("uea", name, f"{name}_TRAIN.ts"))
+    test = read_ts(shared_data("uea", name, f"{name}_TEST.ts"))
     assert (len(train.examples), len(test.examples)) == (n_train, n_test)
     assert train.num_dimensions == test.num_dimensions == dims
     assert train.problem_name == name
@@ -87,7 +79,7 @@ def test_ts_golden_counts(
 
 
 def test_ts_gunpoint_values_match_numpy_loadtxt() -> None:
-    path = data_path("uea", "GunPoint", "GunPoint_TEST.ts")
+    path = shared_data("uea", "GunPoint", "GunPoint_TEST.ts")
     lines = path.read_text().splitlines()
     rows = lines[lines.index("@data") + 1 :]
     table = np.loadtxt([r.replace(":", ",") for r in rows], delimiter=",")  # [150, 151]
@@ -99,7 +91,7 @@ def test_ts_gunpoint_values_match_numpy_loadtxt() -> None:
 
 
 def test_ts_japanese_vowels_layout_and_balance() -> None:
-    path = data_path("uea", "JapaneseVowels", "JapaneseVowels_TRAIN.ts")
+    path = shared_data("uea", "JapaneseVowels", "JapaneseVowels_TRAIN.ts")
     data = read_ts(path)
     # the file's own comment: 30 utterances for each of the 9 speakers
     labels = torch.cat([e["label"] for e in data.examples])
@@ -203,7 +195,7 @@ def test_idx_round_trip(tmp_path: Path, dtype: str, name: str) -> None:
 
 
 def test_fashion_mnist_counts_and_sequences(tmp_path: Path) -> None:
-    folder = data_path("fashion-mnist")
+    folder = shared_data("fashion-mnist")
     train_labels = read_idx(folder / "train-labels-idx1-ubyte.gz")
     test_labels = read_idx(folder / "t10k-labels-idx1-ubyte.gz")
     assert train_labels.shape == (60000,) and test_labels.shape == (10000,)
@@ -271,7 +263,7 @@ def plain_count(path: Path) -> tuple[int, int]:
 
 
 def test_brown_two_files_golden_counts() -> None:
-    ca01, cr09 = data_path("brown", "ca01"), data_path("brown", "cr09")
+    ca01, cr09 = shared_data("brown", "ca01"), shared_data("brown", "cr09")
     a, r = read_tagged(ca01), read_tagged(cr09)
     assert (len(a), sum(len(s["words"]) for s in a)) == (98, 2242) == plain_count(ca01)
     assert (len(r), sum(len(s["tags"]) for s in r)) == (99, 2332) == plain_count(cr09)
@@ -301,8 +293,8 @@ def test_tagged_last_separator_splits_and_errors(tmp_path: Path) -> None:
 
 
 def test_vocabulary_from_training_data_only() -> None:
-    train = read_tagged([data_path("brown", "ca01"), data_path("brown", "ca02")])
-    test = read_tagged(data_path("brown", "cr09"))
+    train = read_tagged([shared_data("brown", "ca01"), shared_data("brown", "ca02")])
+    test = read_tagged(shared_data("brown", "cr09"))
     words = Vocabulary.build((s["words"] for s in train), min_freq=2)
     tags = Vocabulary.build((s["tags"] for s in train), pad=None, unk="<unk>")
     counts = Counter(w for s in train for w in s["words"])
@@ -363,7 +355,7 @@ def test_conll_columns_comments_docstart(tmp_path: Path) -> None:
 
 
 def test_conll_agrees_with_tagged_on_brown(tmp_path: Path) -> None:
-    sentences = read_tagged(data_path("brown", "ca01"))
+    sentences = read_tagged(shared_data("brown", "ca01"))
     lines = []
     for s in sentences:
         lines += [f"{w}\t{t}" for w, t in zip(s["words"], s["tags"], strict=True)] + [""]
@@ -389,7 +381,7 @@ def test_conll_errors(tmp_path: Path) -> None:
 
 
 def test_kjv_character_round_trip_trained_on_the_first_books() -> None:
-    text = read_text(data_path("text", "kjv-verses.txt"))
+    text = read_text(shared_data("text", "kjv-verses.txt"))
     lines = text.split("\n")
     assert len([line for line in lines if line]) == 31102
     cut = text.index("\nMat1:1 ")  # Old Testament for training, New Testament held out
@@ -404,7 +396,7 @@ def test_kjv_character_round_trip_trained_on_the_first_books() -> None:
 
 
 def test_kjv_word_round_trip(tmp_path: Path) -> None:
-    text = read_text(data_path("text", "kjv-verses.txt"))[:300_000]
+    text = read_text(shared_data("text", "kjv-verses.txt"))[:300_000]
     words = TextVocabulary.words(text)
     ids = words.encode(text)
     assert words.decode(ids) == text
@@ -479,25 +471,25 @@ FUZZ = settings(
 
 
 def ts_seed() -> bytes:
-    path = data_path("uea", "JapaneseVowels", "JapaneseVowels_TRAIN.ts")
+    path = shared_data("uea", "JapaneseVowels", "JapaneseVowels_TRAIN.ts")
     lines = path.read_bytes().splitlines(keepends=True)
     start = next(i for i, line in enumerate(lines) if line.startswith(b"@problemName"))
     return b"".join(lines[start : start + 10])
 
 
 def idx_seed(compress: bool) -> bytes:
-    images = read_idx(data_path("fashion-mnist", "t10k-images-idx3-ubyte.gz"))[:2, :4, :4]
+    images = read_idx(shared_data("fashion-mnist", "t10k-images-idx3-ubyte.gz"))[:2, :4, :4]
     header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in images.shape)
     raw = header + images.tobytes()
     return gzip.compress(raw) if compress else raw
 
 
 def tagged_seed() -> bytes:
-    return b"\n".join(data_path("brown", "ca01").read_bytes().split(b"\n")[:6])
+    return b"\n".join(shared_data("brown", "ca01").read_bytes().split(b"\n")[:6])
 
 
 def conll_seed() -> bytes:
-    sentences = read_tagged(data_path("brown", "ca01"))[:2]
+    sentences = read_tagged(shared_data("brown", "ca01"))[:2]
     rows = [f"{w}\t{t}\tO" for s in sentences for w, t in zip(s["words"], s["tags"], strict=True)]
     return ("# doc\n" + "\n".join(rows[:12]) + "\n\n" + "\n".join(rows[12:20]) + "\n").encode()
 
@@ -557,7 +549,7 @@ def write_bytes(factory: pytest.TempPathFactory, data: bytes) -> Path:
 
 
 def test_reads_copies_from_any_path(tmp_path: Path) -> None:
-    source = data_path("uea", "ItalyPowerDemand", "ItalyPowerDemand_TRAIN.ts")
+    source = shared_data("uea", "ItalyPowerDemand", "ItalyPowerDemand_TRAIN.ts")
     copy = tmp_path / "deeper dir" / "no-extension"
     copy.parent.mkdir()
     shutil.copy(source, copy)

@@ -140,15 +140,6 @@ def test_models_have_the_right_outputs() -> None:
     assert logits.data.shape == (14, 10)
 
 
-@pytest.fixture
-def one_thread():
-    """Small recurrent steps run fastest on one thread (and slowest on a busy machine's two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_lstm_beats_the_baseline_on_the_adding_problem_at_t20() -> None:
     run = LongRangeRun(

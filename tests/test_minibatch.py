@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import shared_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
 from rnnkit import SequenceBatch
 from rnnkit.data.minibatch import Minibatch, MinibatchSource
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def make_examples(lengths: list[int], features: int = 2) -> list[dict[str, Tensor]]:
@@ -168,10 +167,7 @@ def read_solar(path: Path) -> list[dict[str, Tensor]]:
 
 @pytest.fixture(scope="module")
 def solar() -> list[dict[str, Tensor]]:
-    path = DATA / "cntk-book" / "solar_train.ctf"
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared data folder is absent)")
-    return read_solar(path)
+    return read_solar(shared_data("cntk-book", "solar_train.ctf"))
 
 
 def test_solar_140_samples_is_about_19_sequences(solar: list[dict[str, Tensor]]) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from conftest import random_sequences
 from torch import Tensor, nn
 
 from rnnkit import (
@@ -60,10 +61,7 @@ def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def _batch(size: int, lengths=LENGTHS, seed: int = 1, dtype=torch.float32) -> SequenceBatch:
-    g = torch.Generator().manual_seed(seed)
-    return SequenceBatch.from_list(
-        [torch.randn(n, size, generator=g, dtype=dtype) for n in lengths]
-    )
+    return SequenceBatch.from_list(random_sequences(lengths, size, seed=seed, dtype=dtype))
 
 
 def _ids(vocab: int, lengths=LENGTHS, seed: int = 2) -> SequenceBatch:

@@ -2,21 +2,17 @@
 
 import pytest
 import torch
+from conftest import random_sequences
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnkit import SequenceBatch
 
 
-def _random_sequences(lengths, features=(3,), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, *features, generator=g) for n in lengths]
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=7))
 def test_list_round_trip_and_indexing(lengths):
-    seqs = _random_sequences(lengths)
+    seqs = random_sequences(lengths)
     x = SequenceBatch.from_list(seqs)
     assert x.lengths.tolist() == lengths
     for got, want in zip(x.to_list(), seqs, strict=True):
@@ -36,7 +32,7 @@ def test_list_round_trip_and_indexing(lengths):
 def test_layout_facts_from_packing_match_a_plain_derivation(lengths, padded):
     """Packing stores the index facts the engine reads (lengths, padded positions, each
     sequence's last padded row); they must equal what a plain loop over the lengths gives."""
-    seqs = _random_sequences(lengths)
+    seqs = random_sequences(lengths)
     if padded:
         x = SequenceBatch.from_padded(
             torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
@@ -60,7 +56,7 @@ def test_layout_facts_from_packing_match_a_plain_derivation(lengths, padded):
 
 
 def test_padded_round_trip_and_map():
-    seqs = _random_sequences([3, 1, 4], features=(2, 2))
+    seqs = random_sequences([3, 1, 4], features=(2, 2))
     x = SequenceBatch.from_list(seqs)
     padded, lengths = x.to_padded(padding_value=-1.0)
     assert padded.shape == (3, 4, 2, 2)
@@ -85,7 +81,7 @@ def test_from_padded_time_major():
 
 
 def test_gradients_flow_through_packing():
-    seqs = [s.requires_grad_() for s in _random_sequences([2, 5, 3])]
+    seqs = [s.requires_grad_() for s in random_sequences([2, 5, 3])]
     x = SequenceBatch.from_list(seqs)
     (x.last().sum() + 2 * x.reverse().first().sum()).backward()
     for s in seqs:
@@ -124,7 +120,7 @@ def test_lengths_longer_than_padding_refused():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_round_trip():
-    seqs = _random_sequences([3, 1, 4])
+    seqs = random_sequences([3, 1, 4])
     x = SequenceBatch.from_list(seqs).to("cuda")
     assert x.data.is_cuda
     for a, b in zip(x.reverse().to_list(), seqs, strict=True):

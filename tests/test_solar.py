@@ -1,14 +1,13 @@
 """The solar data rebuilt from solar.csv: golden counts from REFERENCES.md and hand checks."""
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from rnnkit.data.errors import ReaderError
 from rnnkit.data.solar import day_examples, solar_days, split_days
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cntk-book"
+DATA = SHARED_DATA / "cntk-book"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA, needs_shared_data
 
 import rnnkit
 import rnnkit.cli
@@ -32,17 +33,7 @@ from rnnkit.tasks.classify import (
     ts_data,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: these small models are slower with more, and the CI machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
@@ -198,11 +189,11 @@ def test_text_data_splits_by_group_and_learns(tmp_path):
     assert bag_of_words_accuracy(data) >= 0.95
 
 
-@needs_data
+@needs_shared_data
 def test_real_sentiment_split_has_no_movie_in_two_parts():
-    data = text_data(DATA / "sentiment" / "rotten_tomatoes_corpus.csv.bz2", seed=0)
+    data = text_data(SHARED_DATA / "sentiment" / "rotten_tomatoes_corpus.csv.bz2", seed=0)
     assert sum(len(p) for p in (data.train, data.validation, data.test)) == 2455 + 2411
-    with bz2.open(DATA / "sentiment" / "rotten_tomatoes_corpus.csv.bz2", "rt") as f:
+    with bz2.open(SHARED_DATA / "sentiment" / "rotten_tomatoes_corpus.csv.bz2", "rt") as f:
         movies = {r["movie_name"] for r in csv.DictReader(f) if r["category"] != "plot"}
     assert data.split.startswith(f"by movie_name, {len(movies)} groups")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 import rnnkit.cli
 from rnnkit import SequenceBatch, save
@@ -23,8 +24,7 @@ from rnnkit.tasks.lm import (
     train_lm,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-KJV = DATA / "text" / "kjv-verses.txt"
+KJV = SHARED_DATA / "text" / "kjv-verses.txt"
 
 
 def test_read_verses_and_split_by_book(tmp_path):

@@ -2,10 +2,10 @@
 against the teacher-forced pass, the split by word, scoring, and a short G2P run."""
 
 import itertools
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 import rnnkit.cli
 from rnnkit import SequenceBatch, save
@@ -25,8 +25,7 @@ from rnnkit.tasks.seq2seq import (
     train_g2p,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CMUDICT = DATA / "cmudict" / "dict.txt"
+CMUDICT = SHARED_DATA / "cmudict" / "dict.txt"
 
 
 def _reference_attention(attend: Attention, query: torch.Tensor, keys: torch.Tensor):

@@ -2,10 +2,10 @@
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 from torch import nn
 
 import rnnkit.cli
@@ -23,18 +23,11 @@ from rnnkit.tasks.tag import (
     token_shape,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BROWN = DATA / "brown"
+BROWN = SHARED_DATA / "brown"
 needs_brown = pytest.mark.skipif(not BROWN.is_dir(), reason="../shared/data is not present")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: these small models are slower with more, and the CI machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # A CoNLL-2005 style file: word, POS, parse, NE, predicate lemma, one argument column per

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,19 +27,10 @@ from rnnkit.data.timeseries import (
     windows,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def data_path(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
-
 
 def co2() -> TimeSeries:
     return load_series(
-        data_path("timeseries", "co2-weekly.csv"), "date", ["co2"], time_format="%Y%m%d"
+        shared_data("timeseries", "co2-weekly.csv"), "date", ["co2"], time_format="%Y%m%d"
     )
 
 
@@ -56,7 +48,7 @@ def test_co2_golden_counts_and_pandas_oracle() -> None:
     series = co2()
     assert len(series) == 2284 and series.columns == ("co2",)
     assert int(np.isnan(series.values).sum()) == 59 == int((~series.mask).sum())
-    frame = pd.read_csv(data_path("timeseries", "co2-weekly.csv"))
+    frame = pd.read_csv(shared_data("timeseries", "co2-weekly.csv"))
     expected_times = pd.to_datetime(frame["date"].astype(str), format="%Y%m%d").to_numpy()
     assert np.array_equal(series.times, expected_times.astype("datetime64[us]"))
     np.testing.assert_array_equal(series.values[:, 0], frame["co2"].to_numpy())
@@ -65,7 +57,7 @@ def test_co2_golden_counts_and_pandas_oracle() -> None:
 
 
 def test_airquality_missing_counts() -> None:
-    path = data_path("timeseries", "nyc-airquality-1973.csv")
+    path = shared_data("timeseries", "nyc-airquality-1973.csv")
     series = load_series(path, None, ["Ozone", "Solar.R", "Wind", "Temp"])
     assert len(series) == 153 and series.times is None
     assert np.isnan(series.values).sum(axis=0).tolist() == [37, 7, 0, 0]
@@ -75,7 +67,7 @@ def test_airquality_missing_counts() -> None:
 
 
 def test_elecdemand_rows_and_frame_path_agree() -> None:
-    path = data_path("timeseries", "elecdemand-2014.csv")
+    path = shared_data("timeseries", "elecdemand-2014.csv")
     series = load_series(path, None, ["Demand", "WorkDay", "Temperature"])
     assert series.values.shape == (17520, 3)
     frame = pd.read_csv(path)
@@ -336,7 +328,7 @@ EDITS = st.lists(
 def test_fuzz_csv_parses_or_raises_reader_error(
     timed: bool, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    lines = data_path("timeseries", "co2-weekly.csv").read_bytes().split(b"\n")
+    lines = shared_data("timeseries", "co2-weekly.csv").read_bytes().split(b"\n")
     seed = b"\n".join(lines[:12]) + b"\n"
     path = tmp_path_factory.mktemp("fuzz") / "input.csv"
 

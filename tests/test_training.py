@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, TRAINING_SCRIPT
 from safetensors.torch import load_file
 from torch import Tensor
 from training_script import make_examples
@@ -45,17 +46,7 @@ from rnnkit.training import (
     squared_error,
 )
 
-SCRIPT = Path(__file__).resolve().parent / "training_script.py"
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny models: one thread is fastest, and immune to other processes on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder(Callback):
@@ -596,9 +587,9 @@ def run_script(out: Path, *args: str) -> subprocess.Popen[bytes]:
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(out), *args],
+        [sys.executable, str(TRAINING_SCRIPT), str(out), *args],
         env=env,
-        cwd=ROOT,
+        cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import random_sequences
 
 from rnnkit import GRUCell, LSTMCell, RecurrenceFrom, SequenceBatch
 from rnnkit.cells import as_tuple
@@ -16,8 +17,7 @@ LENGTHS = [7, 1, 12, 5, 12, 3, 9]
 
 
 def _batch(lengths: list[int], features: int, dtype: torch.dtype = torch.float64):
-    gen = torch.Generator().manual_seed(sum(lengths))
-    seqs = [torch.randn(n, features, generator=gen, dtype=dtype) for n in lengths]
+    seqs = random_sequences(lengths, features, seed=sum(lengths), dtype=dtype)
     return seqs, SequenceBatch.from_list(seqs)
 
 
