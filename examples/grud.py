@@ -1,6 +1,7 @@
 """GRU-D against three GRU baselines on real series with missing values (docs/results.md).
 
-Settings (every run seeded; the seed also draws the removed data):
+Settings (the presets of ``rnnkit grud``; every run seeded, the seed also draws the removed
+data):
 
 * ``airquality``: next-day Ozone from the last 7 days of Ozone, Solar.R, Wind, Temp
   (New York, May-September 1973; Ozone and Solar.R have real gaps);
@@ -10,8 +11,10 @@ Settings (every run seeded; the seed also draws the removed data):
   WorkDay and Temperature, with 50 % or 80 % of the values removed at random (``values``) or
   of the rows dropped (``rows``: irregular sampling); tested on the true values.
 
-Prints one JSON line per (setting, seed) run, then a Markdown table of mean ± std over the
-seeds. Run with one thread per process, as in docs/results.md::
+Each setting is ``rnnkit grud compare --preset P [--removal R --rate X] --seeds 0,1,2``: every
+model trained through the recipe harness (``run_recipe``) into
+``runs/grud-results/SETTING/MODEL-seedS``, then a table per setting (``comparison.md``) and one
+Markdown row per setting here. Run with one thread, as in docs/results.md::
 
     nice -n 10 python examples/grud.py --seeds 0 1 2
 """
@@ -19,27 +22,22 @@ seeds. Run with one thread per process, as in docs/results.md::
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from rnnkit.data.missing import KINDS, NAMES
+from rnnkit.recipes.grud import compare, preset_config
 
-from rnnkit.tasks.missing import KINDS, NAMES, PRESETS, MissingConfig, compare_missing, load_preset
-
-# (label, preset, removal, rate, overrides of the preset's settings)
-SETTINGS: list[tuple[str, str, str | None, float, dict[str, Any]]] = [
-    ("airquality (real gaps)", "airquality", None, 0.0, {}),
-    ("co2 (real gaps)", "co2", None, 0.0, {"span": 26, "stride": 2, "epochs": 25}),
+# (label, preset, changes of the preset's settings)
+SETTINGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("airquality (real gaps)", "airquality", {}),
+    ("co2 (real gaps)", "co2", {}),
     *[
         (
             f"elecdemand, {rate:.0%} {removal} removed",
             "elecdemand",
-            removal,
-            rate,
-            {"span": 24, "stride": 12, "epochs": 20},
+            {"removal": removal, "rate": rate},
         )
         for removal in ("values", "rows")
         for rate in (0.5, 0.8)
@@ -48,44 +46,34 @@ SETTINGS: list[tuple[str, str, str | None, float, dict[str, Any]]] = [
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", default=None, help="run only the settings whose label has it")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs") / "grud-results")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    table: dict[str, list[dict[str, Any]]] = {}
-    for label, preset, removal, rate, overrides in SETTINGS:
+    lines = []
+    for label, preset, changes in SETTINGS:
         if args.only is not None and args.only not in label:
             continue
-        series = load_preset(preset)
-        settings = {**PRESETS[preset].settings, **overrides}
-        for seed in args.seeds:
-            config = MissingConfig(target=PRESETS[preset].target, seed=seed, **settings)
-            started = time.perf_counter()
-            result = compare_missing(series, config, removal=removal, rate=rate)  # type: ignore[arg-type]
-            line = {
-                "setting": label,
-                "seed": seed,
-                **result.as_dict(),
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-            print(json.dumps(line), flush=True)
-            table.setdefault(label, []).append(line)
-    print()
-    print("| data | " + " | ".join(NAMES[k] for k in KINDS) + " | persistence | seconds |")
-    print("|---|" + "---|" * (len(KINDS) + 2))
-    for label, lines in table.items():
+        config = preset_config(preset, threads=1, **changes)
+        folder = args.run_dir / label.split(" (")[0].replace(", ", "-").replace(" ", "-")
+        rows = compare(config, KINDS, args.seeds, folder, progress=False, log=lambda _: None)
         cells = []
-        for kind in KINDS:
-            maes = np.array([ln["models"][kind]["mae"] for ln in lines])
-            cells.append(f"{maes.mean():.3g} ± {maes.std():.2g}")
-        naive = np.array([ln["persistence_mae"] for ln in lines])
-        seconds = sum(ln["seconds"] for ln in lines)
-        print(
-            f"| {label} | "
-            + " | ".join(cells)
-            + f" | {naive.mean():.3g} ± {naive.std():.2g} | {seconds:.0f} |"
-        )
+        for name in [*KINDS, "persistence"]:
+            key, kind = (
+                ("persistence_mae", KINDS[0]) if name == "persistence" else ("test_mae", name)
+            )
+            maes = [r[key] for r in rows if r["model"] == kind]
+            mean = sum(maes) / len(maes)
+            std = (sum((m - mean) ** 2 for m in maes) / len(maes)) ** 0.5
+            cells.append(f"{mean:.3g} ± {std:.2g}")
+        seconds = sum(r["seconds"] for r in rows)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+        print(lines[-1], flush=True)
+    print()
+    print("| data | " + " | ".join(NAMES[k] for k in KINDS) + " | persistence | training s |")
+    print("|---|" + "---|" * (len(KINDS) + 2))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
