@@ -1,25 +1,27 @@
 """Part-of-speech tagging of the Brown corpus with the BiLSTM tagger, split by documents.
 
-Runs the full experiment of ``docs/tag.md`` (seed 0, one thread) and prints one JSON line:
-test token accuracy next to the most-frequent-tag baseline on the same split, and the CPU
-seconds of the process.
+Runs the full experiment of ``docs/tag.md`` (the recipe's defaults, seed 0, one thread) through
+:func:`rnnkit.recipes.harness.run_recipe` and prints one JSON line: test token accuracy next
+to the most-frequent-tag baseline on the same split, and the CPU seconds of the process.
 
     nice -n 10 python examples/tag.py
 
+The same run: ``rnnkit tag ../shared/data/brown/c[a-r][0-9][0-9] --threads 1``.
 Data: the 500 files ``ca01 .. cr09`` of ``../shared/data/brown`` (``--data``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import time
 from pathlib import Path
 
-import torch
-
-from rnnkit.tasks.tag import TagConfig, read_documents, split_documents, tag
+from rnnkit.recipes.harness import run_recipe
+from rnnkit.recipes.options import TrainSettings
+from rnnkit.recipes.tag import RECIPE, TagConfig
 
 
 def main() -> None:
@@ -29,28 +31,20 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=here / "runs" / "tag-brown")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     cpu = time.process_time()
     files = sorted(p for p in args.data.iterdir() if re.fullmatch(r"c[a-r]\d\d", p.name))
-    documents = read_documents(files)
-    kept, held, tested = split_documents(documents, seed=args.seed)
-    split = (
-        f"by documents: {len(files)} files shuffled (seed {args.seed}), "
-        f"{len(kept)}/{len(held)}/{len(tested)}"
-    )
-    parts = tuple([s for _, doc in part for s in doc] for part in (kept, held, tested))
-    result = tag(parts, TagConfig(seed=args.seed), args.run_dir, split=split)  # type: ignore[arg-type]
-    print(
-        json.dumps(
-            {
-                "run": "Brown POS",
-                "split": split,
-                **result.as_dict(),
-                "cpu_seconds": round(time.process_time() - cpu, 1),
-            }
-        ),
-        flush=True,
-    )
+    defaults = TagConfig.__dataclass_fields__["train"].default
+    assert isinstance(defaults, TrainSettings)
+    train = dataclasses.replace(defaults, seed=args.seed, threads=1)
+    config = TagConfig(files=tuple(files), train=train)
+    result = run_recipe(RECIPE, config, args.run_dir, progress=False)
+    line = {
+        "run": "Brown POS",
+        **result.figures,
+        "split": result.data.info["split"],
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+    }
+    print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

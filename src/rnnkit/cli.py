@@ -23,11 +23,10 @@ __all__ = ["TASK_MODULES", "main"]
 TASK_MODULES: tuple[str, ...] = (
     "rnnkit.tasks.trees",
     "rnnkit.tasks.longrange",
-    "rnnkit.tasks.visits",
+    "rnnkit.tasks.missing",
     "rnnkit.tasks.lm",
     "rnnkit.tasks.seq2seq",
     "rnnkit.tasks.classify",
-    "rnnkit.tasks.tag",
 )
 
 

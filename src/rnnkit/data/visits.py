@@ -1,4 +1,5 @@
-"""Patient visits: a CSV reader and writer, and a seeded synthetic generator.
+"""Patient visits: a CSV reader and writer, a seeded synthetic generator, and the examples,
+baselines and measures of next-visit prediction.
 
 The format is one visit per row with a header ``patient_id,visit_time,codes``: the patient's
 identifier, the time of the visit (an ISO 8601 date or timestamp, or a number of days; one
@@ -24,24 +25,36 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from rnnkit.data.errors import ReaderError
 from rnnkit.data.files import read_lines
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 __all__ = [
     "HEADER",
+    "KS",
     "Patient",
+    "PatientExample",
     "SyntheticVisitsConfig",
     "Visit",
+    "frequency_scores",
+    "history_scores",
     "read_visits",
+    "recall_at_k",
+    "split_patients",
     "synthetic_visits",
+    "visit_examples",
+    "visit_features",
     "write_visits",
 ]
 
@@ -313,3 +326,138 @@ def synthetic_visits(
             day += float(1 + round(rng.exponential(mean)))
         patients.append(Patient(f"P{p:05d}", tuple(visits)))
     return patients
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples for next-visit prediction, baselines and measures
+
+KS = (10, 20, 30)
+"""The k of the recall@k figures (Doctor AI's)."""
+
+
+class PatientExample(dict):
+    """An example (``stream name -> tensor``) that also keeps its patient (``.patient``), for
+    the rows of a predictions file. A minibatch source sees only the streams."""
+
+    patient: Patient
+
+    def __init__(self, streams: Mapping[str, Any], patient: Patient) -> None:
+        super().__init__(streams)
+        self.patient = patient
+
+
+def split_patients(
+    patients: Sequence[Patient], split: Sequence[float], seed: int
+) -> tuple[list[Patient], list[Patient], list[Patient]]:
+    """Patients with at least two visits, shuffled (seeded) and cut into three parts.
+
+    >>> [len(p) for p in split_patients(synthetic_visits(10, seed=1), (0.8, 0.1, 0.1), 0)]
+    [8, 1, 1]
+    """
+    usable = [p for p in patients if len(p.visits) >= 2]
+    order = np.random.default_rng(seed).permutation(len(usable))
+    a = math.floor(split[0] * len(usable) + 1e-9)
+    b = a + math.floor(split[1] * len(usable) + 1e-9)
+    parts = [usable[i] for i in order[:a]], [usable[i] for i in order[a:b]]
+    test = [usable[i] for i in order[b:]]
+    for name, part in zip(("train", "validation", "test"), (*parts, test), strict=True):
+        if not part:
+            raise ValueError(
+                f"split: the {name} part has no patient with two visits or more "
+                f"({len(usable)} such patients in all); give more patients"
+            )
+    return parts[0], parts[1], test
+
+
+def visit_features(patient: Patient, codes: Sequence[str]) -> Tensor:
+    """``[n, V+1]``: each of the patient's n visits as the multi-hot vector of its codes among
+    ``codes`` (``V = len(codes)``; other codes are left out) and ``log(1 + days since the
+    previous visit)`` (0 at the first visit).
+
+    >>> p = Patient("p", (Visit(0.0, ("A",)), Visit(9.0, ("A", "B")), Visit(10.0, ("C",))))
+    >>> visit_features(p, ["A", "B"]).tolist()
+    [[1.0, 0.0, 0.0], [1.0, 1.0, 2.3025851249694824], [0.0, 0.0, 0.6931471824645996]]
+    """
+    import torch
+
+    index = {c: i for i, c in enumerate(codes)}
+    v = len(codes)
+    features = torch.zeros(len(patient.visits), v + 1)
+    for t, visit in enumerate(patient.visits):
+        features[t, [index[c] for c in visit.codes if c in index]] = 1.0
+    times = torch.tensor([visit.time for visit in patient.visits], dtype=torch.float64)
+    features[1:, v] = torch.log1p(torch.diff(times)).float()
+    return features
+
+
+def visit_examples(patients: Sequence[Patient], codes: Sequence[str]) -> list[PatientExample]:
+    """One example per patient with n >= 2 visits (patients with fewer are left out):
+
+    ``"features"`` ``[n-1, V+1]``: visits 1..n-1 (:func:`visit_features`); ``"labels"``
+    ``[n-1, V+1]``: visits 2..n, multi-hot and ``log(1 + days to it)``; ``"sizes"``
+    ``[n-1, 1]``: the number of distinct codes of each target visit, known or not.
+
+    >>> p = Patient("p", (Visit(0.0, ("A",)), Visit(9.0, ("A", "B")), Visit(10.0, ("C",))))
+    >>> ex = visit_examples([p], ["A", "B", "C"])[0]
+    >>> ex["features"].tolist()  # [A, B, C, log(1 + gap)] at visits 1 and 2
+    [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 2.3025851249694824]]
+    >>> ex["labels"].tolist()  # the next visit's codes and log(1 + days to it)
+    [[1.0, 1.0, 0.0, 2.3025851249694824], [0.0, 0.0, 1.0, 0.6931471824645996]]
+    """
+    import torch
+
+    examples = []
+    for patient in patients:
+        if len(patient.visits) < 2:
+            continue
+        every = visit_features(patient, codes)
+        sizes = torch.tensor([[float(len(visit.codes))] for visit in patient.visits[1:]])
+        streams = {"features": every[:-1], "labels": every[1:].clone(), "sizes": sizes}
+        examples.append(PatientExample(streams, patient))
+    return examples
+
+
+def recall_at_k(scores: Tensor, targets: Tensor, k: int, sizes: Tensor | None = None) -> Tensor:
+    """Per row, the share of the true codes among the ``k`` highest scores.
+
+    Args:
+        scores: ``[N, V]``.
+        targets: ``[N, V]`` multi-hot (1 = the code is in the visit).
+        k: how many codes are predicted.
+        sizes: ``[N]`` true codes per row when some lie outside the V (misses); default the
+            row sums of ``targets``.
+
+    Returns:
+        ``[N]``.
+
+    >>> import torch
+    >>> recall_at_k(torch.tensor([[0.9, 0.1, 0.5]]), torch.tensor([[1.0, 1.0, 0.0]]), 2).tolist()
+    [0.5]
+    """
+    k = min(k, scores.shape[-1])
+    top = scores.topk(k, dim=-1).indices
+    hits = targets.gather(-1, top).sum(-1)
+    total = targets.sum(-1) if sizes is None else sizes.reshape(-1).to(hits.dtype)
+    return hits / total.clamp(min=1)
+
+
+def frequency_scores(patients: Sequence[Patient], codes: Sequence[str]) -> Tensor:
+    """``[V]``: how often each code occurs in ``patients``' visits (the training patients)."""
+    import torch
+
+    counts = Counter(c for p in patients for v in p.visits for c in v.codes)
+    return torch.tensor([float(counts[c]) for c in codes])
+
+
+def history_scores(features: Tensor, frequency: Tensor) -> Tensor:
+    """``[n-1, V]``: at each visit, the patient's count of each code so far, plus 0.5 for the
+    codes of the current visit, plus the overall frequency scaled below 0.01 (to rank codes
+    the patient never had).
+
+    >>> import torch
+    >>> f = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 2.3]])
+    >>> history_scores(f, torch.tensor([0.0, 0.0, 5.0])).tolist()
+    [[1.5, 0.0, 0.009999999776482582], [1.0, 1.5, 0.009999999776482582]]
+    """
+    hot = features[:, :-1]
+    return hot.cumsum(0) + 0.5 * hot + 0.01 * frequency / frequency.max().clamp(min=1)

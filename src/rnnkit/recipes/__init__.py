@@ -28,11 +28,12 @@ class RecipeEntry:
 
 
 RECIPES: dict[str, RecipeEntry] = {
-    "grud": RecipeEntry(
-        "rnnkit.recipes.grud", "GRU-D against GRU baselines on series with missing values"
-    ),
     "solar": RecipeEntry(
         "rnnkit.recipes.solar", "the CNTK book's solar example: the book's files or days"
+    ),
+    "tag": RecipeEntry("rnnkit.recipes.tag", "tag every token: word/tag text or CoNLL columns"),
+    "visits": RecipeEntry(
+        "rnnkit.recipes.visits", "next-visit diagnosis codes from visit histories"
     ),
 }
 

@@ -119,6 +119,7 @@ class Recipe(Generic[C]):
         size_stream, unit: how :class:`MinibatchSource` counts a minibatch.
         metric: how the criterion's metric is shown.
         selection: the figure of ``figures`` the report leads with, and whether lower is better.
+        stop_on, stack_single: see below.
     """
 
     name: ClassVar[str] = ""
@@ -132,6 +133,12 @@ class Recipe(Generic[C]):
     size_stream: ClassVar[str | None] = None
     unit: ClassVar[str] = "sequences"
     metric: ClassVar[Metric] = Metric()
+    stop_on: ClassVar[tuple[str, str]] = ("val_loss", "min")
+    """The epoch figure early stopping and the best weights follow (an entry of metrics.csv,
+    e.g. ``"val_metric"``) and ``"min"`` or ``"max"``: which way is better."""
+    stack_single: ClassVar[bool] = True
+    """False: every tensor stream comes as a SequenceBatch, even from a source whose examples
+    all have one step (models that run over the steps of every example)."""
 
     # ------------------------------------------------------------------ hooks to implement
     def load_data(self, config: C) -> RecipeData:
@@ -160,6 +167,18 @@ class Recipe(Generic[C]):
         """One dict per example (``target`` and ``prediction`` at least) for the CSV."""
         raise NotImplementedError
 
+    def prediction_table(
+        self,
+        info: Mapping[str, Any],
+        ids: Sequence[str],
+        examples: Sequence[Example],
+        predictions: Sequence[Any],
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """The ids and rows of a predictions CSV: by default one row per example, from
+        :meth:`prediction_rows`; a recipe whose examples hold several predictions (one per
+        step) may give a row, with its own id, to each."""
+        return list(ids), self.prediction_rows(info, examples, predictions)
+
     def read_inputs(
         self, info: Mapping[str, Any], config: C, paths: Sequence[Path]
     ) -> tuple[list[str], list[Example]]:
@@ -184,6 +203,7 @@ class Recipe(Generic[C]):
             unit=self.unit,
             size_stream=self.size_stream,
             seed=seed,
+            stack_single=self.stack_single,
         )
 
     def optimizer(self, config: C, model: nn.Module) -> Any:
@@ -318,7 +338,10 @@ def _train_member(
     # The best validation epoch's weights are kept when early stopping or a time budget can
     # end the run; otherwise the model is the one after its last epoch.
     keep_best = settings.patience > 0 or budget is not None
-    stopper = EarlyStopping(patience=settings.patience or epochs + 1, restore_best=keep_best)
+    monitor, mode = recipe.stop_on
+    stopper = EarlyStopping(
+        monitor, patience=settings.patience or epochs + 1, mode=mode, restore_best=keep_best
+    )
     timer = TimeBudget(budget) if budget is not None else None
     callbacks += [LearningRateLogger(), stopper]
     if timer is not None:
@@ -348,7 +371,7 @@ def _train_member(
         "stop": summary.stop_reason,
         "best_epoch": stopper.best_epoch,
         "best_weights_kept": keep_best,
-        "best_val_loss": stopper.best if math.isfinite(stopper.best) else None,
+        f"best_{monitor}": stopper.best if math.isfinite(stopper.best) else None,
         "time_budget_reached": bool(timer is not None and timer.reached),
     }
     return model, trainer, facts
@@ -442,8 +465,9 @@ def run_recipe(
     evaluate_seconds = time.perf_counter() - evaluate_start
 
     run.save_model(model)
-    rows = recipe.prediction_rows(data.info, data.test, predictions)
-    run.write_predictions(data.test_ids(), rows)
+    run.write_predictions(
+        *recipe.prediction_table(data.info, data.test_ids(), data.test, predictions)
+    )
     run.plot_curves(title=f"rnnkit {recipe.name}")
     recipe.plot(config, data, predictions, run)
     reached = any(f["time_budget_reached"] for f in facts)
@@ -567,7 +591,7 @@ def predict_files(
         target_stream=recipe.target_stream,
     )
     predictions = trainer.predict(_input_source(recipe, config, examples))
-    return ids, recipe.prediction_rows(info.get("data", {}), examples, predictions)
+    return recipe.prediction_table(info.get("data", {}), ids, examples, predictions)
 
 
 def diagnose_run(run_dir: str | Path, out_png: str | Path, examples: int = 200) -> Any:
@@ -606,6 +630,7 @@ def _input_source(recipe: Recipe[Any], config: Any, examples: Iterable[Example])
         training=False,
         unit=recipe.unit,
         size_stream=recipe.size_stream,
+        stack_single=recipe.stack_single,
     )
 
 
