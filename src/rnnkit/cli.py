@@ -23,7 +23,6 @@ __all__ = ["TASK_MODULES", "main"]
 TASK_MODULES: tuple[str, ...] = (
     "rnnkit.tasks.trees",
     "rnnkit.tasks.longrange",
-    "rnnkit.tasks.missing",
     "rnnkit.tasks.lm",
     "rnnkit.tasks.seq2seq",
     "rnnkit.tasks.classify",

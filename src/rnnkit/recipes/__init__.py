@@ -28,6 +28,9 @@ class RecipeEntry:
 
 
 RECIPES: dict[str, RecipeEntry] = {
+    "grud": RecipeEntry(
+        "rnnkit.recipes.grud", "GRU-D against GRU baselines on series with missing values"
+    ),
     "solar": RecipeEntry(
         "rnnkit.recipes.solar", "the CNTK book's solar example: the book's files or days"
     ),

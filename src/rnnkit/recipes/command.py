@@ -26,7 +26,6 @@ LEGACY_COMMANDS: dict[str, str] = {
     "forecast": "forecast columns of a CSV file",
     "tree": "ListOps: a Tree-LSTM on gold trees against an LSTM on the tokens",
     "longrange": "the adding and copy tasks with long time lags",
-    "grud": "GRU-D against GRU baselines on series with missing values",
     "lm": "character language model: train, or sample from a trained run",
     "g2p": "grapheme to phoneme: encoder-decoder with attention",
     "classify": "classify sequences: UEA .ts, Fashion-MNIST by rows, sentences",
@@ -70,14 +69,20 @@ def _preset_of(argv: Sequence[str]) -> str | None:
     return None
 
 
-def build_recipe_parser(name: str, argv: Sequence[str] = ()) -> tuple[Parser, Any]:
-    """The parser of ``rnnkit NAME``; a ``--preset`` in ``argv`` sets its defaults."""
+def build_recipe_parser(
+    name: str, argv: Sequence[str] = (), action: str | None = None
+) -> tuple[Parser, Any]:
+    """The parser of ``rnnkit NAME``; a ``--preset`` in ``argv`` sets its defaults. With
+    ``action`` (one of the recipe's ``training_actions``), that of ``rnnkit NAME ACTION``."""
     recipe = get_recipe(name)
     preset = _preset_of(argv) or recipe.default_preset(argv)
     presets = recipe.presets
+    command = name if action is None else f"{name} {action}"
     parser = Parser(
-        prog=f"rnnkit {name}",
-        description=recipe.description or recipe.summary,
+        prog=f"rnnkit {command}",
+        description=recipe.description or recipe.summary
+        if action is None
+        else recipe.actions[action],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if preset is not None and preset not in presets:
@@ -93,11 +98,12 @@ def build_recipe_parser(name: str, argv: Sequence[str] = ()) -> tuple[Parser, An
             + "; ".join(f"{p}: {recipe.preset_help.get(p, '')}".rstrip(": ") for p in presets)
             + f" (default: {preset or 'none'})",
         )
+    run_dir = name if action is None else f"{name}-{action}"
     parser.add_argument(
         "--run-dir",
         type=Path,
-        default=Path("runs") / name,
-        help=f"where the run directory goes (default: runs/{name})",
+        default=Path("runs") / run_dir,
+        help=f"where the run directory goes (default: runs/{run_dir})",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bar or table (default: off)"
@@ -108,7 +114,10 @@ def build_recipe_parser(name: str, argv: Sequence[str] = ()) -> tuple[Parser, An
 
 def _run_action(name: str, action: str, argv: Sequence[str]) -> int:
     recipe = get_recipe(name)
-    parser = Parser(prog=f"rnnkit {name} {action}", description=recipe.actions[action])
+    if action in recipe.training_actions:
+        parser, _ = build_recipe_parser(name, argv, action)
+    else:
+        parser = Parser(prog=f"rnnkit {name} {action}", description=recipe.actions[action])
     recipe.add_action_arguments(action, parser)
     return recipe.run_action(action, parser.parse_args(argv))
 
