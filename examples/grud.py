@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             maes = [r[key] for r in rows if r["model"] == kind]
             mean = sum(maes) / len(maes)
             std = (sum((m - mean) ** 2 for m in maes) / len(maes)) ** 0.5
+            std = 0.0 if std < 1e-9 * abs(mean) else std  # equal up to rounding
             cells.append(f"{mean:.3g} ± {std:.2g}")
         seconds = sum(r["seconds"] for r in rows)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {seconds:.0f} |")

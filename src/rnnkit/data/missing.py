@@ -681,6 +681,7 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], models: Sequence[str]) -
     def spread(values: list[float]) -> str:
         mean = sum(values) / len(values)
         std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        std = 0.0 if std < 1e-9 * abs(mean) else std  # equal up to rounding
         return f"{mean:.4g} ± {std:.2g}" if len(values) > 1 else f"{mean:.4g}"
 
     lines = [

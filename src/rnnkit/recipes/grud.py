@@ -78,7 +78,7 @@ class GrudConfig:
         None, "folder of the real series (default: ../shared/data/timeseries)"
     )
     train: TrainSettings = option(
-        TrainSettings(epochs=30, learning_rate=0.005, patience=6, clip_norm=5.0),
+        TrainSettings(epochs=30, learning_rate=0.005, patience=6, clip_norm=5.0, threads=1),
         "training settings",
     )
 
