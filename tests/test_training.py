@@ -385,8 +385,12 @@ def test_progress_bar_draws_only_on_a_terminal() -> None:
     trainer = trainer_for(make_model(), callbacks=[ProgressBar(plain), ProgressBar(terminal)])
     trainer.fit(source(examples), epochs=1)
     assert plain.getvalue() == ""
-    assert "Epoch 1:" in terminal.getvalue() and "/48 [" in terminal.getvalue()
+    assert "epoch 1/1:" in terminal.getvalue() and "/48 [" in terminal.getvalue()
     assert "samples/s" in terminal.getvalue()
+    # the finished epoch leaves one line with its figures above the (cleared) bar
+    loss = trainer.evaluate(source(examples))["loss"]
+    assert "epoch 1/1: loss " in terminal.getvalue()
+    assert math.isfinite(loss)
 
 
 # ---------------------------------------------------------------------------- loggers, stopping

@@ -13,6 +13,8 @@ This module imports neither torch nor NumPy, so ``rnnkit --help`` stays fast.
 ... class Toy:
 ...     hidden_size: int = option(32, "hidden units", low=1)
 ...     cell: str = option("lstm", "the recurrent cell", choices=("lstm", "gru"))
+...     def __post_init__(self):
+...         check_config(self)
 >>> Toy(hidden_size=0)
 Traceback (most recent call last):
 ...
