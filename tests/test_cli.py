@@ -85,7 +85,8 @@ def test_reader_errors_are_one_line_not_a_traceback(tmp_path, capsys):
 
 def test_longrange_then_diagnose(tmp_path, capsys):
     run = tmp_path / "adding"
-    argv = ["longrange", "--cell", "rnn", "--length", "12", "--steps", "3", "--hidden", "8"]
+    argv = ["longrange", "--cell", "rnn", "--length", "12", "--epochs", "1", "--eval-every", "3"]
+    argv += ["--hidden-size", "8", "--quiet"]
     assert main([*argv, "--run-dir", str(run)]) == 0
     capsys.readouterr()
     assert main(["diagnose", str(run)]) == 0

@@ -323,14 +323,26 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert (width, height) == (560, 448)  # 7 x 5.6 inches at 80 dpi: two panels (gates)
 
 
-def test_diagnose_run_reproduces_the_saved_runs_test_loss(tmp_path: Path) -> None:
+def test_diagnose_run_reproduces_the_loss_on_the_configs_validation_data(tmp_path: Path) -> None:
+    """A run directory of the older layout: a saved model and a config.json naming the
+    generator of its validation data (the recipes now write run.json; see
+    rnnkit.recipes.harness.diagnose_run)."""
     pytest.importorskip("matplotlib")
     pytest.importorskip("safetensors")
-    from rnnkit.tasks.longrange import LongRangeRun, train_long_range
+    import json
 
-    run = LongRangeRun(cell="gru", length=12, hidden_size=8, max_steps=3, num_test=40)
-    result = train_long_range(run, tmp_path / "run")
+    from rnnkit.data.synthetic import adding_problem
+    from rnnkit.saving import save
+
+    torch.manual_seed(0)
+    model = Fold(GRUCell(2, 8)) >> Dense(8, 1)
+    save(model, tmp_path / "run")
+    spec = {"generator": "adding_problem", "num_examples": 40, "length": 12, "seed": 5}
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"validation": spec}))
     flow = diagnose_run(tmp_path / "run", tmp_path / "flow.png")
-    np.testing.assert_allclose(flow.loss, result.test_loss, rtol=1e-5)
+    x, y = adding_problem(40, 12, seed=5)
+    with torch.no_grad():
+        mse = float(((model(SequenceBatch.from_padded(x, [12] * 40)) - y) ** 2).mean())
+    np.testing.assert_allclose(flow.loss, mse, rtol=1e-5)
     assert (tmp_path / "flow.png").stat().st_size > 0
     assert flow.layers[0].steps.tolist() == list(range(12))

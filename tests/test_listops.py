@@ -1,34 +1,22 @@
-"""ListOps: generator against an independent evaluator, TSV round trip, a tiny training run."""
+"""ListOps: generator against an independent evaluator, TSV round trip (the recipe, ``rnnkit
+tree``: tests/test_recipe_tree.py)."""
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
 from rnnkit.data.errors import ReaderError
 from rnnkit.data.listops import (
     LISTOPS_VOCAB,
     ListOpsConfig,
-    ListOpsExample,
     evaluate_listops,
     generate_listops,
     read_listops_tsv,
     write_listops_tsv,
 )
-from rnnkit.tasks.trees import (
-    ListOpsRun,
-    TreeClassifier,
-    listops_split,
-    lr_factor,
-    majority_rate,
-    make_optimizer,
-    train_listops_model,
-)
-from rnnkit.trees import Tree, TreeBatch
 
 
 def prefix_eval(tokens: list[str], i: int = 0) -> tuple[int, int, int]:
@@ -166,115 +154,3 @@ def test_evaluate_refuses_a_malformed_tree() -> None:
         evaluate_listops("[MAX 2 x ]")
     with pytest.raises(ValueError, match="operator: expected one of"):
         evaluate_listops("[FIRST 2 3 ]")
-
-
-def test_tree_lstm_learns_a_tiny_slice_beyond_the_majority_class() -> None:
-    """400 shallow trees (one list of digits each), 15 short epochs: a few seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # restored below; one thread keeps the run the same everywhere
-    run = ListOpsRun(
-        num_train=400,
-        num_test=200,
-        data=ListOpsConfig(max_depth=2, max_length=30),
-        epochs=15,
-        embedding_size=32,
-        hidden_size=32,
-        batch_size=32,
-        learning_rate=1e-2,
-        seed=0,
-    )
-    train, test = listops_split(run)
-    majority = majority_rate(test)
-    assert majority < 0.2
-    try:
-        result = train_listops_model("tree-lstm", train, test, run)
-    finally:
-        torch.set_num_threads(threads)
-    assert result.majority_rate == majority
-    assert result.test_accuracy > majority + 0.25, result
-
-
-def test_unknown_model_kind() -> None:
-    with pytest.raises(ValueError, match="kind: expected one of"):
-        train_listops_model("gru", [ListOpsExample(1, "1")], [ListOpsExample(1, "1")], ListOpsRun())
-
-
-def _tiny_run(**options: object) -> ListOpsRun:
-    return ListOpsRun(
-        num_train=64,
-        num_test=16,
-        data=ListOpsConfig(max_depth=2, max_length=20),
-        epochs=3,
-        embedding_size=8,
-        hidden_size=8,
-        batch_size=16,
-        learning_rate=1e-2,
-        seed=0,
-        **options,  # type: ignore[arg-type]
-    )
-
-
-def test_lr_factor_hand_computed() -> None:
-    run = ListOpsRun(epochs=5, lr_schedule="cosine", warmup_epochs=1, hold_epochs=2)
-    # 10 steps per epoch: warm-up (s + 1) / 10, hold until epoch 2, cosine over epochs 2-5.
-    got = [lr_factor(s, 10, run) for s in (0, 4, 9, 15, 20, 35, 50)]
-    want = [0.1, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0]
-    assert got == pytest.approx(want)
-    plain = ListOpsRun(epochs=2, lr_schedule="cosine")
-    assert lr_factor(5, 10, plain) == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
-
-
-def test_cosine_schedule_sets_the_optimizers_learning_rate() -> None:
-    """4 batches per epoch; the logged rate after each epoch is the schedule's, not 1e-2."""
-    run = _tiny_run(lr_schedule="cosine", hold_epochs=1)
-    train, test = listops_split(run)
-    lines: list[str] = []
-    train_listops_model("tree-lstm", train, test, run, log=lines.append)
-    rates = [float(line.rsplit(" ", 1)[1]) for line in lines]
-    assert rates == pytest.approx([1e-2, 0.5e-2, 0.0])
-    lines.clear()
-    train_listops_model("tree-lstm", train, test, _tiny_run(lr_decay=0.5), log=lines.append)
-    assert [float(line.rsplit(" ", 1)[1]) for line in lines] == pytest.approx(
-        [0.5e-2, 0.25e-2, 0.125e-2]
-    )
-
-
-def test_dropout_on_the_root_state_acts_in_training_only() -> None:
-    examples = generate_listops(8, ListOpsConfig(max_depth=3, max_length=30), seed=2)
-    batch = TreeBatch.from_trees([Tree.from_listops(ex.sequence) for ex in examples], LISTOPS_VOCAB)
-    torch.manual_seed(0)
-    model = TreeClassifier(8, 8, dropout=0.5)
-    h, _ = model.encoder.root_states(batch, batch.embed(model.embedding))
-    model.eval()
-    assert torch.allclose(model(batch), model.output(h))
-    model.train()
-    torch.manual_seed(1)
-    logits = model(batch)
-    torch.manual_seed(1)
-    mask = torch.nn.functional.dropout(torch.ones_like(h), 0.5)  # the same draw: kept units x2
-    assert torch.allclose(logits, model.output(h * mask), atol=1e-6)
-    assert not torch.allclose(logits, model.output(h))
-
-
-def test_weight_decay_is_decoupled_and_off_by_default() -> None:
-    """With zero gradients Adam's step is zero, so AdamW only shrinks: w (1 - lr wd)."""
-    layer = torch.nn.Linear(3, 2)
-    before = [p.detach().clone() for p in layer.parameters()]
-    for run, factor in ((ListOpsRun(weight_decay=0.1), 1 - 1e-3 * 0.1), (ListOpsRun(), 1.0)):
-        for p, b in zip(layer.parameters(), before, strict=True):
-            p.data.copy_(b)
-        optimizer = make_optimizer(layer, run)
-        for p in layer.parameters():
-            p.grad = torch.zeros_like(p)
-        optimizer.step()
-        for p, b in zip(layer.parameters(), before, strict=True):
-            assert torch.allclose(p.detach(), b * factor, rtol=0, atol=1e-7)
-
-
-def test_run_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="lr_schedule"):
-        ListOpsRun(lr_schedule="step")
-    with pytest.raises(ValueError, match="dropout"):
-        ListOpsRun(dropout=1.0)
-    with pytest.raises(ValueError, match="weight_decay"):
-        ListOpsRun(weight_decay=-1.0)

@@ -21,8 +21,6 @@ __all__ = ["TASK_MODULES", "main"]
 # Each module's ``add_commands(subparsers) -> {name: handler}`` adds its subcommands; a handler
 # takes the parsed arguments and returns the exit status. Heavy imports stay inside handlers.
 TASK_MODULES: tuple[str, ...] = (
-    "rnnkit.tasks.trees",
-    "rnnkit.tasks.longrange",
     "rnnkit.tasks.lm",
     "rnnkit.tasks.seq2seq",
     "rnnkit.tasks.classify",

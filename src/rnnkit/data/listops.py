@@ -14,6 +14,10 @@ Long Range Arena variant (depth 10, up to 10 arguments, 500 to 2000 tokens).
 
 Files are TSV, one example a line: ``label TAB sequence``.
 
+For training, an expression goes into a :class:`~rnnkit.data.MinibatchSource` as a
+:class:`ListOpsExpression` (which collates into the :class:`~rnnkit.trees.TreeBatch` of the
+gold trees, token ids as inputs) or as its token ids (:func:`listops_token_ids`).
+
 >>> evaluate_listops("[MAX 2 9 [MIN 4 7 ] 0 ]"), evaluate_listops("[SM 8 [MED 1 2 ] 5 ]")
 (9, 4)
 >>> examples = generate_listops(3, ListOpsConfig(max_depth=3), seed=1)
@@ -24,24 +28,29 @@ True
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.trees import Tree
+from rnnkit.trees import Tree, TreeBatch
 
 __all__ = [
     "LISTOPS_VOCAB",
+    "NUM_CLASSES",
     "OPERATORS",
     "ListOpsConfig",
     "ListOpsExample",
+    "ListOpsExpression",
     "evaluate_listops",
     "generate_listops",
+    "listops_token_ids",
     "read_listops_tsv",
     "write_listops_tsv",
 ]
@@ -53,12 +62,46 @@ LISTOPS_VOCAB: dict[str, int] = {
 }
 """Token ids: the 4 operators, ``]``, then the digits 0-9 (15 tokens)."""
 
+NUM_CLASSES = 10
+"""An expression's value is a digit: 10 classes."""
+
 
 class ListOpsExample(NamedTuple):
     """One example: its value (0-9) and its expression."""
 
     label: int
     sequence: str
+
+
+def listops_token_ids(sequence: str) -> Tensor:
+    """The flat tokens of an expression as ids ``[T]`` (int64), the input of an LSTM.
+
+    >>> listops_token_ids("[SM 1 2 ]").tolist()
+    [3, 6, 7, 4]
+    """
+    return torch.tensor([LISTOPS_VOCAB[t] for t in sequence.split()], dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class ListOpsExpression:
+    """One expression as a :class:`~rnnkit.data.MinibatchSource` value: a minibatch of them
+    collates into the :class:`~rnnkit.trees.TreeBatch` of their gold trees, with the token ids
+    of :data:`LISTOPS_VOCAB` as node inputs (internal nodes have none).
+
+    Only the string is kept, and it is parsed when a minibatch is made, so 90,000 training
+    expressions hold a few megabytes rather than the trees' nodes.
+
+    >>> batch = ListOpsExpression.collate([ListOpsExpression("[SM 1 2 ]")])
+    >>> batch.num_trees, batch.num_nodes, batch.inputs.tolist()
+    (1, 7, [3, 6, 7, 4, -1, -1, -1])
+    """
+
+    sequence: str
+
+    @classmethod
+    def collate(cls, items: Sequence[ListOpsExpression]) -> TreeBatch:
+        """The TreeBatch of the items' gold trees (the hook a MinibatchSource calls)."""
+        return TreeBatch.from_trees([Tree.from_listops(i.sequence) for i in items], LISTOPS_VOCAB)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@
 Both return plain tensors (``[B, T, ...]`` inputs, targets); :func:`as_examples` turns them
 into the examples :class:`~rnnkit.data.MinibatchSource` batches.
 
+Files (for ``rnnkit predict``): an adding-problem file is CSV, one step a line
+``value,marker``, a blank line between sequences and an optional header line
+``value,marker`` (:func:`read_adding_csv`, :func:`write_adding_csv`); a copy-task file has one
+sequence a line, its symbol ids separated by spaces (:func:`read_copy_file`,
+:func:`write_copy_file`).
+
 >>> x, y = adding_problem(2, 6, seed=0)
 >>> x.shape, y.shape, x[:, :, 1].sum(dim=1).tolist()
 (torch.Size([2, 6, 2]), torch.Size([2, 1]), [2.0, 2.0])
@@ -29,10 +35,13 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
+
+from rnnkit.data.errors import ReaderError
+from rnnkit.data.files import PathArg, read_lines
 
 __all__ = [
     "ADDING_BASELINE_MSE",
@@ -40,6 +49,10 @@ __all__ = [
     "as_examples",
     "copy_baseline",
     "copy_task",
+    "read_adding_csv",
+    "read_copy_file",
+    "write_adding_csv",
+    "write_copy_file",
 ]
 
 ADDING_BASELINE_MSE = 1.0 / 6.0
@@ -142,3 +155,128 @@ def as_examples(x: Tensor, y: Tensor, names: Sequence[str] = ("x", "y")) -> list
         {names[0]: xi, names[1]: yi if per_step else yi.reshape(1, *yi.shape)}
         for xi, yi in zip(x, y, strict=True)
     ]
+
+
+ADDING_HEADER = "value,marker"
+
+
+def write_adding_csv(path: PathArg, sequences: Iterable[Tensor]) -> None:
+    """Write adding-problem inputs (each ``[T, 2]``: value, marker) as :func:`read_adding_csv`
+    reads them, with the header line."""
+    blocks = []
+    for x in sequences:
+        blocks.append("\n".join(f"{float(v)!r},{float(m):g}" for v, m in x.tolist()))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(ADDING_HEADER + "\n" + "\n\n".join(blocks) + "\n")
+
+
+def read_adding_csv(path: PathArg) -> list[Tensor]:
+    """Adding-problem inputs from a CSV file: one step a line, ``value,marker`` (two numbers),
+    a blank line between sequences, an optional first line ``value,marker``.
+
+    Returns one float32 tensor ``[T, 2]`` per sequence. Errors are :class:`ReaderError` at
+    ``path:line:column``.
+
+    >>> import tempfile, os
+    >>> x, _ = adding_problem(2, 3, seed=0)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_adding_csv(os.path.join(tmp, "a.csv"), x)
+    ...     back = read_adding_csv(os.path.join(tmp, "a.csv"))
+    >>> [bool(torch.equal(a, b)) for a, b in zip(back, x)]
+    [True, True]
+    """
+    sequences: list[Tensor] = []
+    rows: list[list[float]] = []
+    for number, line in enumerate(read_lines(path), start=1):
+        text = line.strip()
+        if number == 1 and text.replace(" ", "") == ADDING_HEADER:
+            continue
+        if not text:
+            if rows:
+                sequences.append(torch.tensor(rows, dtype=torch.float32))
+                rows = []
+            continue
+        pieces = line.split(",")
+        if len(pieces) != 2:
+            raise ReaderError(
+                f"expected two columns 'value,marker', found {len(pieces)}",
+                path=path,
+                line=number,
+                column=1,
+            )
+        row = []
+        column = 1
+        for piece in pieces:
+            try:
+                value = float(piece)
+            except ValueError:
+                raise ReaderError(
+                    f"expected a number, found {piece.strip()!r}",
+                    path=path,
+                    line=number,
+                    column=column,
+                ) from None
+            if not math.isfinite(value):
+                raise ReaderError(
+                    f"expected a finite number, found {piece.strip()!r}",
+                    path=path,
+                    line=number,
+                    column=column,
+                )
+            row.append(value)
+            column += len(piece) + 1
+        rows.append(row)
+    if rows:
+        sequences.append(torch.tensor(rows, dtype=torch.float32))
+    if not sequences:
+        raise ReaderError(
+            "expected at least one sequence of 'value,marker' lines, found none", path=path
+        )
+    return sequences
+
+
+def write_copy_file(path: PathArg, sequences: Iterable[Tensor]) -> None:
+    """Write copy-task inputs (each ``[T]`` ids) one sequence a line, as
+    :func:`read_copy_file` reads them."""
+    with open(path, "w", encoding="utf-8") as f:
+        for ids in sequences:
+            f.write(" ".join(str(int(i)) for i in ids.tolist()) + "\n")
+
+
+def read_copy_file(path: PathArg, num_symbols: int = 8) -> list[Tensor]:
+    """Copy-task inputs: one sequence a line, symbol ids separated by spaces (0 the blank,
+    ``1..num_symbols`` the data, ``num_symbols + 1`` the delimiter); blank lines are skipped.
+
+    Returns one int64 tensor ``[T]`` per sequence. Errors are :class:`ReaderError` at
+    ``path:line:column``.
+
+    >>> import tempfile, os
+    >>> x, _ = copy_task(2, delay=3, num_copy=2, seed=0)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_copy_file(os.path.join(tmp, "c.txt"), x)
+    ...     back = read_copy_file(os.path.join(tmp, "c.txt"))
+    >>> bool(torch.equal(torch.stack(back), x))
+    True
+    """
+    _check_count("num_symbols", num_symbols, 1)
+    sequences = []
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        ids = []
+        column = 1
+        for piece in line.split(" "):
+            if piece:
+                if not piece.isdigit() or int(piece) > num_symbols + 1:
+                    raise ReaderError(
+                        f"expected a symbol id 0-{num_symbols + 1}, found {piece!r}",
+                        path=path,
+                        line=number,
+                        column=column,
+                    )
+                ids.append(int(piece))
+            column += len(piece) + 1
+        sequences.append(torch.tensor(ids, dtype=torch.int64))
+    if not sequences:
+        raise ReaderError("expected at least one line of symbol ids, found none", path=path)
+    return sequences

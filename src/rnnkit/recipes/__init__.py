@@ -31,10 +31,16 @@ RECIPES: dict[str, RecipeEntry] = {
     "grud": RecipeEntry(
         "rnnkit.recipes.grud", "GRU-D against GRU baselines on series with missing values"
     ),
+    "longrange": RecipeEntry(
+        "rnnkit.recipes.longrange", "the adding and copy tasks with long time lags"
+    ),
     "solar": RecipeEntry(
         "rnnkit.recipes.solar", "the CNTK book's solar example: the book's files or days"
     ),
     "tag": RecipeEntry("rnnkit.recipes.tag", "tag every token: word/tag text or CoNLL columns"),
+    "tree": RecipeEntry(
+        "rnnkit.recipes.tree", "ListOps: a Tree-LSTM on gold trees against an LSTM on the tokens"
+    ),
     "visits": RecipeEntry(
         "rnnkit.recipes.visits", "next-visit diagnosis codes from visit histories"
     ),

@@ -24,8 +24,6 @@ __all__ = ["LEGACY_COMMANDS", "build_recipe_parser", "run_command"]
 LEGACY_COMMANDS: dict[str, str] = {
     "demo": "forecast the CO2 series shipped with rnnkit",
     "forecast": "forecast columns of a CSV file",
-    "tree": "ListOps: a Tree-LSTM on gold trees against an LSTM on the tokens",
-    "longrange": "the adding and copy tasks with long time lags",
     "lm": "character language model: train, or sample from a trained run",
     "g2p": "grapheme to phoneme: encoder-decoder with attention",
     "classify": "classify sequences: UEA .ts, Fashion-MNIST by rows, sentences",

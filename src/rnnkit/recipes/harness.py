@@ -190,6 +190,12 @@ class Recipe(Generic[C]):
         """The training settings inside ``config`` (its ``train`` field)."""
         return config.train  # type: ignore[attr-defined]
 
+    def metric_for(self, config: C) -> Metric:
+        """How the criterion's metric is shown for this config (default: :attr:`metric`; a
+        recipe whose tasks measure different things, an error rate or a squared error, says
+        which here)."""
+        return self.metric
+
     def source(
         self, config: C, examples: Sequence[Example], *, training: bool, seed: int = 0
     ) -> MinibatchSource:
@@ -334,7 +340,8 @@ def _train_member(
     scheduler = recipe.scheduler(config, optimizer, steps_per_epoch * epochs)
     callbacks: list[Any] = []
     if progress:
-        callbacks += auto_progress(recipe.metric.name, recipe.metric.percent)
+        metric = recipe.metric_for(config)
+        callbacks += auto_progress(metric.name, metric.percent)
     # The best validation epoch's weights are kept when early stopping or a time budget can
     # end the run; otherwise the model is the one after its last epoch.
     keep_best = settings.patience > 0 or budget is not None
