@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from rnnkit import load
-from rnnkit.cli import co2_csv, main
+from rnnkit.cli import main
+from rnnkit.recipes.forecast import co2_csv
+from rnnkit.recipes.rundir import CONTRACT
 
 
 def _seasonal_naive_mae_by_hand(values: np.ndarray) -> float:
@@ -33,24 +35,33 @@ def _seasonal_naive_mae_by_hand(values: np.ndarray) -> float:
 
 def test_demo_runs_and_writes_its_run_directory(tmp_path, capsys):
     run = tmp_path / "demo"
-    assert main(["demo", "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert main(["demo", "--epochs", "1", "--quiet", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])
     with co2_csv().open() as f:
         rows = list(csv.DictReader(f))
     values = np.array([float(r["co2"]) if r["co2"] else np.nan for r in rows])
     assert len(values) == 2284 and int(np.isnan(values).sum()) == 59
-    assert result["naive_mae"] == pytest.approx(_seasonal_naive_mae_by_hand(values), rel=1e-6)
-    assert result["observed_targets"] > 0 and math.isfinite(result["mae"])
-    config = json.loads((run / "config.json").read_text())
-    assert config["epochs"] == 1 and config["target"] == "co2"
+    naive = result["baselines"]["seasonal naive (season 52)"]
+    assert naive["mae"] == pytest.approx(_seasonal_naive_mae_by_hand(values), rel=1e-6)
+    assert math.isfinite(result["mae"]) and result["recipe"] == "demo"
+    assert {p.name for p in run.iterdir()} == {*CONTRACT, "forecast.png"}
+    info = json.loads((run / "run.json").read_text())
+    assert info["recipe"] == "demo" and info["config"]["train"]["epochs"] == 1
+    assert info["config"]["target"] == ["co2"] and info["config"]["csv"] == str(co2_csv())
     assert "| seasonal naive (season 52) |" in (run / "report.md").read_text()
+    with (run / "predictions.csv").open() as f:
+        predictions = list(csv.DictReader(f))
+    assert len(predictions) == 74  # one per test window: 229 test weeks - 104 - 52 + 1
+    first = rows[math.floor(0.9 * len(rows) + 1e-9) + 104]["date"]  # its first forecast week
+    assert predictions[0]["id"] == f"{first[:4]}-{first[4:6]}-{first[6:]}" == "1999-08-14"
+    assert len(predictions[0]["prediction"].split()) == 52
     model = load(run)
     assert sum(p.numel() for p in model.parameters()) == 4 * 32 * (2 + 32 + 2) + 33 * 52
     assert (run / "forecast.png").stat().st_size > 1000
     with (run / "metrics.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 1  # one epoch, one row
-    # the gradient flow of the saved run, on its validation windows rebuilt from config.json
+    # the gradient flow of the saved run, on its validation windows rebuilt from run.json
     assert main(["diagnose", str(run)]) == 0
     assert "layers.0: |dL/dh_t| from" in capsys.readouterr().out
     assert (run / "gradients.png").read_bytes()[:4] == b"\x89PNG"
@@ -59,10 +70,9 @@ def test_demo_runs_and_writes_its_run_directory(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["demo", "--epochs", "0"], "argument --epochs: expected a positive integer, found '0'"),
+        (["demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1, found 0"),
         (["demo", "--cell", "rnn"], "argument --cell: invalid choice: 'rnn' (choose from"),
         (["solar", "--data", "x"], "argument --data: invalid choice: 'x' (choose from"),
-        (["forecast", "missing.csv", "--time-column", "t", "--target", "y"], "no such file"),
         (["nope"], "argument command: invalid choice: 'nope'"),
     ],
 )

@@ -278,14 +278,7 @@ def test_no_import_cycles():
 
 
 # (importer, private name, its module) left as they are for now.
-ALLOWED_PRIVATE = frozenset(
-    {
-        # rewritten with the recipe harness (issue 14)
-        ("rnnkit.diagnostics", "_prepare", "rnnkit.tasks.forecast"),
-        # rewritten with the recipe harness (issue 14)
-        ("rnnkit.diagnostics", "_window_sets", "rnnkit.tasks.forecast"),
-    }
-)
+ALLOWED_PRIVATE: frozenset[tuple[str, str, str]] = frozenset()
 
 
 def test_no_module_imports_another_modules_private_names():

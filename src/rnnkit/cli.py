@@ -1,20 +1,17 @@
 """The ``rnnkit`` command: ready recipes over the user's files, each writing a run directory.
 
-``rnnkit demo`` forecasts the weekly Mauna Loa CO2 series shipped inside the package. Every
-subcommand has ``--help``; a bad argument gives one line naming the argument and what it
-accepts, and exit status 2.
+Every subcommand has ``--help``; a bad argument gives one line naming the argument and what
+it accepts, and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 __all__ = ["TASK_MODULES", "main"]
 
@@ -28,95 +25,10 @@ TASK_MODULES: tuple[str, ...] = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage dump): ``rnnkit demo: error: ...``."""
+    """argparse, but errors are one line (no usage dump): ``rnnkit tree: error: ...``."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
-    return value
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
-    return path
-
-
-def _print_result(result: dict[str, Any]) -> None:
-    print(json.dumps(result, sort_keys=False))
-
-
-# ----------------------------------------------------------------------------- demo / forecast
-
-
-def co2_csv() -> Path:
-    """The CO2 series shipped inside the package."""
-    return Path(str(resources.files("rnnkit") / "datasets" / "co2-weekly.csv"))
-
-
-def _add_forecast_options(p: argparse.ArgumentParser, demo: bool) -> None:
-    p.add_argument("--input-length", type=_positive_int, default=104, help="input window steps")
-    p.add_argument("--horizon", type=_positive_int, default=52, help="steps to forecast")
-    p.add_argument("--season", type=_positive_int, default=52, help="steps in a season")
-    p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
-    p.add_argument("--hidden-size", type=_positive_int, default=32)
-    p.add_argument("--epochs", type=_positive_int, default=20 if demo else 40)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--run-dir",
-        type=Path,
-        default=Path("runs") / ("demo" if demo else "forecast"),
-        help="where config.json, model.safetensors, metrics.csv, forecast.png, report.md go",
-    )
-
-
-def _run_forecast(
-    args: argparse.Namespace, path: Path, time_column: str, target: str, time_format: str | None
-) -> int:
-    from rnnkit.data.timeseries import load_series
-    from rnnkit.tasks.forecast import ForecastConfig, forecast
-
-    series = load_series(path, time_column, [target], time_format=time_format)
-    config = ForecastConfig(
-        target=target,
-        input_length=args.input_length,
-        horizon=args.horizon,
-        season=args.season,
-        cell=args.cell,
-        hidden_size=args.hidden_size,
-        epochs=args.epochs,
-        patience=max(3, args.epochs // 4),
-        seed=args.seed,
-    )
-    missing = int((series.mask == 0).sum())
-    print(
-        f"{path.name}: {len(series)} steps of {target!r}, {missing} missing (filled for the "
-        "input, flagged by a mask, left out of every error)"
-    )
-    source = {"csv": str(path.resolve()), "time_column": time_column, "time_format": time_format}
-    result = forecast(series, config, args.run_dir, data_source=source)
-    print(
-        f"test MAE {result.mae:.3f} (seasonal naive {result.naive_mae:.3f}); "
-        f"MASE {result.mase:.3f} (seasonal naive {result.naive_mase:.3f})"
-    )
-    print(f"run directory: {args.run_dir}")
-    _print_result(
-        {"data": path.name, "split": "time 0.8/0.1/0.1", **result.as_dict(), "seed": args.seed}
-    )
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    return _run_forecast(args, co2_csv(), "date", "co2", "%Y%m%d")
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -142,37 +54,6 @@ def build_legacy_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-    demo = sub.add_parser("demo", help="forecast the CO2 series shipped with rnnkit")
-    _add_forecast_options(demo, demo=True)
-    commands["demo"] = _demo
-
-    fc = sub.add_parser("forecast", help="forecast columns of a CSV file")
-    fc.add_argument("csv", type=_existing_file, help="a CSV file with a header row")
-    fc.add_argument(
-        "--time-column", default=None, help="the column of timestamps (default: row order)"
-    )
-    fc.add_argument("--target", required=True, help="the column(s) to forecast, comma-separated")
-    fc.add_argument(
-        "--known", default="", help="columns known in advance over the horizon, comma-separated"
-    )
-    fc.add_argument(
-        "--model",
-        choices=("window", "stream"),
-        default="window",
-        help="window: Fold over each input window; stream: a forecast at every step",
-    )
-    fc.add_argument("--stride", type=_positive_int, default=1, help="steps between windows")
-    fc.add_argument(
-        "--residual",
-        action="store_true",
-        help="window model: learn the difference from the seasonal-naive forecast",
-    )
-    fc.add_argument("--time-format", default=None, help="strptime format, e.g. %%Y%%m%%d")
-    _add_forecast_options(fc, demo=False)
-    commands["forecast"] = lambda args: importlib.import_module(
-        "rnnkit.tasks.forecast"
-    ).forecast_command(args)
 
     diag = sub.add_parser(
         "diagnose",

@@ -404,37 +404,6 @@ def gradient_flow(model: nn.Module, batch: Any, loss_fn: Callable[[Any], Tensor]
 _GENERATORS = ("adding_problem", "copy_task")
 
 
-def _forecast_flow(directory: Path, config: dict[str, Any]) -> GradientFlow:
-    """The gradient flow of a forecast run (``rnnkit demo``, ``rnnkit forecast``) on its
-    validation windows, rebuilt from the CSV and settings its ``config.json`` records."""
-    from rnnkit.data.timeseries import load_series
-    from rnnkit.saving import load
-    from rnnkit.tasks import forecast as fc
-
-    data = config["data"]
-    settings = {k: v for k, v in config.items() if k != "data"}
-    for key in ("split", "known"):
-        if key in settings:
-            settings[key] = tuple(settings[key])
-    if isinstance(settings.get("target"), list):
-        settings["target"] = tuple(settings["target"])
-    forecast_config = fc.ForecastConfig(**settings)
-    if forecast_config.model != "window":
-        raise ValueError(
-            f"{directory / 'config.json'}: gradient flow is drawn for window forecasters; "
-            f"this run's model is {forecast_config.model!r}"
-        )
-    columns = [*forecast_config.targets, *forecast_config.known]
-    series = load_series(data["csv"], data["time_column"], columns, time_format=data["time_format"])
-    validation = fc._window_sets(fc._prepare(series, forecast_config), forecast_config)[1]
-    batch = SequenceBatch.from_list([e["features"] for e in validation])
-    target = torch.cat([e["labels"] for e in validation])
-    model = load(directory)
-    return gradient_flow(
-        model, batch, lambda out: fc.masked_squared_error(out, target) / len(validation)
-    )
-
-
 def diagnose_run(run_dir: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> GradientFlow:
     """Load the model saved in ``run_dir`` and plot its gradient flow on the run's validation
     data into ``out_png``.
@@ -455,10 +424,6 @@ def diagnose_run(run_dir: str | os.PathLike[str], out_png: str | os.PathLike[str
     if not config_path.is_file():
         raise FileNotFoundError(f"run_dir: expected {config_path} (the run's config), not found")
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    if isinstance(config, dict) and isinstance(config.get("data"), dict) and "target" in config:
-        flow = _forecast_flow(directory, config)
-        flow.plot(out_png, title=f"{directory.name}: gradient flow (loss {flow.loss:.4g})")
-        return flow
     spec = config.get("validation") if isinstance(config, dict) else None
     if not isinstance(spec, dict) or spec.get("generator") not in _GENERATORS:
         raise ValueError(

@@ -28,6 +28,12 @@ class RecipeEntry:
 
 
 RECIPES: dict[str, RecipeEntry] = {
+    "demo": RecipeEntry(
+        "rnnkit.recipes.demo", "forecast the CO2 series shipped with rnnkit a year ahead"
+    ),
+    "forecast": RecipeEntry(
+        "rnnkit.recipes.forecast", "forecast columns of a CSV file against seasonal naive"
+    ),
     "grud": RecipeEntry(
         "rnnkit.recipes.grud", "GRU-D against GRU baselines on series with missing values"
     ),

@@ -22,8 +22,6 @@ __all__ = ["LEGACY_COMMANDS", "build_recipe_parser", "run_command"]
 
 # Commands still served by the recipes of rnnkit.tasks (name -> the line of rnnkit --help).
 LEGACY_COMMANDS: dict[str, str] = {
-    "demo": "forecast the CO2 series shipped with rnnkit",
-    "forecast": "forecast columns of a CSV file",
     "lm": "character language model: train, or sample from a trained run",
     "g2p": "grapheme to phoneme: encoder-decoder with attention",
     "classify": "classify sequences: UEA .ts, Fashion-MNIST by rows, sentences",
