@@ -276,7 +276,8 @@ _METAVARS = {"int": "N", "float": "X", "path": "PATH", "list": "A,B", "str": "TE
 def _with_default(help_text: str, default: Any) -> str:
     if "(default" in help_text:
         return help_text
-    return f"{help_text} (default: {_default_text(default)})"
+    shown = _default_text(default).replace("%", "%%")  # argparse formats help with %
+    return f"{help_text} (default: {shown})"
 
 
 def _fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
