@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from rnnkit import GRUCell, GRUDCell, LSTMCell, Recurrence, RNNCell, SequenceBatch
-from rnnkit.cells import Cell, check_cell
+from rnnkit import GRUCell, GRUDCell, LSTMCell, MinGRUCell, Recurrence, RNNCell, SequenceBatch
+from rnnkit.cells import Cell, FusedKernel, check_cell
 
 TOL = {"atol": 1e-6, "rtol": 1e-5}  # float32
 
@@ -256,3 +256,46 @@ def test_grud_refuses_bad_shapes_and_means():
         GRUDCell.pack_inputs(torch.zeros(3, 2), torch.zeros(3, 1), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="x_mean: expected 2 finite training means"):
         GRUDCell(2, 3, x_mean=torch.tensor([1.0, float("nan")]))
+
+
+@pytest.mark.parametrize(
+    "make,answer",
+    [
+        (lambda: RNNCell(3, 4), FusedKernel("rnn_tanh")),
+        (lambda: RNNCell(3, 4, nonlinearity="relu"), FusedKernel("rnn_relu")),
+        (lambda: RNNCell(3, 4, nonlinearity="sigmoid"), "a sigmoid RNNCell"),
+        (lambda: LSTMCell(3, 4), FusedKernel("lstm")),
+        (lambda: LSTMCell(3, 4, bias=False), FusedKernel("lstm")),
+        (lambda: LSTMCell(3, 4, peepholes=True), "an LSTMCell with peepholes, layer_norm or"),
+        (lambda: LSTMCell(3, 4, proj_size=2), "an LSTMCell with peepholes, layer_norm or"),
+        (lambda: GRUCell(3, 4), FusedKernel("gru")),
+        (lambda: GRUCell(3, 4, reset="before"), "a GRUCell with reset='before'"),
+        (lambda: MinGRUCell(3, 4), "MinGRUCell, which has no fused kernel"),
+        (lambda: GRUDCell(1, 4), "GRUDCell, which has no fused kernel"),
+    ],
+)
+def test_cells_declare_their_fused_kernel(make, answer):
+    got = make().fused_kernel()
+    if isinstance(answer, FusedKernel):
+        assert got == answer
+        assert callable(getattr(torch._VF, got.name))
+        assert got.pair == (got.name == "lstm")
+    else:
+        assert isinstance(got, str) and got.startswith(answer)
+
+
+@pytest.mark.parametrize("method", ["forward", "input_projection", "step"])
+@pytest.mark.parametrize("base", [RNNCell, LSTMCell, GRUCell])
+def test_a_subclass_that_redefines_the_computation_loses_the_kernel(base, method):
+    def same(self, *args, **kwargs):  # the same result, but the kernel cannot know that
+        return getattr(base, method)(self, *args, **kwargs)
+
+    changed = type("Changed", (base,), {method: same})
+    assert changed(3, 4).fused_kernel() == f"Changed, which redefines {base.__name__}.{method}"
+    # the initial state is no part of the kernel: the engine asks the cell for it
+    own_start = type(
+        "OwnStart", (base,), {"initial_state": lambda s, *a: base.initial_state(s, *a)}
+    )
+    assert isinstance(own_start(3, 4).fused_kernel(), FusedKernel)
+    unchanged = type("Unchanged", (base,), {})
+    assert isinstance(unchanged(3, 4).fused_kernel(), FusedKernel)

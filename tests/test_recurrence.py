@@ -473,17 +473,26 @@ def test_gradcheck_unfold_values_float64():
 @pytest.mark.parametrize("make", STANDARD)
 @pytest.mark.parametrize("initial", [None, 0.3, "learned"])
 @pytest.mark.parametrize("lengths", [[5, 5, 5], [3, 7, 1, 7, 4]])
-def test_fold_single_call_path_equals_reference(make, initial, lengths):
-    """A Fold of a standard cell on CPU runs as one kernel call gathering straight into the
-    caller's order (the engine's own fast path); outputs and every gradient, including the
-    learned initial state's, must equal the reference loop's."""
+def test_fold_single_call_path_equals_reference(make, initial, lengths, monkeypatch):
+    """A Fold of a standard cell on CPU runs as one kernel call on padded input gathering
+    straight into the caller's order (the fused path's ``need='last'``); outputs and every
+    gradient, including the learned initial state's, must equal the reference loop's."""
     import rnnkit.recurrence as engine
 
     torch.manual_seed(5)
     cell = make().double()
     x = SequenceBatch.from_list(_sequences(lengths, dtype=torch.float64))
     fast = Fold(cell, initial_state=initial)
-    assert engine._fold_fused(cell, x, fast.initial) is not None  # the path under test runs
+    calls = []
+    fused_call = engine._fused_call
+
+    def counted(cell, inputs, batch_sizes, *args, **kwargs):
+        calls.append(batch_sizes)
+        return fused_call(cell, inputs, batch_sizes, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_fused_call", counted)
+    fast(x)
+    assert calls == [None]  # the path under test: one call, padded input
     slow = Fold(cell, initial_state=initial, backend="reference")
     if initial == "learned":
         with torch.no_grad():
@@ -514,3 +523,139 @@ def test_fold_single_call_path_equals_reference(make, initial, lengths):
     )
     for a, b in zip(grads_f, grads_r, strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+class _ChangedLSTM(LSTMCell):
+    """An LSTMCell whose step is not the LSTM's any more (the forget gate is ignored)."""
+
+    def step(self, px, state):
+        h, c = state
+        i, _, g, o = (px + nn.functional.linear(h, self.weight_hh, self.bias_hh)).chunk(4, 1)
+        c = torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class _OnesGRU(GRUCell):
+    """A GRUCell starting from ones: the same step, so the same kernel, from its own state."""
+
+    def initial_state(self, batch_size, device=None, dtype=None):
+        return torch.ones(batch_size, self.hidden_size, device=device, dtype=dtype)
+
+
+def test_subclass_that_changes_the_step_runs_the_loop_and_equals_reference():
+    from rnnkit.recurrence import select_backend
+
+    torch.manual_seed(13)
+    cell = _ChangedLSTM(3, 4).double()
+    assert select_backend(cell, "auto") == "loop"
+    with pytest.raises(
+        ValueError, match=r"backend='fused' cannot run _ChangedLSTM, which redefines LSTMCell.step"
+    ):
+        Recurrence(cell, backend="fused")
+    x = SequenceBatch.from_list(_sequences(dtype=torch.float64))
+    results = {}
+    for backend in ("auto", "reference"):
+        cell.zero_grad()
+        outs, final = Recurrence(cell, backend=backend).with_final_state(x)
+        last = Fold(cell, backend=backend)(x)
+        (outs.data.sum() + final[1].sum() + last.sum()).backward()
+        results[backend] = (outs.data, *final, last, cell.weight_hh.grad.clone())
+    for got, want in zip(results["auto"], results["reference"], strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    # and it really computes something else than the LSTM the fused kernel would run
+    lstm = LSTMCell(3, 4).double()
+    lstm.load_state_dict(cell.state_dict())
+    assert not torch.allclose(Recurrence(lstm)(x).data, results["auto"][0])
+    # a subclass that keeps the step keeps the kernel, and the engine asks it for its state
+    ones = _OnesGRU(3, 4).double()
+    assert select_backend(ones, "auto") == "fused"
+    fused = Recurrence(ones).with_final_state(x)
+    want = Recurrence(ones, backend="reference").with_final_state(x)
+    torch.testing.assert_close(fused[0].data, want[0].data, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(fused[1], want[1], atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(Fold(ones)(x), want[1], atol=1e-10, rtol=1e-10)
+
+
+class _TorchGRU(nn.Module):
+    """A user's cell, no rnnkit class, declaring the GRU kernel for its torch.gru_cell step."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_ih = nn.Parameter(torch.randn(3 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.randn(3 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.randn(3 * hidden_size))
+        self.bias_hh = nn.Parameter(torch.randn(3 * hidden_size))
+
+    def initial_state(self, batch_size, device=None, dtype=None):
+        return torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+
+    def forward(self, x, state=None):
+        h = self.initial_state(x.shape[0], x.device, x.dtype) if state is None else state
+        return torch.gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+    def fused_kernel(self):
+        from rnnkit.cells import FusedKernel
+
+        return FusedKernel("gru")
+
+
+def test_a_user_cell_declares_its_kernel():
+    from rnnkit.recurrence import select_backend
+
+    torch.manual_seed(14)
+    cell = _TorchGRU(3, 4).double()
+    assert select_backend(cell, "auto") == "fused"
+    x = SequenceBatch.from_list(_sequences(dtype=torch.float64))
+    fused = Recurrence(cell).with_final_state(x)
+    loop = Recurrence(cell, backend="loop").with_final_state(x)
+    torch.testing.assert_close(fused[0].data, loop[0].data, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(fused[1], loop[1], atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(Fold(cell)(x), loop[1], atol=1e-10, rtol=1e-10)
+    with pytest.raises(ValueError, match="cannot run _SumCell, which declares no fused kernel"):
+        Recurrence(_SumCell(), backend="fused")
+    cell.fused_kernel = lambda: ("gru",)
+    with pytest.raises(
+        TypeError, match=r"_TorchGRU.fused_kernel\(\) to return a FusedKernel or a reason .* tuple"
+    ):
+        Recurrence(cell)
+
+
+@pytest.mark.parametrize("backend", ["fused", "loop", "reference"])
+def test_run_recurrence_result_for_each_need(backend):
+    import dataclasses
+
+    from rnnkit.recurrence import RecurrenceResult, run_recurrence
+
+    torch.manual_seed(15)
+    cell = LSTMCell(3, 4).double()
+    x = SequenceBatch.from_list(_sequences(dtype=torch.float64))
+    zeros = cell.initial_state(x.batch_size, dtype=torch.float64)
+    want, want_final = Recurrence(cell, backend="reference").with_final_state(x)
+    states = Recurrence(cell, backend="reference").states(x)
+    results = {}
+    for need in ("outputs", "states", "final", "last"):
+        if backend == "fused" and need == "states":
+            with pytest.raises(ValueError, match="not every state tensor"):
+                run_recurrence(cell, x, zeros, backend, need)
+            continue
+        result = run_recurrence(cell, x, zeros, backend, need)
+        assert isinstance(result, RecurrenceResult)
+        results[need] = result
+    kept = {"outputs": 1, "states": 2, "final": 1, "last": 0}
+    assert {need: len(r.outputs) for need, r in results.items()} == {n: kept[n] for n in results}
+    torch.testing.assert_close(results["outputs"].outputs[0], want.data)
+    assert results["outputs"].final_state == ()
+    torch.testing.assert_close(results["final"].outputs[0], want.data)
+    for got, w in zip(results["final"].final_state, want_final, strict=True):
+        torch.testing.assert_close(got, w)  # in the caller's order
+    (last,) = results["last"].final_state
+    torch.testing.assert_close(last, want_final[0])
+    if "states" in results:
+        for got, w in zip(results["states"].outputs, states, strict=True):
+            torch.testing.assert_close(got, w.data)
+        assert results["states"].final_state == ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        results["last"].outputs = ()  # type: ignore[misc]
+    with pytest.raises(ValueError, match=r"need: expected one of \('outputs', .* found 'all'"):
+        run_recurrence(cell, x, zeros, backend, "all")  # type: ignore[arg-type]

@@ -10,6 +10,9 @@ part that depends on the input only (run on all N steps of a batch in one matrix
 ``step(px, state)`` the part that depends on the previous state. ``cell(x, state)`` is
 ``step(input_projection(x), state)``.
 
+A cell that a PyTorch fused kernel computes exactly says so (``fused_kernel()``, see
+:class:`Cell`); the engine asks the cell and keeps no list of cell classes.
+
 >>> import torch
 >>> cell = RNNCell(1, 1, nonlinearity="relu")
 >>> with torch.no_grad():
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import torch
@@ -31,6 +35,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "Cell",
+    "FusedKernel",
     "GRUCell",
     "GRUDCell",
     "LSTMCell",
@@ -42,6 +47,7 @@ __all__ = [
 ]
 
 State: TypeAlias = Tensor | tuple[Tensor, ...]
+FusedKernelName: TypeAlias = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
 @runtime_checkable
@@ -51,6 +57,15 @@ class Cell(Protocol):
     ``__call__(x[B, I], state=None) -> state`` and ``initial_state(batch_size, device, dtype)``;
     ``hidden_size`` is the size of the output (the first state tensor). Optionally a cell
     splits itself into ``input_projection(x[N, I]) -> [N, G]`` and ``step(px[B, G], state)``.
+
+    Optionally ``fused_kernel() -> FusedKernel | str``: the PyTorch fused kernel that computes
+    the cell exactly (a :class:`FusedKernel`), or a phrase saying why none does (the engine
+    puts it in its error for ``backend='fused'``). A cell with a kernel has torch's parameters
+    ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (both biases or neither) in torch's
+    gate order; the engine runs a cell without the method on the loop. rnnkit's RNN/LSTM/GRU
+    cells answer with a kernel for their own computation only: a subclass that redefines
+    ``forward``, ``input_projection`` or ``step`` gets a reason instead, so it never inherits
+    the fused path silently.
     """
 
     hidden_size: int
@@ -83,6 +98,40 @@ def check_cell(cell: object, argument: str = "cell") -> None:
 def as_tuple(state: State) -> tuple[Tensor, ...]:
     """A state as a tuple of tensors."""
     return state if isinstance(state, tuple) else (state,)
+
+
+@dataclass(frozen=True)
+class FusedKernel:
+    """A PyTorch fused kernel that computes a cell exactly (the answer of ``fused_kernel()``).
+
+    ``name`` is the function of ``torch._VF`` behind ``torch.nn.LSTM``, ``GRU`` and ``RNN``
+    (oneDNN on CPU, cuDNN on GPU), run on the cell's own ``weight_ih [G*H, I]``,
+    ``weight_hh [G*H, H]``, ``bias_ih [G*H]`` and ``bias_hh [G*H]``.
+    """
+
+    name: FusedKernelName
+
+    @property
+    def pair(self) -> bool:
+        """Whether the state is a pair ``(h, c)`` (the LSTM kernel)."""
+        return self.name == "lstm"
+
+
+# What a fused kernel stands in for: a subclass that redefines one of these computes
+# something else than its parent, so it does not inherit its parent's kernel.
+_FUSED_METHODS = ("forward", "input_projection", "step")
+
+
+def _own_kernel(
+    cell: nn.Module, owner: type, name: FusedKernelName, unfit: str | None
+) -> FusedKernel | str:
+    """``fused_kernel()`` of ``owner``'s cells: the kernel ``name`` unless the cell is
+    ``unfit`` (a reason) or its class redefines one of ``owner``'s :data:`_FUSED_METHODS`."""
+    cls = type(cell)
+    for method in _FUSED_METHODS:
+        if getattr(cls, method) is not getattr(owner, method):
+            return f"{cls.__name__}, which redefines {owner.__name__}.{method}"
+    return FusedKernel(name) if unfit is None else unfit
 
 
 def _check_input(name: str, x: Tensor, size: int) -> None:
@@ -120,6 +169,11 @@ class _StepCell(nn.Module):
         """``[N, I] -> [N, G*H]``: ``x W_ih^T + b_ih`` for all steps at once."""
         _check_input(f"{type(self).__name__} input", x, self.input_size)
         return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def fused_kernel(self) -> FusedKernel | str:
+        """The fused kernel that computes this cell, or why none does (see :class:`Cell`):
+        none for a cell that does not declare its own."""
+        return f"{type(self).__name__}, which has no fused kernel"
 
     def forward(self, x: Tensor, state: State | None = None) -> State:
         if state is None:
@@ -171,6 +225,12 @@ class RNNCell(_StepCell):
     def step(self, px: Tensor, state: State) -> Tensor:
         (h,) = as_tuple(state)
         return self.activation(px + nn.functional.linear(h, self.weight_hh, self.bias_hh))
+
+    def fused_kernel(self) -> FusedKernel | str:
+        """``rnn_tanh`` or ``rnn_relu`` (``torch.nn.RNN``); none for ``'sigmoid'``."""
+        unfit = "a sigmoid RNNCell" if self.nonlinearity == "sigmoid" else None
+        name: FusedKernelName = "rnn_relu" if self.nonlinearity == "relu" else "rnn_tanh"
+        return _own_kernel(self, RNNCell, name, unfit)
 
 
 class LSTMCell(_StepCell):
@@ -234,6 +294,11 @@ class LSTMCell(_StepCell):
         """True when ``torch.nn.LSTM``'s oneDNN/cuDNN kernel computes exactly this cell
         (oneDNN has no projection kernel, so a projected LSTM runs on the loop)."""
         return not (self.peepholes or self.layer_norm or self.proj_size)
+
+    def fused_kernel(self) -> FusedKernel | str:
+        """``lstm`` (``torch.nn.LSTM``) when :attr:`is_standard`."""
+        unfit = None if self.is_standard else "an LSTMCell with peepholes, layer_norm or proj_size"
+        return _own_kernel(self, LSTMCell, "lstm", unfit)
 
     def initial_state(
         self,
@@ -305,6 +370,11 @@ class GRUCell(_StepCell):
         """True when ``torch.nn.GRU``'s fused kernel computes exactly this cell."""
         return self.reset == "after"
 
+    def fused_kernel(self) -> FusedKernel | str:
+        """``gru`` (``torch.nn.GRU``) when :attr:`is_standard`."""
+        unfit = None if self.is_standard else "a GRUCell with reset='before'"
+        return _own_kernel(self, GRUCell, "gru", unfit)
+
     def step(self, px: Tensor, state: State) -> Tensor:
         (h,) = as_tuple(state)
         x_r, x_z, x_n = px.chunk(3, dim=1)
@@ -323,13 +393,9 @@ class GRUCell(_StepCell):
         return (1 - z) * n + z * h
 
 
-def _positive(v: Tensor) -> Tensor:
-    """``g(v)``: ``v + 0.5`` for ``v >= 0`` and ``sigmoid(v)`` below (Feng et al. 2024)."""
-    return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
-
-
 def _log_positive(v: Tensor) -> Tensor:
-    """``log g(v)``, computed without forming ``g(v)``."""
+    """``log g(v)``, with ``g(v)`` ``v + 0.5`` for ``v >= 0`` and ``sigmoid(v)`` below (Feng
+    et al. 2024), computed without forming ``g(v)``."""
     return torch.where(v >= 0, torch.log(v.clamp(min=0) + 0.5), -nn.functional.softplus(-v))
 
 

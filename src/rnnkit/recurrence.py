@@ -6,14 +6,18 @@
 * :class:`Unfold` generates a sequence from a state (one-to-many).
 * :class:`Bidirectional` runs a forward and a backward Recurrence and merges them.
 
-The engine (:func:`run_recurrence`) has three execution paths, proven equal by the tests:
+The engine (:func:`run_recurrence`) has four execution paths, proven equal by the tests:
 
 ``'fused'``
-    A standard RNN/LSTM/GRU cell runs on PyTorch's fused kernel (oneDNN on CPU, cuDNN on
+    A cell whose ``fused_kernel()`` names a PyTorch fused kernel (rnnkit's standard
+    RNN/LSTM/GRU cells, see :class:`rnnkit.cells.Cell`) runs on it (oneDNN on CPU, cuDNN on
     GPU) with the cell's own parameters. On CPU a ragged batch is padded time-major, because
     the CPU kernel leaves oneDNN for packed input and becomes slower than padding; the
     outputs at padded steps are never read. When the final cell state of an LSTM is needed
-    the batch goes in packed (exact at each sequence's end).
+    the batch goes in packed (exact at each sequence's end). For ``need='last'`` (a Fold)
+    a batch that fits one padded segment is one kernel call and one gather.
+``'scan'``
+    A cell linear in the state (a ``scan`` method) runs as a parallel prefix scan.
 ``'loop'``
     Any cell: the input projection of all N steps in one matrix product, then one step per
     time step over the active rows only (``torch.split`` of the projection, whose backward
@@ -48,7 +52,7 @@ from typing import Any, Literal, TypeAlias
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State, as_tuple, check_cell
+from rnnkit.cells import FusedKernel, State, as_tuple, check_cell
 from rnnkit.layers import Layer
 from rnnkit.sequences import SequenceBatch
 
@@ -57,8 +61,10 @@ __all__ = [
     "Bidirectional",
     "Fold",
     "InitialState",
+    "Need",
     "Recurrence",
     "RecurrenceFrom",
+    "RecurrenceResult",
     "Unfold",
     "run_recurrence",
     "select_backend",
@@ -66,7 +72,8 @@ __all__ = [
 
 Backend: TypeAlias = Literal["auto", "fused", "scan", "loop", "reference"]
 _BACKENDS = ("auto", "fused", "scan", "loop", "reference")
-Need: TypeAlias = Literal["none", "output", "all"]
+Need: TypeAlias = Literal["outputs", "states", "final", "last"]
+_NEEDS = ("outputs", "states", "final", "last")
 InitialSpec: TypeAlias = float | Tensor | tuple[Tensor, ...] | Literal["learned"] | None
 
 
@@ -83,15 +90,34 @@ def _check_sequence_batch(x: object, argument: str = "x") -> SequenceBatch:
 # ---------------------------------------------------------------------------- engine
 
 
-def fused_reason(cell: Any) -> str | None:
-    """Why ``cell`` cannot run on the fused kernel, or None when it can."""
-    if type(cell) is RNNCell:
-        return None if cell.nonlinearity in ("tanh", "relu") else "a sigmoid RNNCell"
-    if type(cell) is LSTMCell:
-        return None if cell.is_standard else "an LSTMCell with peepholes, layer_norm or proj_size"
-    if type(cell) is GRUCell:
-        return None if cell.is_standard else "a GRUCell with reset='before'"
-    return f"{type(cell).__name__} is not one of rnnkit's standard RNN/LSTM/GRU cells"
+@dataclass(frozen=True, slots=True)
+class RecurrenceResult:
+    """What :func:`run_recurrence` gives for a ``need``.
+
+    ``outputs``: packed ``[N, ...]`` data, one tensor per state tensor kept, rows in the order
+    of the ``x`` that ran: ``(h,)`` for ``'outputs'`` and ``'final'``, every state tensor for
+    ``'states'``, ``()`` for ``'last'``. ``final_state``: ``[B, ...]`` per tensor in the
+    caller's order: the whole final state for ``'final'``, the last output ``(h,)`` for
+    ``'last'``, ``()`` for ``'outputs'`` and ``'states'``.
+    """
+
+    outputs: tuple[Tensor, ...]
+    final_state: tuple[Tensor, ...]
+
+
+def declared_kernel(cell: Any) -> FusedKernel | str:
+    """The fused kernel ``cell`` declares (its ``fused_kernel()``), or why it cannot run on
+    one (a phrase)."""
+    declare = getattr(cell, "fused_kernel", None)
+    if not callable(declare):
+        return f"{type(cell).__name__}, which declares no fused kernel (no fused_kernel method)"
+    answer = declare()
+    if not isinstance(answer, (FusedKernel, str)):
+        raise TypeError(
+            f"cell: expected {type(cell).__name__}.fused_kernel() to return a FusedKernel or a "
+            f"reason (str), found {type(answer).__name__}"
+        )
+    return answer
 
 
 def scan_pays(x: SequenceBatch, hidden_size: int) -> bool:
@@ -114,9 +140,9 @@ def select_backend(
     (for a scannable cell it depends on the batch ``x`` when given)."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend: expected one of {_BACKENDS}, found {backend!r}")
-    reason = fused_reason(cell)
-    if backend == "fused" and reason is not None:
-        raise ValueError(f"backend='fused' cannot run {reason}; use 'loop' or 'auto'")
+    kernel = declared_kernel(cell)
+    if backend == "fused" and isinstance(kernel, str):
+        raise ValueError(f"backend='fused' cannot run {kernel}; use 'loop' or 'auto'")
     if backend == "fused" and every_state:
         raise ValueError(
             "backend='fused' gives the output of every step, not every state tensor; "
@@ -133,7 +159,7 @@ def select_backend(
     if scannable:
         return "scan" if x is None or scan_pays(x, cell.hidden_size) else "loop"
     # Only the output h of every step comes out of the fused kernel; every state needs a loop.
-    return "fused" if reason is None and not every_state else "loop"
+    return "fused" if isinstance(kernel, FusedKernel) and not every_state else "loop"
 
 
 @dataclass(frozen=True)
@@ -170,12 +196,11 @@ def _fused_plan(cell: Any) -> _FusedPlan:
     weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
     if cell.bias_ih is not None:
         weights += [cell.bias_ih, cell.bias_hh]
+    kernel = declared_kernel(cell)
+    if isinstance(kernel, str):
+        raise ValueError(f"backend='fused' cannot run {kernel}; use 'loop' or 'auto'")
     vf: Any = torch._VF
-    if isinstance(cell, LSTMCell):
-        kernel = vf.lstm
-    else:
-        kernel = vf.gru if isinstance(cell, GRUCell) else getattr(vf, f"rnn_{cell.nonlinearity}")
-    plan = _FusedPlan(kernel, weights, len(weights) == 4, isinstance(cell, LSTMCell), current)
+    plan = _FusedPlan(getattr(vf, kernel.name), weights, len(weights) == 4, kernel.pair, current)
     _PLANS[cell] = plan
     return plan
 
@@ -185,17 +210,14 @@ def _fused_call(
     x: Tensor,
     batch_sizes: Tensor | None,
     state: tuple[Tensor, ...],
+    plan: _FusedPlan,
     final: bool = True,
-    plan: _FusedPlan | None = None,
-    layered: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer, one direction of ``torch``'s fused RNN on padded ``[T, B, I]`` or packed data
-    (the final state too unless ``final=False``); ``layered``: the state is ``[1, B, H]``
-    already."""
-    plan = plan or _fused_plan(cell)
-    hx = state if layered else tuple(s.unsqueeze(0) for s in state)
+    from ``state`` (``[B, ...]`` per tensor); the final state too unless ``final=False``."""
+    hx = [s.unsqueeze(0) for s in state] if plan.pair else state[0].unsqueeze(0)
     flags = (plan.has_bias, 1, 0.0, cell.training, False)
-    args: tuple[Any, ...] = (hx if plan.pair else hx[0], plan.weights, *flags)
+    args: tuple[Any, ...] = (hx, plan.weights, *flags)
     fn = plan.kernel
     out = fn(x, *args, False) if batch_sizes is None else fn(x, batch_sizes, *args)
     return out[0], tuple(s.squeeze(0) for s in out[1:]) if final else ()
@@ -239,56 +261,55 @@ def _segment_costs(weights: list[Tensor]) -> tuple[float, float, float]:
 
 
 def _run_fused(
-    cell: Any,
-    x: SequenceBatch,
-    state: tuple[Tensor, ...],
-    need: Need,
-    outputs: bool = True,
-    caller_order: bool = False,
-) -> tuple[Tensor | None, tuple[Tensor, ...] | None]:
+    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need
+) -> RecurrenceResult:
+    plan = _fused_plan(cell)
     sizes = x._sizes
+    t, b = len(sizes), x.batch_size
     equal = sizes[0] == sizes[-1]
-    packed = x.data.is_cuda or (need == "all" and len(state) > 1 and not equal)
-    reorder = _to_caller if caller_order else _as_is
-    if packed:
+    if x.data.is_cuda or (need == "final" and plan.pair and not equal):
         # cuDNN skips finished rows itself; on CPU only packing gives an LSTM's exact final c.
-        out, final = _fused_call(cell, x.data, x.batch_sizes, state)
-        return out, reorder(final, x)
-    t, b = x.max_length, x.batch_size
-    if equal:
-        out, final = _fused_call(cell, x.data.view(t, b, -1), None, state)
-        return out.reshape(t * b, -1), reorder(final, x)
+        out, final = _fused_call(cell, x.data, x.batch_sizes, state, plan)
+        return _fused_result(out, final, x, need)
+    if equal and need != "last":  # the packed data is the time-major padding
+        out, final = _fused_call(cell, x.data.view(t, b, -1), None, state, plan)
+        return _fused_result(out.reshape(t * b, -1), final, x, need)
     # Ragged on CPU: padded segments of decreasing width (the CPU kernel is slower on packed
     # input than on padded input); rows that end inside a segment run on into padding there,
     # but those outputs are never read and those rows leave before the next segment.
-    # Without outputs (a Fold), only each sequence's last row is gathered.
-    plan = _fused_plan(cell)
-    if _one_segment(x, plan):
-        bounds = [0, t]
+    if equal:
+        bounds, padded = [0, t], x.data.view(t, b, -1)
+    elif _one_segment(x, plan):
+        bounds, padded = [0, t], x.to_padded_time_major()
     else:
         bounds = plan_segments(x.batch_sizes, *_segment_costs(plan.weights))
-    padded = x.to_padded_time_major()
-    # Without outputs the last rows are gathered straight into the order asked for.
-    last_in_caller_order = caller_order and not outputs
+        padded = x.to_padded_time_major()
     if len(bounds) == 2:
-        out, _ = _fused_call(cell, padded, None, state, final=False, plan=plan)
-        if outputs:
-            index = x.padded_index
-        else:
-            index = x.last_padded_index_caller if last_in_caller_order else x.last_padded_index
-        picked = out.reshape(t * b, -1).index_select(0, index)
+        out, _ = _fused_call(cell, padded, None, state, plan, final=False)
+        flat = out.reshape(t * b, -1)
+        if need == "last":  # a Fold: one call, one gather into the caller's order
+            return RecurrenceResult((), (flat.index_select(0, x.last_padded_index_caller),))
+        picked = flat.index_select(0, x.padded_index)
+    elif need == "last":  # only each sequence's last row, gathered in the caller's order
+        seq = x.unsorted_indices.cpu()
+        rows = (seq, x.sorted_lengths[seq] - 1)
+        return RecurrenceResult((), (_run_segments(cell, x, padded, bounds, state, plan, rows),))
     else:
-        if outputs:
-            rows = x._row_position
-        else:
-            seq = x.unsorted_indices.cpu() if last_in_caller_order else torch.arange(b)
-            rows = (seq, x.sorted_lengths[seq] - 1)
-        picked = _run_segments(cell, x, padded, bounds, state, rows)
-    if not outputs:
-        return None, (picked,) if last_in_caller_order else reorder((picked,), x)
-    if need == "none":
-        return picked, None
-    return picked, reorder((picked.index_select(0, x.last_rows_sorted()),), x)
+        picked = _run_segments(cell, x, padded, bounds, state, plan, x._row_position)
+    if need != "final":
+        return RecurrenceResult((picked,), ())
+    last = picked.index_select(0, x.last_rows_sorted())
+    return RecurrenceResult((picked,), _to_caller((last,), x))
+
+
+def _fused_result(
+    out: Tensor, final: tuple[Tensor, ...], x: SequenceBatch, need: Need
+) -> RecurrenceResult:
+    """The result of one fused call over the whole batch: packed outputs ``[N, H]`` (in the
+    rows of ``x``) and the final state in sorted order."""
+    if need == "last":
+        return RecurrenceResult((), _to_caller(final[:1], x))
+    return RecurrenceResult((out,), _to_caller(final, x) if need == "final" else ())
 
 
 def _one_segment(x: SequenceBatch, plan: _FusedPlan) -> bool:
@@ -298,32 +319,13 @@ def _one_segment(x: SequenceBatch, plan: _FusedPlan) -> bool:
     return row_cost * (x.max_length * x.batch_size - len(x.data)) <= call_cost
 
 
-def _fold_fused(cell: Any, x: SequenceBatch, initial: InitialState) -> Tensor | None:
-    """A ``Fold`` on the CPU fused kernel in one call, from the initial state, with each
-    sequence's last output gathered in the caller's order; None when the batch needs several
-    segments (the general path then runs it). Through the general path, the engine's layers
-    added about half the kernel's own time to a call on the seed's minibatches (19 sequences
-    of 2..13 steps)."""
-    plan = _fused_plan(cell)
-    sizes = x._sizes
-    t, b = len(sizes), x.batch_size
-    if sizes[0] == sizes[-1]:
-        padded = x.data.view(t, b, -1)  # equal lengths: the packed data is the padding
-    elif _one_segment(x, plan):
-        padded = x.to_padded_time_major()
-    else:
-        return None
-    state = initial.make_layered(b, x.data.device, x.data.dtype)
-    out, _ = _fused_call(cell, padded, None, state, final=False, plan=plan, layered=True)
-    return out.reshape(t * b, -1).index_select(0, x.last_padded_index_caller)
-
-
 def _run_segments(
     cell: Any,
     x: SequenceBatch,
     padded: Tensor,
     bounds: list[int],
     state: tuple[Tensor, ...],
+    plan: _FusedPlan,
     rows: tuple[Tensor, Tensor],
 ) -> Tensor:
     """The outputs at ``rows`` (sorted sequence, step) of a ragged batch run as padded
@@ -334,7 +336,7 @@ def _run_segments(
     for a, z in itertools.pairwise(bounds):
         active = sizes[a]
         state = tuple(s[:active] for s in state)
-        out, state = _fused_call(cell, padded[a:z, :active], None, state)
+        out, state = _fused_call(cell, padded[a:z, :active], None, state, plan)
         outs.append(out.reshape((z - a) * active, -1))
         offsets.append((offset, active))
         offset += (z - a) * active
@@ -359,15 +361,17 @@ def _run_scan(
 
 
 def _run_loop(
-    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], keep_states: bool
+    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], kept: int
 ) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+    """One step per time step over the active rows; the packed data of the first ``kept``
+    state tensors at every step and the final state (sorted order)."""
     split = callable(getattr(cell, "input_projection", None)) and callable(
         getattr(cell, "step", None)
     )
     inputs = cell.input_projection(x.data) if split else x.data
     sizes = x.batch_sizes.tolist()
     finished: list[tuple[Tensor, ...]] = []
-    outputs: list[list[Tensor]] = [[] for _ in state] if keep_states else [[]]
+    outputs: list[list[Tensor]] = [[] for _ in range(kept)]
     for chunk, b in zip(torch.split(inputs, sizes), sizes, strict=True):
         if state[0].shape[0] > b:
             finished.append(tuple(s[b:] for s in state))
@@ -399,37 +403,37 @@ def _run_reference(
 
 
 def run_recurrence(
-    cell: Any,
-    x: SequenceBatch,
-    state: tuple[Tensor, ...],
-    backend: str,
-    *,
-    keep_states: bool = False,
-    need: Need = "all",
-    outputs: bool = True,
-    caller_order: bool = False,
-) -> tuple[list[Tensor], tuple[Tensor, ...] | None]:
-    """Run ``cell`` over the packed ``x`` from ``state`` (rows in *sorted* order).
+    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], backend: str, need: Need = "outputs"
+) -> RecurrenceResult:
+    """Run ``cell`` over the packed ``x`` from ``state`` (``[B, ...]`` per state tensor, rows
+    in *sorted* order) on ``backend``, a resolved path (see :func:`select_backend`).
 
-    Returns the packed data of the outputs (every state tensor when ``keep_states``) and the
-    final state in sorted order (in the caller's order with ``caller_order``, which the fused
-    path gathers directly): all of it for ``need='all'``, at least its output for
-    ``'output'``, possibly None for ``'none'``. ``backend`` is a resolved path (see
-    :func:`select_backend`). ``outputs=False`` lets a path skip the per-step outputs (the
-    list may then be empty).
+    ``need`` says what comes back (see :class:`RecurrenceResult`): ``'outputs'``, the output
+    at every step; ``'states'``, every state tensor at every step; ``'final'``, the output at
+    every step and the whole final state; ``'last'``, each sequence's last output only (a
+    Fold: no path keeps the per-step outputs).
     """
+    if need not in _NEEDS:
+        raise ValueError(f"need: expected one of {_NEEDS}, found {need!r}")
     if backend == "fused":
-        out, final = _run_fused(cell, x, state, need, outputs, caller_order)
-        return ([] if out is None else [out]), final
+        if need == "states" and len(state) > 1:
+            raise ValueError(
+                "backend='fused' gives the output of every step, not every state tensor; "
+                "use 'loop' or 'auto' for need='states'"
+            )
+        return _run_fused(cell, x, state, need)
+    kept = len(state) if need == "states" else 0 if need == "last" else 1
     if backend == "scan":
         out, final = _run_scan(cell, x, state)
-        outs = [out]
+        outs = [out][:kept]
     elif backend == "loop":
-        outs, final = _run_loop(cell, x, state, keep_states)
+        outs, final = _run_loop(cell, x, state, kept)
     else:
         outs, final = _run_reference(cell, x, state)
-        outs = outs if keep_states else outs[:1]
-    return outs, (_to_caller(final, x) if caller_order else final)
+        outs = outs[:kept]
+    if need == "final":
+        return RecurrenceResult(tuple(outs), _to_caller(final, x))
+    return RecurrenceResult(tuple(outs), _to_caller(final[:1], x) if need == "last" else ())
 
 
 # ---------------------------------------------------------------------------- initial state
@@ -485,29 +489,9 @@ class InitialState(nn.Module):
                 f"'learned', found {type(spec).__name__}"
             )
 
-    def forward(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
-        """The state in the caller's order, ``[B, ...]`` per state tensor."""
-        return self.make(batch, device, dtype)
-
-    def make_layered(
-        self, batch: int, device: torch.device, dtype: torch.dtype
-    ) -> tuple[Tensor, ...]:
-        """:meth:`make` as ``[1, B, ...]`` (the layout of torch's fused kernels), for the
-        standard cells, whose own initial state is zeros; not for a fixed tensor."""
-        if self.constant is not None:
-            c = self.constant
-            return tuple(
-                torch.full((1, batch, *s), c, device=device, dtype=dtype) for s in self.shapes
-            )
-        if self.is_learned:
-            return tuple(
-                p.to(dtype).expand(1, batch, *s)
-                for p, s in zip(self.learned, self.shapes, strict=True)
-            )
-        return tuple(torch.zeros((1, batch, *s), device=device, dtype=dtype) for s in self.shapes)
-
     def make(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
-        """:meth:`forward` without a module call's overhead (the engine calls it every time)."""
+        """The state in the caller's order, ``[B, ...]`` per state tensor (the engine calls it
+        for every batch that comes without a state)."""
         if self.constant is not None:
             c = self.constant
             return tuple(
@@ -537,10 +521,6 @@ def _to_caller(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...
     return tuple(s.index_select(0, x.unsorted_indices) for s in state)
 
 
-def _as_is(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...]:
-    return state
-
-
 def _unwrap(state: tuple[Tensor, ...]) -> State:
     return state[0] if len(state) == 1 else state
 
@@ -557,7 +537,8 @@ class Recurrence(Layer):
             ``t`` has then seen steps ``t..T_i-1``.
         initial_state: None (zeros), a float, a tensor ``[H]``/``[B, H]`` (a tuple for several
             state tensors) or ``'learned'``.
-        backend: ``'auto'``, ``'fused'``, ``'loop'`` or ``'reference'`` (see the module doc).
+        backend: ``'auto'``, ``'fused'``, ``'scan'``, ``'loop'`` or ``'reference'`` (see the module
+            doc).
 
     Input: a SequenceBatch of ``[I]`` steps. Output: a SequenceBatch of ``[H]`` steps.
     :meth:`states` gives every state tensor at every step; :meth:`with_final_state` also
@@ -582,68 +563,59 @@ class Recurrence(Layer):
         # backend asked for and every_state: resolved once per (backend, every_state)
         self._resolved: dict[tuple[str, bool], str] = {}
         self._input_size = getattr(cell, "input_size", None)
+        self._scannable = callable(getattr(type(cell), "scan", None))
 
     def _backend(self, x: SequenceBatch, every_state: bool) -> str:
-        cell = self.cell
-        if callable(getattr(type(cell), "scan", None)):
-            return select_backend(cell, self.backend, every_state, x)
+        if self._scannable:
+            return select_backend(self.cell, self.backend, every_state, x)
         key = (self.backend, every_state)
         resolved = self._resolved.get(key)
         if resolved is None:
-            resolved = self._resolved[key] = select_backend(cell, self.backend, every_state, x)
+            resolved = select_backend(self.cell, self.backend, every_state, x)
+            self._resolved[key] = resolved
         return resolved
 
     def _start(self, x: SequenceBatch, state: State | None) -> tuple[Tensor, ...]:
         if state is None:
-            start = self.initial.make(x.batch_size, x.data.device, x.data.dtype)
+            initial = self.initial
+            start = initial.make(x.batch_size, x.data.device, x.data.dtype)
             # Zeros, a constant or a learned vector are the same in every row: no reordering.
-            return start if self.initial.fixed is None else _to_sorted(start, x, "state")
+            return start if initial.fixed is None else _to_sorted(start, x, "state")
         return _to_sorted(as_tuple(state), x, "initial_state")
 
-    def _run(
-        self,
-        x: SequenceBatch,
-        state: State | None,
-        keep_states: bool,
-        need: Need,
-        outputs: bool = True,
-    ) -> tuple[list[SequenceBatch], tuple[Tensor, ...]]:
+    def _run(self, x: SequenceBatch, state: State | None, need: Need) -> RecurrenceResult:
+        """:func:`run_recurrence` on ``x`` (reversed and back when ``go_backwards``) from
+        ``state`` (caller order; None: the initial state); the outputs in the rows of ``x``."""
         x = _check_sequence_batch(x)
-        size = getattr(self.cell, "input_size", None)
-        if isinstance(size, int) and tuple(x.feature_shape) != (size,):
+        size = self._input_size
+        if isinstance(size, int) and x.data.shape[1:] != (size,):
             raise ValueError(
                 f"x: {type(self.cell).__name__} expected input of shape [B, {size}] per step, "
                 f"found steps of shape {tuple(x.feature_shape)}"
             )
         start = self._start(x, state)
-        backend = self._backend(x, keep_states and len(start) > 1)
-        source = x.reverse() if self.go_backwards else x
-        outs, final = run_recurrence(
-            self.cell,
-            source,
-            start,
-            backend,
-            keep_states=keep_states,
-            need=need,
-            outputs=outputs,
-            caller_order=True,
+        backend = self._backend(x, need == "states" and len(start) > 1)
+        if not self.go_backwards:
+            return run_recurrence(self.cell, x, start, backend, need)
+        result = run_recurrence(self.cell, x.reverse(), start, backend, need)
+        back = x.reverse_index  # reversing is its own inverse
+        return RecurrenceResult(
+            tuple(o.index_select(0, back) for o in result.outputs), result.final_state
         )
-        batches = [source.with_data(o) for o in outs]
-        if self.go_backwards:
-            batches = [b.reverse() for b in batches]
-        return batches, () if final is None else final
 
     def forward(self, x: SequenceBatch) -> SequenceBatch:
-        return self._run(x, None, keep_states=False, need="none")[0][0]
+        (out,) = self._run(x, None, "outputs").outputs  # x is checked there
+        return x.with_data(out)
 
     def states(self, x: SequenceBatch) -> tuple[SequenceBatch, ...]:
         """Every state tensor at every step (``(h, c)`` for an LSTM), one SequenceBatch each."""
-        return tuple(self._run(x, None, keep_states=True, need="none")[0])
+        outs = self._run(x, None, "states").outputs
+        return tuple(x.with_data(o) for o in outs)
 
     def with_final_state(self, x: SequenceBatch) -> tuple[SequenceBatch, State]:
         """The outputs and the final state (caller order; a tuple for several state tensors)."""
-        outs, final = self._run(x, None, keep_states=False, need="all")
-        return outs[0], _unwrap(final)
+        result = self._run(x, None, "final")
+        return x.with_data(result.outputs[0]), _unwrap(result.final_state)
 
 
 class RecurrenceFrom(Recurrence):
@@ -659,20 +631,22 @@ class RecurrenceFrom(Recurrence):
     def forward(  # type: ignore[override]
         self, initial_state: State, x: SequenceBatch
     ) -> SequenceBatch:
-        return self._run(x, initial_state, keep_states=False, need="none")[0][0]
+        (out,) = self._run(x, initial_state, "outputs").outputs
+        return x.with_data(out)
 
     def states(  # type: ignore[override]
         self, initial_state: State, x: SequenceBatch
     ) -> tuple[SequenceBatch, ...]:
         """Every state tensor at every step, one SequenceBatch each."""
-        return tuple(self._run(x, initial_state, keep_states=True, need="none")[0])
+        outs = self._run(x, initial_state, "states").outputs
+        return tuple(x.with_data(o) for o in outs)
 
     def with_final_state(  # type: ignore[override]
         self, initial_state: State, x: SequenceBatch
     ) -> tuple[SequenceBatch, State]:
         """The outputs and the final state (caller order)."""
-        outs, final = self._run(x, initial_state, keep_states=False, need="all")
-        return outs[0], _unwrap(final)
+        result = self._run(x, initial_state, "final")
+        return x.with_data(result.outputs[0]), _unwrap(result.final_state)
 
 
 class Fold(Recurrence):
@@ -683,19 +657,7 @@ class Fold(Recurrence):
     """
 
     def forward(self, x: SequenceBatch) -> Tensor:  # type: ignore[override]
-        if (
-            type(x) is SequenceBatch
-            and not self.go_backwards
-            and self.initial.fixed is None  # zeros, a constant or a learned vector
-            and not x.data.is_cuda
-            and self._backend(x, False) == "fused"
-            and x.feature_shape[-1:] == (self._input_size,)
-            and x.data.dim() == 2
-        ):
-            out = _fold_fused(self.cell, x, self.initial)
-            if out is not None:
-                return out
-        return self._run(x, None, keep_states=False, need="output", outputs=False)[1][0]
+        return self._run(x, None, "last").final_state[0]
 
     def final_state(self, x: SequenceBatch) -> State:
         """The whole final state, caller order; a tuple for several state tensors."""

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.cells import State, as_tuple
 from rnnkit.trees import TreeBatch
 
 __all__ = [
@@ -47,8 +48,6 @@ __all__ = [
     "RecursiveCell",
     "TreeCell",
 ]
-
-State = Tensor | tuple[Tensor, ...]
 
 
 class TreeCell(Protocol):
@@ -67,10 +66,6 @@ class TreeCell(Protocol):
         ...
 
 
-def _as_tuple(state: State) -> tuple[Tensor, ...]:
-    return state if isinstance(state, tuple) else (state,)
-
-
 def _uniform_(module: nn.Module, hidden_size: int) -> None:
     bound = 1.0 / math.sqrt(hidden_size)
     for p in module.parameters():
@@ -80,10 +75,10 @@ def _uniform_(module: nn.Module, hidden_size: int) -> None:
 class Recursive(nn.Module):
     """Evaluate a tree cell bottom-up over a :class:`~rnnkit.trees.TreeBatch`.
 
-    ``forward(batch, inputs)`` (also :meth:`node_states`) returns the state of every node, in
-    the batch's node order, ``[N, H]`` (a tuple ``(h [N, H], c [N, H])`` for the LSTM cells);
-    :meth:`root_states` returns those of the roots, ``[num_trees, H]``. ``inputs`` is ``[N, I]``,
-    one row per node (zeros where a node has no input: :meth:`TreeBatch.embed` makes it).
+    ``forward(batch, inputs)`` returns the state of every node, in the batch's node order,
+    ``[N, H]`` (a tuple ``(h [N, H], c [N, H])`` for the LSTM cells); :meth:`root_states`
+    returns those of the roots, ``[num_trees, H]``. ``inputs`` is ``[N, I]``, one row per node
+    (zeros where a node has no input: :meth:`TreeBatch.embed` makes it).
     :meth:`node_states_reference` computes the same one node at a time, for tests and reading.
 
     >>> from rnnkit.trees import Tree, TreeBatch
@@ -143,7 +138,7 @@ class Recursive(nn.Module):
         for h in range(height + 1):
             a, b = starts[h], starts[h + 1]
             if h == 0:
-                out = _as_tuple(self._cell.leaf(inputs[a:b]))
+                out = as_tuple(self._cell.leaf(inputs[a:b]))
             else:
                 k = self._cell.max_children or batch.level_max_children[h]
                 slots = schedule.slots[h]
@@ -158,7 +153,7 @@ class Recursive(nn.Module):
                     for blocks in received[h]
                 )
                 children = gathered if len(gathered) > 1 else gathered[0]
-                out = _as_tuple(self._cell(inputs[a:b], children, slots < pad))
+                out = as_tuple(self._cell(inputs[a:b], children, slots < pad))
             done.append(out)
             if h < height:
                 sent = [s.index_select(0, schedule.order[h]).split(schedule.splits[h]) for s in out]
@@ -171,13 +166,9 @@ class Recursive(nn.Module):
         states = tuple(torch.cat([out[c] for out in done]) for c in range(len(done[0])))
         return states if len(states) > 1 else states[0]
 
-    def node_states(self, batch: TreeBatch, inputs: Tensor) -> State:
-        """The same as calling the module: the state of every node, ``[N, H]``."""
-        return self(batch, inputs)
-
     def root_states(self, batch: TreeBatch, inputs: Tensor) -> State:
         """The state of each tree's root, ``[num_trees, H]`` (a tuple for the LSTM cells)."""
-        states = _as_tuple(self(batch, inputs))
+        states = as_tuple(self(batch, inputs))
         roots = tuple(s.index_select(0, batch.roots) for s in states)
         return roots if len(roots) > 1 else roots[0]
 
@@ -194,7 +185,7 @@ class Recursive(nn.Module):
             x = inputs[j : j + 1]
             kids = children[j][: counts[j]]
             if not kids:
-                states.append(_as_tuple(self._cell.leaf(x)))
+                states.append(as_tuple(self._cell.leaf(x)))
                 continue
             k = self._cell.max_children or len(kids)
             stacked = []
@@ -204,7 +195,7 @@ class Recursive(nn.Module):
                 stacked.append(torch.stack(rows, dim=1))
             mask = torch.arange(k, device=x.device).unsqueeze(0) < len(kids)
             out = tuple(stacked) if len(stacked) > 1 else stacked[0]
-            states.append(_as_tuple(self._cell(x, out, mask)))
+            states.append(as_tuple(self._cell(x, out, mask)))
         result = tuple(torch.cat([s[c] for s in states]) for c in range(len(states[0])))
         return result if len(result) > 1 else result[0]
 
