@@ -20,7 +20,6 @@ __all__ = ["TASK_MODULES", "main"]
 TASK_MODULES: tuple[str, ...] = (
     "rnnkit.tasks.lm",
     "rnnkit.tasks.seq2seq",
-    "rnnkit.tasks.classify",
 )
 
 

@@ -28,6 +28,9 @@ class RecipeEntry:
 
 
 RECIPES: dict[str, RecipeEntry] = {
+    "classify": RecipeEntry(
+        "rnnkit.recipes.classify", "classify sequences: UEA .ts, Fashion-MNIST by rows, sentences"
+    ),
     "demo": RecipeEntry(
         "rnnkit.recipes.demo", "forecast the CO2 series shipped with rnnkit a year ahead"
     ),

@@ -24,7 +24,6 @@ __all__ = ["LEGACY_COMMANDS", "build_recipe_parser", "run_command"]
 LEGACY_COMMANDS: dict[str, str] = {
     "lm": "character language model: train, or sample from a trained run",
     "g2p": "grapheme to phoneme: encoder-decoder with attention",
-    "classify": "classify sequences: UEA .ts, Fashion-MNIST by rows, sentences",
 }
 
 

@@ -140,6 +140,11 @@ class Recipe(Generic[C]):
     """False: every tensor stream comes as a SequenceBatch, even from a source whose examples
     all have one step (models that run over the steps of every example)."""
 
+    validation_optional: ClassVar[bool] = False
+    """True: the validation part may be empty (a recipe that can train on all its training
+    data); then each model trains all its epochs, keeps its last weights, and no validation
+    loss is reported. False: an empty validation part is refused, as the other parts."""
+
     # ------------------------------------------------------------------ hooks to implement
     def load_data(self, config: C) -> RecipeData:
         """Read or make the examples of the three parts."""
@@ -296,9 +301,9 @@ def _set_threads(threads: int | None) -> int:
     return int(torch.get_num_threads())
 
 
-def _check_parts(data: RecipeData) -> None:
+def _check_parts(data: RecipeData, validation_optional: bool = False) -> None:
     for name in ("train", "validation", "test"):
-        if not getattr(data, name):
+        if not getattr(data, name) and not (name == "validation" and validation_optional):
             raise ValueError(f"data: the {name} part is empty; give more data or change the split")
     if data.ids is not None and len(data.ids) != len(data.test):
         raise ValueError(
@@ -334,7 +339,9 @@ def _train_member(
     model = recipe.build_model(config, data)
     optimizer = recipe.optimizer(config, model)
     train_source = recipe.source(config, data.train, training=True, seed=seed)
-    validation = recipe.source(config, data.validation, training=False)
+    validation = None
+    if data.validation:
+        validation = recipe.source(config, data.validation, training=False)
     epoch_size = recipe.epoch_size(config, data)
     steps_per_epoch = _steps_per_epoch(train_source, epoch_size)
     scheduler = recipe.scheduler(config, optimizer, steps_per_epoch * epochs)
@@ -344,13 +351,15 @@ def _train_member(
         callbacks += auto_progress(metric.name, metric.percent)
     # The best validation epoch's weights are kept when early stopping or a time budget can
     # end the run; otherwise the model is the one after its last epoch.
-    keep_best = settings.patience > 0 or budget is not None
+    keep_best = (settings.patience > 0 or budget is not None) and validation is not None
     monitor, mode = recipe.stop_on
     stopper = EarlyStopping(
         monitor, patience=settings.patience or epochs + 1, mode=mode, restore_best=keep_best
     )
     timer = TimeBudget(budget) if budget is not None else None
-    callbacks += [LearningRateLogger(), stopper]
+    callbacks.append(LearningRateLogger())
+    if validation is not None:
+        callbacks.append(stopper)
     if timer is not None:
         callbacks.append(timer)
     name = "metrics.csv" if member == 0 else f"metrics-{member + 1}.csv"
@@ -419,7 +428,7 @@ def run_recipe(
     threads = _set_threads(settings.threads)
     torch.manual_seed(settings.seed)
     data = recipe.load_data(config)
-    _check_parts(data)
+    _check_parts(data, recipe.validation_optional)
     data_seconds = time.perf_counter() - started
     if data.description:
         say(data.description)
@@ -447,9 +456,10 @@ def run_recipe(
         members.append(model)
         facts.append(fact)
         if fact["time_budget_reached"]:
+            kept = f"best weights (epoch {fact['best_epoch']})" if data.validation else "weights"
             say(
                 f"time budget reached: model {member + 1} stopped after epoch "
-                f"{fact['epochs_run']}, its best weights (epoch {fact['best_epoch']}) kept"
+                f"{fact['epochs_run']}, its {kept} kept"
             )
     train_seconds = time.perf_counter() - train_start
     assert trainer is not None
@@ -464,7 +474,7 @@ def run_recipe(
             device=settings.device,
         )
     evaluate_start = time.perf_counter()
-    val_loss = _evaluate(trainer, recipe, config, data.validation)
+    val_loss = _evaluate(trainer, recipe, config, data.validation) if data.validation else None
     test_loss = _evaluate(trainer, recipe, config, data.test)
     predictions = trainer.predict(recipe.source(config, data.test, training=False))
     figures: dict[str, Any] = dict(recipe.score(config, data, predictions))
@@ -512,7 +522,7 @@ def run_recipe(
     if reached:
         notes.append(
             f"The time budget of {settings.time_budget:g} s stopped training; the weights of "
-            "the best validation epoch were kept."
+            + ("the best validation epoch were kept." if data.validation else "its end were kept.")
         )
     for fact in facts:
         if fact["stop"] and fact["stop"].startswith("early stopping"):
@@ -603,7 +613,8 @@ def predict_files(
 
 def diagnose_run(run_dir: str | Path, out_png: str | Path, examples: int = 200) -> Any:
     """``rnnkit diagnose``: the gradient flow of a saved run's model on (up to ``examples`` of)
-    its validation part, rebuilt by its recipe from the files and settings in ``run.json``;
+    its validation part (its training part when a recipe with ``validation_optional`` gave
+    none), rebuilt by its recipe from the files and settings in ``run.json``;
     the plot goes to ``out_png``. Returns the :class:`~rnnkit.diagnostics.GradientFlow`."""
     from rnnkit.diagnostics import gradient_flow
     from rnnkit.saving import load
@@ -611,9 +622,10 @@ def diagnose_run(run_dir: str | Path, out_png: str | Path, examples: int = 200) 
 
     recipe, config, _ = load_run(run_dir)
     data = recipe.load_data(config)
-    if not data.validation:
+    part = data.validation if data.validation or not recipe.validation_optional else data.train
+    if not part:
         raise ValueError(f"{run_dir}: the run's recipe gives no validation examples")
-    source = _input_source(recipe, config, list(data.validation)[:examples])
+    source = _input_source(recipe, config, list(part)[:examples])
     mb = next(iter(source))
     inputs = tuple(mb[name] for name in recipe.input_streams)
     target = mb[recipe.target_stream]
