@@ -21,7 +21,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells import GRUCell, LSTMCell, RNNCell
+from rnnkit.cells import FusedKernel
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Sequential
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence
 from rnnkit.saving import NAMED_FUNCTIONS, function_to_config, qualified_name
@@ -31,14 +31,11 @@ __all__ = ["export_onnx"]
 
 
 def _fused_kind(cell: nn.Module) -> str | None:
-    """The torch function computing ``cell`` over a padded batch, or None if there is none."""
-    if type(cell) is LSTMCell and cell.is_standard:
-        return "lstm"
-    if type(cell) is GRUCell and cell.is_standard:
-        return "gru"
-    if type(cell) is RNNCell and cell.nonlinearity in ("tanh", "relu"):
-        return f"rnn_{cell.nonlinearity}"
-    return None
+    """The torch function computing ``cell`` over a padded batch (the kernel the cell
+    declares, see :class:`~rnnkit.cells.FusedKernel`), or None if there is none."""
+    declare = getattr(cell, "fused_kernel", None)
+    kernel = declare() if callable(declare) else None
+    return kernel.name if isinstance(kernel, FusedKernel) else None
 
 
 def _time_index(lengths: Tensor, steps: int) -> tuple[Tensor, Tensor]:
