@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rnnkit.cells import (
         Cell,
+        FusedKernel,
         GRUCell,
         GRUDCell,
         LSTMCell,
@@ -68,6 +69,7 @@ __all__ = [
     "EarlyStopping",
     "Embedding",
     "Fold",
+    "FusedKernel",
     "GRUCell",
     "GRUDCell",
     "GradientMonitor",
@@ -109,6 +111,7 @@ __version__ = "0.1.0"
 # Each public name and the module that defines it; ``__getattr__`` imports the module on first use.
 _SOURCES: dict[str, str] = {
     "Cell": "rnnkit.cells",
+    "FusedKernel": "rnnkit.cells",
     "GRUCell": "rnnkit.cells",
     "GRUDCell": "rnnkit.cells",
     "LSTMCell": "rnnkit.cells",
