@@ -17,10 +17,7 @@ __all__ = ["TASK_MODULES", "main"]
 
 # Each module's ``add_commands(subparsers) -> {name: handler}`` adds its subcommands; a handler
 # takes the parsed arguments and returns the exit status. Heavy imports stay inside handlers.
-TASK_MODULES: tuple[str, ...] = (
-    "rnnkit.tasks.lm",
-    "rnnkit.tasks.seq2seq",
-)
+TASK_MODULES: tuple[str, ...] = ()
 
 
 class _Parser(argparse.ArgumentParser):

@@ -40,6 +40,12 @@ RECIPES: dict[str, RecipeEntry] = {
     "grud": RecipeEntry(
         "rnnkit.recipes.grud", "GRU-D against GRU baselines on series with missing values"
     ),
+    "g2p": RecipeEntry(
+        "rnnkit.recipes.g2p", "grapheme to phoneme: encoder-decoder with attention on CMUdict"
+    ),
+    "lm": RecipeEntry(
+        "rnnkit.recipes.lm", "character language model on verses, split by book, against xz"
+    ),
     "longrange": RecipeEntry(
         "rnnkit.recipes.longrange", "the adding and copy tasks with long time lags"
     ),

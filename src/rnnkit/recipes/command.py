@@ -21,10 +21,7 @@ from rnnkit.recipes.options import add_options, config_from_args
 __all__ = ["LEGACY_COMMANDS", "build_recipe_parser", "run_command"]
 
 # Commands still served by the recipes of rnnkit.tasks (name -> the line of rnnkit --help).
-LEGACY_COMMANDS: dict[str, str] = {
-    "lm": "character language model: train, or sample from a trained run",
-    "g2p": "grapheme to phoneme: encoder-decoder with attention",
-}
+LEGACY_COMMANDS: dict[str, str] = {}
 
 
 class Parser(argparse.ArgumentParser):

@@ -47,6 +47,7 @@ __all__ = [
     "RunResult",
     "diagnose_run",
     "load_run",
+    "predict_examples",
     "predict_files",
     "run_recipe",
 ]
@@ -145,6 +146,14 @@ class Recipe(Generic[C]):
     data); then each model trains all its epochs, keeps its last weights, and no validation
     loss is reported. False: an empty validation part is refused, as the other parts."""
 
+    predict_streams: ClassVar[tuple[str, ...] | None] = None
+    """The streams the model reads to predict (``None``: ``input_streams``). A model whose
+    prediction is another pass than its training one (an encoder-decoder trained with the
+    reference as decoder input, decoding greedily without it) predicts from these alone."""
+    bucket: ClassVar[int | None] = None
+    """Training minibatches drawn from buckets of this many minibatches of similar length
+    (:class:`~rnnkit.data.MinibatchSource`'s ``bucket``; ``None``: no bucketing)."""
+
     # ------------------------------------------------------------------ hooks to implement
     def load_data(self, config: C) -> RecipeData:
         """Read or make the examples of the three parts."""
@@ -215,6 +224,7 @@ class Recipe(Generic[C]):
             size_stream=self.size_stream,
             seed=seed,
             stack_single=self.stack_single,
+            bucket=self.bucket if training else None,
         )
 
     def optimizer(self, config: C, model: nn.Module) -> Any:
@@ -476,7 +486,17 @@ def run_recipe(
     evaluate_start = time.perf_counter()
     val_loss = _evaluate(trainer, recipe, config, data.validation) if data.validation else None
     test_loss = _evaluate(trainer, recipe, config, data.test)
-    predictions = trainer.predict(recipe.source(config, data.test, training=False))
+    predictor = trainer
+    if recipe.predict_streams is not None:
+        predictor = Trainer(
+            model,
+            recipe.criterion(config, data),
+            torch.optim.SGD(model.parameters(), lr=0.0),
+            input_streams=recipe.predict_streams,
+            target_stream=recipe.target_stream,
+            device=settings.device,
+        )
+    predictions = predictor.predict(recipe.source(config, data.test, training=False))
     figures: dict[str, Any] = dict(recipe.score(config, data, predictions))
     baselines = recipe.baselines(config, data)
     evaluate_seconds = time.perf_counter() - evaluate_start
@@ -590,21 +610,30 @@ def predict_files(
     run_dir: str | Path, paths: Sequence[Path]
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """``rnnkit predict``: the rows of a predictions CSV for new inputs of a saved run."""
+    recipe, config, info = load_run(run_dir)
+    ids, examples = recipe.read_inputs(info.get("data", {}), config, paths)
+    if not examples:
+        raise ValueError(f"{', '.join(map(str, paths))}: no examples to predict")
+    return predict_examples(run_dir, ids, examples)
+
+
+def predict_examples(
+    run_dir: str | Path, ids: Sequence[str], examples: Sequence[Example]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The ids and rows of a predictions CSV for examples already made (by a recipe's
+    action, say) in the form its :meth:`Recipe.read_inputs` gives."""
     import torch
 
     from rnnkit.saving import load
     from rnnkit.training import Trainer
 
     recipe, config, info = load_run(run_dir)
-    ids, examples = recipe.read_inputs(info.get("data", {}), config, paths)
-    if not examples:
-        raise ValueError(f"{', '.join(map(str, paths))}: no examples to predict")
     model = load(run_dir)
     trainer = Trainer(
         model,
         recipe.criterion(config, RecipeData([], [], [], info=info.get("data", {}))),
         torch.optim.SGD(model.parameters(), lr=0.0),
-        input_streams=recipe.input_streams,
+        input_streams=recipe.predict_streams or recipe.input_streams,
         target_stream=recipe.target_stream,
     )
     predictions = trainer.predict(_input_source(recipe, config, examples))
