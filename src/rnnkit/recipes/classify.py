@@ -149,9 +149,13 @@ class ClassifyConfig:
         return self.format if self.format != "auto" else guess_format(self.files[:1])
 
 
-_TS = dict(conv_channels=(64, 64, 64), validation=0.0, schedule="cosine", label_smoothing=0.1)
+_TS = dict(
+    conv_channels=(64, 64, 64), validation=0.0, schedule="cosine", label_smoothing=0.1, threads=1
+)
 _IDX = dict(hidden_size=128, dropout=0.1, minibatch_size=128, learning_rate=0.002, patience=3)
-_TEXT = dict(cell="lstm", dropout=0.5, patience=3, minibatch_size=32, learning_rate=0.001)
+_TEXT = dict(
+    cell="lstm", dropout=0.5, patience=3, minibatch_size=32, learning_rate=0.001, threads=1
+)
 
 
 class ClassifyRecipe(Recipe[ClassifyConfig]):
