@@ -28,7 +28,7 @@ from rnnkit import (
     RNNCell,
     SequenceBatch,
 )
-from rnnkit.diagnostics import GradientFlow, diagnose_run, gradient_flow
+from rnnkit.diagnostics import GradientFlow, gradient_flow
 from rnnkit.recursive import Recursive, RecursiveCell
 from rnnkit.testing.reference import CellParams, gru_forward, lstm_forward, rnn_forward
 from rnnkit.trees import Tree, TreeBatch
@@ -323,26 +323,26 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert (width, height) == (560, 448)  # 7 x 5.6 inches at 80 dpi: two panels (gates)
 
 
-def test_diagnose_run_reproduces_the_loss_on_the_configs_validation_data(tmp_path: Path) -> None:
-    """A run directory of the older layout: a saved model and a config.json naming the
-    generator of its validation data (the recipes now write run.json; see
-    rnnkit.recipes.harness.diagnose_run)."""
+def test_diagnose_run_reproduces_the_loss_on_the_runs_validation_data(tmp_path: Path) -> None:
+    """``rnnkit diagnose`` on a solar run: the loss it differentiates is the saved model's
+    mean squared error on the first 200 sequences of the validation file, computed by hand."""
     pytest.importorskip("matplotlib")
-    pytest.importorskip("safetensors")
-    import json
+    from conftest import shared_data
 
-    from rnnkit.data.synthetic import adding_problem
-    from rnnkit.saving import save
+    from rnnkit.cli import main
+    from rnnkit.data.solar import book_examples
+    from rnnkit.recipes.harness import diagnose_run
+    from rnnkit.saving import load
 
-    torch.manual_seed(0)
-    model = Fold(GRUCell(2, 8)) >> Dense(8, 1)
-    save(model, tmp_path / "run")
-    spec = {"generator": "adding_problem", "num_examples": 40, "length": 12, "seed": 5}
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"validation": spec}))
+    folder = shared_data("cntk-book")
+    argv = ["solar", "--epochs", "1", "--epoch-size", "200", "--threads", "1", "--quiet"]
+    assert main([*argv, "--run-dir", str(tmp_path / "run")]) == 0
     flow = diagnose_run(tmp_path / "run", tmp_path / "flow.png")
-    x, y = adding_problem(40, 12, seed=5)
+    examples = book_examples(folder / "solar_val.ctf")[:200]
+    model = load(tmp_path / "run")
     with torch.no_grad():
-        mse = float(((model(SequenceBatch.from_padded(x, [12] * 40)) - y) ** 2).mean())
-    np.testing.assert_allclose(flow.loss, mse, rtol=1e-5)
+        out = model(SequenceBatch.from_list([e["features"] for e in examples]))
+    target = torch.cat([e["target"] for e in examples])
+    np.testing.assert_allclose(flow.loss, float(((out - target) ** 2).mean()), rtol=1e-5)
     assert (tmp_path / "flow.png").stat().st_size > 0
-    assert flow.layers[0].steps.tolist() == list(range(12))
+    assert flow.layers[0].steps.tolist() == list(range(max(len(e["features"]) for e in examples)))

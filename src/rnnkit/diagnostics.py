@@ -46,7 +46,6 @@ A linear recurrence ``h_t = w h_{t-1} + x_t`` with ``w = 0.5`` and the loss ``h_
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -60,9 +59,8 @@ from torch import Tensor, nn
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State, as_tuple
 from rnnkit.recurrence import Recurrence
 from rnnkit.recursive import Recursive
-from rnnkit.sequences import SequenceBatch
 
-__all__ = ["GradientFlow", "LayerFlow", "diagnose_run", "gradient_flow"]
+__all__ = ["GradientFlow", "LayerFlow", "gradient_flow"]
 
 
 @dataclass(frozen=True)
@@ -397,51 +395,3 @@ def gradient_flow(model: nn.Module, batch: Any, loss_fn: Callable[[Any], Tensor]
         calls[observer.name] = calls.get(observer.name, 0) + 1
         layers.append(_report(observer, grads, calls[observer.name]))
     return GradientFlow(loss=float(loss.detach()), layers=tuple(layers))
-
-
-# ---------------------------------------------------------------------------- saved runs
-
-_GENERATORS = ("adding_problem", "copy_task")
-
-
-def diagnose_run(run_dir: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> GradientFlow:
-    """Load the model saved in ``run_dir`` and plot its gradient flow on the run's validation
-    data into ``out_png``.
-
-    The model is read with :func:`rnnkit.saving.load` from ``run_dir``; the validation data is
-    described by the ``"validation"`` entry of ``run_dir/config.json``, one of the synthetic
-    tasks of :mod:`rnnkit.data.synthetic`, e.g. ``{"generator": "adding_problem",
-    "num_examples": 200, "length": 100, "seed": 1}`` (mean squared error) or
-    ``{"generator": "copy_task", "num_examples": 200, "delay": 50, "num_copy": 10,
-    "num_symbols": 8, "seed": 1}`` (cross-entropy over every step), as
-    :mod:`rnnkit.tasks.longrange` writes it.
-    """
-    from rnnkit.data import synthetic
-    from rnnkit.saving import load
-
-    directory = Path(run_dir)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"run_dir: expected {config_path} (the run's config), not found")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    spec = config.get("validation") if isinstance(config, dict) else None
-    if not isinstance(spec, dict) or spec.get("generator") not in _GENERATORS:
-        raise ValueError(
-            f"{config_path}: expected a 'validation' entry naming a generator among "
-            f"{list(_GENERATORS)}, found {spec!r:.200}"
-        )
-    args = {k: v for k, v in spec.items() if k != "generator"}
-    model = load(directory)
-    if spec["generator"] == "adding_problem":
-        x, y = synthetic.adding_problem(**args)
-        batch = SequenceBatch.from_padded(x, [x.shape[1]] * x.shape[0])
-        flow = gradient_flow(model, batch, lambda out: nn.functional.mse_loss(out, y))
-    else:
-        ids, target = synthetic.copy_task(**args)
-        batch = SequenceBatch.from_padded(ids, [ids.shape[1]] * ids.shape[0])
-        labels = SequenceBatch.from_padded(target, [ids.shape[1]] * ids.shape[0]).data
-        flow = gradient_flow(
-            model, batch, lambda out: nn.functional.cross_entropy(out.data, labels)
-        )
-    flow.plot(out_png, title=f"{directory.name}: gradient flow (loss {flow.loss:.4g})")
-    return flow

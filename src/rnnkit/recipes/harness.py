@@ -654,7 +654,8 @@ def diagnose_run(run_dir: str | Path, out_png: str | Path, examples: int = 200) 
     part = data.validation if data.validation or not recipe.validation_optional else data.train
     if not part:
         raise ValueError(f"{run_dir}: the run's recipe gives no validation examples")
-    source = _input_source(recipe, config, list(part)[:examples])
+    # one minibatch holding all the chosen examples
+    source = _input_source(recipe, config, list(part)[:examples], minibatch_size=1 << 62)
     mb = next(iter(source))
     inputs = tuple(mb[name] for name in recipe.input_streams)
     target = mb[recipe.target_stream]
@@ -669,12 +670,14 @@ def diagnose_run(run_dir: str | Path, out_png: str | Path, examples: int = 200) 
     return flow
 
 
-def _input_source(recipe: Recipe[Any], config: Any, examples: Iterable[Example]) -> Any:
+def _input_source(
+    recipe: Recipe[Any], config: Any, examples: Iterable[Example], minibatch_size: int | None = None
+) -> Any:
     from rnnkit.data.minibatch import MinibatchSource
 
     return MinibatchSource.for_fit(
         list(examples),
-        recipe.settings(config).minibatch_size,
+        minibatch_size or recipe.settings(config).minibatch_size,
         training=False,
         unit=recipe.unit,
         size_stream=recipe.size_stream,
