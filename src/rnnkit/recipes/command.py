@@ -18,10 +18,7 @@ from typing import Any, NoReturn
 from rnnkit.recipes import RECIPES, get_recipe, version
 from rnnkit.recipes.options import add_options, config_from_args
 
-__all__ = ["LEGACY_COMMANDS", "build_recipe_parser", "run_command"]
-
-# Commands still served by the recipes of rnnkit.tasks (name -> the line of rnnkit --help).
-LEGACY_COMMANDS: dict[str, str] = {}
+__all__ = ["build_recipe_parser", "run_command"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,7 +33,6 @@ _FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 def _top_parser() -> Parser:
     lines = [f"  {name:<10} {entry.summary}" for name, entry in sorted(RECIPES.items())]
-    lines += [f"  {name:<10} {summary}" for name, summary in sorted(LEGACY_COMMANDS.items())]
     lines.append(f"  {'predict':<10} predictions for new files from a saved run")
     lines.append(f"  {'diagnose':<10} the gradient flow of a saved run on its validation data")
     parser = Parser(
@@ -174,12 +170,7 @@ def _diagnose(argv: Sequence[str]) -> int:
     from rnnkit.recipes.harness import diagnose_run
 
     out = args.out or args.run_dir / "gradients.png"
-    if not (args.run_dir / "run.json").is_file() and (args.run_dir / "config.json").is_file():
-        from rnnkit.diagnostics import diagnose_run as diagnose_legacy_run
-
-        flow = diagnose_legacy_run(args.run_dir, out)
-    else:
-        flow = diagnose_run(args.run_dir, out)
+    flow = diagnose_run(args.run_dir, out)
     for layer in flow.layers:
         norms = layer.grad_norm
         print(f"{layer.name}: |dL/dh_t| from {norms[0]:.3g} (first step) to {norms[-1]:.3g} (last)")
@@ -202,7 +193,7 @@ def run_command(argv: Sequence[str]) -> int:
         return 0
     name = argv[0]
     if name not in RECIPES and name not in _COMMANDS:
-        known = sorted([*RECIPES, *LEGACY_COMMANDS, *_COMMANDS])
+        known = sorted([*RECIPES, *_COMMANDS])
         top.error(f"argument command: invalid choice: {name!r} (choose from {', '.join(known)})")
     try:
         if name in _COMMANDS:
