@@ -13,9 +13,9 @@
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     run = RunDirectory(f"{tmp}/run")
-...     run.write_predictions(["a", "b"], [{"target": 1, "prediction": 1},
-...                                        {"target": 0, "prediction": 1}])
-...     print(run.path.joinpath("predictions.csv").read_text(), end="")
+...     path = run.write_predictions(["a", "b"], [{"target": 1, "prediction": 1},
+...                                               {"target": 0, "prediction": 1}])
+...     print(path.read_text(), end="")
 id,target,prediction
 a,1,1
 b,0,1
