@@ -35,7 +35,7 @@ def _seasonal_naive_mae_by_hand(values: np.ndarray) -> float:
 
 def test_demo_runs_and_writes_its_run_directory(tmp_path, capsys):
     run = tmp_path / "demo"
-    assert main(["demo", "--epochs", "1", "--quiet", "--run-dir", str(run)]) == 0
+    assert main(["demo", "--epochs", "1", "--threads", "1", "--quiet", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])
     with co2_csv().open() as f:
