@@ -410,6 +410,29 @@ def _steps_per_epoch(source: MinibatchSource, epoch_size: int | None) -> int:
     return max(1, math.ceil(epoch_size / max(1, source.samples_per_sweep // steps)))
 
 
+def evaluator(
+    recipe: Recipe[Any],
+    config: Any,
+    data: RecipeData,
+    model: nn.Module,
+    input_streams: Sequence[str],
+    device: str | None,
+) -> Trainer:
+    """A trainer that only evaluates and predicts ``model`` (its optimiser never steps)."""
+    import torch
+
+    from rnnkit.training import Trainer
+
+    return Trainer(
+        model,
+        recipe.criterion(config, data),
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        input_streams=input_streams,
+        target_stream=recipe.target_stream,
+        device=device,
+    )
+
+
 def _evaluate(trainer: Trainer, recipe: Recipe[Any], config: Any, examples: Any) -> float:
     return float(trainer.evaluate(recipe.source(config, examples, training=False))["loss"])
 
@@ -430,7 +453,6 @@ def run_recipe(
     import torch
 
     from rnnkit.recipes.rundir import RunDirectory, describe_inputs, machine
-    from rnnkit.training import Trainer
 
     say = log if log is not None else (lambda line: print(line, flush=True))
     settings = recipe.settings(config)
@@ -475,27 +497,13 @@ def run_recipe(
     assert trainer is not None
     model = recipe.combine(members)
     if model is not members[0]:
-        trainer = Trainer(
-            model,
-            recipe.criterion(config, data),
-            torch.optim.SGD(model.parameters(), lr=0.0),
-            input_streams=recipe.input_streams,
-            target_stream=recipe.target_stream,
-            device=settings.device,
-        )
+        trainer = evaluator(recipe, config, data, model, recipe.input_streams, settings.device)
     evaluate_start = time.perf_counter()
     val_loss = _evaluate(trainer, recipe, config, data.validation) if data.validation else None
     test_loss = _evaluate(trainer, recipe, config, data.test)
     predictor = trainer
     if recipe.predict_streams is not None:
-        predictor = Trainer(
-            model,
-            recipe.criterion(config, data),
-            torch.optim.SGD(model.parameters(), lr=0.0),
-            input_streams=recipe.predict_streams,
-            target_stream=recipe.target_stream,
-            device=settings.device,
-        )
+        predictor = evaluator(recipe, config, data, model, recipe.predict_streams, settings.device)
     predictions = predictor.predict(recipe.source(config, data.test, training=False))
     figures: dict[str, Any] = dict(recipe.score(config, data, predictions))
     baselines = recipe.baselines(config, data)
@@ -622,20 +630,14 @@ def predict_examples(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The ids and rows of a predictions CSV for examples already made (by a recipe's
     action, say) in the form its :meth:`Recipe.read_inputs` gives."""
-    import torch
 
     from rnnkit.saving import load
-    from rnnkit.training import Trainer
 
     recipe, config, info = load_run(run_dir)
     model = load(run_dir)
-    trainer = Trainer(
-        model,
-        recipe.criterion(config, RecipeData([], [], [], info=info.get("data", {}))),
-        torch.optim.SGD(model.parameters(), lr=0.0),
-        input_streams=recipe.predict_streams or recipe.input_streams,
-        target_stream=recipe.target_stream,
-    )
+    data = RecipeData([], [], [], info=info.get("data", {}))
+    streams = recipe.predict_streams or recipe.input_streams
+    trainer = evaluator(recipe, config, data, model, streams, None)
     predictions = trainer.predict(_input_source(recipe, config, examples))
     return recipe.prediction_table(info.get("data", {}), ids, examples, predictions)
 
