@@ -409,6 +409,14 @@ class _LinearRecurrenceCell(_StepCell):
     """
 
     log_coefficients: Callable[[Tensor], tuple[Tensor, Tensor]]
+    gates: int  # rows of weight_ih per hidden unit
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(self.gates * hidden_size, input_size))
+        self.bias_ih = nn.Parameter(torch.empty(self.gates * hidden_size)) if bias else None
+        self.reset_parameters()
 
     def step(self, px: Tensor, state: State) -> Tensor:
         (h,) = as_tuple(state)
@@ -435,12 +443,7 @@ class MinGRUCell(_LinearRecurrenceCell):
     Runs on the ``'scan'`` backend (a parallel prefix scan) or the loop.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))
-        self.bias_ih = nn.Parameter(torch.empty(2 * hidden_size)) if bias else None
-        self.reset_parameters()
+    gates = 2
 
     def log_coefficients(self, px: Tensor) -> tuple[Tensor, Tensor]:
         k, v = px.chunk(2, dim=-1)
@@ -461,12 +464,7 @@ class MinLSTMCell(_LinearRecurrenceCell):
     Shapes: ``weight_ih [3H, I]`` (rows ``f``, ``i``, ``h̃``), ``bias_ih [3H]``; state ``[B, H]``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
-        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
-        self.reset_parameters()
+    gates = 3
 
     def log_coefficients(self, px: Tensor) -> tuple[Tensor, Tensor]:
         f, i, v = px.chunk(3, dim=-1)
