@@ -20,13 +20,14 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from rnnkit.data.minibatch import MinibatchSource
-    from rnnkit.training.trainer import Trainer
 
 __all__ = [
     "Callback",
@@ -38,8 +39,25 @@ __all__ = [
     "PlateauSchedule",
     "StepInfo",
     "TimeBudget",
+    "TrainerView",
     "Validation",
 ]
+
+
+class TrainerView(Protocol):
+    """What a callback may use of the :class:`~rnnkit.training.Trainer` that calls it (a
+    protocol, so that this module needs nothing from the trainer's)."""
+
+    model: nn.Module
+    optimizer: Any
+    state: Any  # the trainer's TrainerState: step, epoch, samples, ...
+    epoch_target: int | None
+    fit_epochs: int | None
+    failed: bool
+
+    def stop(self, reason: str) -> None: ...
+
+    def evaluate(self, source: Any) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -117,19 +135,19 @@ class Callback:
 
     rank_zero_only: ClassVar[bool] = False
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         """Called once at the start of ``fit`` (after a resume has been applied)."""
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         """Called before the first step of epoch ``epoch`` (1-based), also after a resume."""
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, step: StepInfo) -> None:
         """Called after every update (and after every skipped one)."""
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         """Called when an epoch ends, before its checkpoint is written."""
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         """Called when ``fit`` returns or fails (``trainer.failed`` tells which)."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -154,7 +172,7 @@ class Validation(Callback):
             raise ValueError("name: expected a non-empty string, found ''")
         self.source, self.name = source, name
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         result = trainer.evaluate(self.source)
         epoch.metrics[f"{self.name}_loss"] = result["loss"]
         epoch.metrics[f"{self.name}_metric"] = result["metric"]
@@ -202,7 +220,7 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         if self.monitor not in epoch.metrics:
             raise ValueError(
                 f"EarlyStopping(monitor={self.monitor!r}): the epoch has no such metric; it has "
@@ -225,7 +243,7 @@ class EarlyStopping(Callback):
                 f"(epoch {self.best_epoch}) for {self.patience} epochs"
             )
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         if self.restore_best and self.best_state is not None and not trainer.failed:
             trainer.model.load_state_dict(self.best_state)
 
@@ -256,10 +274,10 @@ class LearningRateLogger(Callback):
     def __init__(self) -> None:
         self.values: list[tuple[int, list[float]]] = []
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, step: StepInfo) -> None:
         self.values.append((step.step, [float(g["lr"]) for g in trainer.optimizer.param_groups]))
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         epoch.metrics["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
 
 
@@ -302,10 +320,10 @@ class GradientMonitor(Callback):
         self.events: list[tuple[int, str, float]] = []
         self._warned: set[str] = set()
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         self._warned.clear()
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, step: StepInfo) -> None:
         norm = step.grad_norm
         if not math.isfinite(norm):
             return
@@ -348,11 +366,11 @@ class TimeBudget(Callback):
         self.reached = False
         self._start = 0.0
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         self._start = time.perf_counter()
         self.reached = False
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, step: StepInfo) -> None:
         if not self.reached and time.perf_counter() - self._start >= self.seconds:
             self.reached = True
             trainer.stop(f"time budget: {self.seconds:g} s reached at step {step.step}")
@@ -368,7 +386,7 @@ class PlateauSchedule(Callback):
 
         self.scheduler = ReduceLROnPlateau(optimizer, factor=factor, patience=patience)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         self.scheduler.step(float(epoch.metrics.get("val_loss", epoch.metrics["loss"])))
 
     def state_dict(self) -> dict[str, Any]:

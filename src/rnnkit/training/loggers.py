@@ -5,12 +5,9 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from rnnkit.training.callbacks import Callback, EpochInfo, StepInfo
-
-if TYPE_CHECKING:
-    from rnnkit.training.trainer import Trainer
+from rnnkit.training.callbacks import Callback, EpochInfo, StepInfo, TrainerView
 
 __all__ = ["CSVLogger", "TensorBoardLogger"]
 
@@ -38,7 +35,7 @@ class CSVLogger(Callback):
         self._writer: Any = None
         self._columns: list[str] | None = None
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         kept: list[dict[str, str]] = []
         if trainer.state.step > 0 and self.path.exists():
             key, last = (
@@ -81,7 +78,7 @@ class CSVLogger(Callback):
         self._writer.writerow([values.get(c, "") for c in columns])
         self._file.flush()
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, step: StepInfo) -> None:
         if self.per == "step":
             nan = float("nan")
             self._row(
@@ -97,7 +94,7 @@ class CSVLogger(Callback):
                 }
             )
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         if self.per == "epoch":
             row: dict[str, Any] = {
                 "epoch": epoch.epoch,
@@ -109,7 +106,7 @@ class CSVLogger(Callback):
             row.update({k: repr(float(v)) for k, v in epoch.metrics.items()})
             self._row(row)
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -128,7 +125,7 @@ class TensorBoardLogger(Callback):
         self.log_dir = Path(log_dir)
         self._writer: Any = None
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as error:
@@ -137,7 +134,7 @@ class TensorBoardLogger(Callback):
             ) from error
         self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.state.step + 1)
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, step: StepInfo) -> None:
         if step.skipped:
             return
         for name, value in (
@@ -148,12 +145,12 @@ class TensorBoardLogger(Callback):
         ):
             self._writer.add_scalar(f"train/{name}", value, step.step)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         for name, value in epoch.metrics.items():
             self._writer.add_scalar(f"epoch/{name}", value, epoch.epoch)
         self._writer.flush()
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import IO, TYPE_CHECKING, Any, TextIO
+from typing import IO, Any, TextIO
 
-from rnnkit.training.callbacks import Callback, EpochInfo, StepInfo
-
-if TYPE_CHECKING:
-    from rnnkit.training.trainer import Trainer
+from rnnkit.training.callbacks import Callback, EpochInfo, StepInfo, TrainerView
 
 __all__ = ["ProgressBar", "ProgressPrinter", "auto_progress"]
 
@@ -177,20 +174,20 @@ class ProgressPrinter(Callback):
             f"Minibatch[1-{int(result['minibatches'])}]: {self.metric_name} = {value} * {samples};"
         )
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         if self.freq == 0 and not self._header_written:
             self.write_header()
         self._epochs = self.num_epochs if self.num_epochs is not None else trainer.fit_epochs
         self._lr = None
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, step: StepInfo) -> None:
         if step.lr != self._lr:
             self._print(f"Learning rate per minibatch: {step.lr}")
             self._lr = step.lr
         if not step.skipped:
             self.update(step.samples, step.loss_sum, step.metric_sum)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         self.summary(epoch.epoch, epoch.seconds)
         for name, result in epoch.evaluations.items():
             self.evaluation_summary(name, result)
@@ -244,10 +241,10 @@ class ProgressBar(Callback):
     def _stream(self) -> IO[str]:
         return self.file if self.file is not None else sys.stderr
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         self._epochs = trainer.fit_epochs
 
-    def _open(self, trainer: Trainer, epoch: int) -> None:
+    def _open(self, trainer: TrainerView, epoch: int) -> None:
         stream = self._stream()
         if not _is_terminal(stream):
             return
@@ -265,11 +262,11 @@ class ProgressBar(Callback):
             dynamic_ncols=True,
         )
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         self._close()
         self._open(trainer, epoch)
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, step: StepInfo) -> None:
         if self._bar is not None:
             self._bar.update(step.samples)
             if not step.skipped:
@@ -280,7 +277,7 @@ class ProgressBar(Callback):
             self._bar.close()
             self._bar = None
 
-    def on_epoch_end(self, trainer: Trainer, epoch: EpochInfo) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: EpochInfo) -> None:
         bar = self._bar
         self._close()
         if bar is None:
@@ -306,7 +303,7 @@ class ProgressBar(Callback):
             file=self._stream(),
         )
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         self._close()
 
 
