@@ -47,10 +47,10 @@ class G2PConfig:
         0.05, "share of the words held out for the test", low=0.0, high=1.0, low_open=True
     )
     max_train_words: int | None = option(
-        None, "train on the first N training words (default: all)", low=1
+        None, "train on the first N training words (none: all of them)", low=1
     )
     max_test_words: int | None = option(
-        None, "keep the first N validation and N test words (default: all)", low=1
+        None, "keep the first N validation and N test words (none: all)", low=1
     )
     embedding_size: int = option(64, "letter and phoneme embedding size", low=1)
     hidden_size: int = option(128, "encoder units per direction (the decoder has twice)", low=1)
@@ -60,7 +60,7 @@ class G2PConfig:
         choices=("dot", "general", "additive"),
     )
     train: TrainSettings = option(
-        TrainSettings(epochs=2, minibatch_size=64, learning_rate=0.003, clip_norm=5.0, patience=3),
+        TrainSettings(epochs=2, minibatch_size=128, learning_rate=0.003, clip_norm=5.0, patience=3),
         "training settings",
     )
 
@@ -84,8 +84,8 @@ class G2PRecipe(Recipe[G2PConfig]):
     description = __doc__ or ""
     config = G2PConfig
     presets = {
-        "published": {"epochs": 2, "max_train_words": 40_000, "minibatch_size": 128},
-        "full": {"epochs": 20, "minibatch_size": 128},
+        "published": {"max_train_words": 40_000},
+        "full": {"epochs": 20},
     }
     preset_help = {
         "published": "docs/results.md row 1: 2 epochs over the first 40,000 training words",

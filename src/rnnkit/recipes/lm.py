@@ -49,7 +49,7 @@ class LMConfig:
         500_000, "training characters per epoch (one validation pass each)", low=1
     )
     train_chars: int | None = option(
-        None, "train on the first N characters of the training books (default: all)", low=2
+        None, "train on the first N characters of the training books (none: all)", low=2
     )
     train: TrainSettings = option(
         TrainSettings(epochs=8, minibatch_size=32, learning_rate=0.003, clip_norm=1.0, patience=3),
