@@ -323,7 +323,7 @@ def test_training_stops_once_the_validation_part_is_solved(tmp_path, monkeypatch
 
 def test_lstm_beats_the_baseline_on_the_adding_problem_at_t20(tmp_path) -> None:
     run = tmp_path / "t20"
-    argv = ["longrange", "--length", "20", "--hidden-size", "32", "--epochs", "8"]
+    argv = ["longrange", "--cell", "lstm", "--length", "20", "--hidden-size", "32", "--epochs", "8"]
     argv += ["--clip-norm", "1", "--test-size", "300", "--validation-size", "100"]
     assert main([*argv, "--threads", "1", "--quiet", "--run-dir", str(run)]) == 0
     result = json.loads((run / "run.json").read_text())["result"]

@@ -42,7 +42,7 @@ class LongRangeConfig:
 
     task: str = option("adding", "adding problem or copy task", choices=("adding", "copy"))
     cell: str = option(
-        "lstm", "rnn (tanh), irnn (Le et al.), lstm or gru", choices=("rnn", "irnn", "lstm", "gru")
+        "gru", "rnn (tanh), irnn (Le et al.), lstm or gru", choices=("rnn", "irnn", "lstm", "gru")
     )
     length: int = option(100, "T, the steps of a sequence (adding) or the delay (copy)", low=1)
     hidden_size: int = option(64, "hidden units of the cell", low=1)
@@ -53,7 +53,8 @@ class LongRangeConfig:
     num_copy: int = option(10, "copy task: symbols to remember (K)", low=1)
     num_symbols: int = option(8, "copy task: symbols to draw them from (S)", low=1)
     train: TrainSettings = option(
-        TrainSettings(epochs=12, minibatch_size=50, learning_rate=0.01), "training settings"
+        TrainSettings(epochs=12, minibatch_size=50, learning_rate=0.01, threads=1),
+        "training settings",
     )
 
     def __post_init__(self) -> None:

@@ -68,7 +68,7 @@ class TreeConfig:
         low_open=True,
     )
     train: TrainSettings = option(
-        TrainSettings(epochs=6, minibatch_size=128, learning_rate=1e-3, clip_norm=5.0),
+        TrainSettings(epochs=6, minibatch_size=128, learning_rate=1e-3, clip_norm=5.0, threads=1),
         "training settings",
     )
 
