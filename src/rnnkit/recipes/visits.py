@@ -56,7 +56,14 @@ class VisitsConfig:
     )
     top_k: int = option(20, "codes listed per predicted visit in predictions.csv", low=1)
     train: TrainSettings = option(
-        TrainSettings(epochs=20, patience=4, minibatch_size=32, learning_rate=0.005, clip_norm=5.0),
+        TrainSettings(
+            epochs=20,
+            patience=4,
+            minibatch_size=32,
+            learning_rate=0.005,
+            clip_norm=5.0,
+            threads=1,  # a small GRU runs fastest on one thread
+        ),
         "training settings (minibatches count patients)",
     )
 
