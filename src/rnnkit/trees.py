@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import Any, Literal, NamedTuple
 
@@ -447,7 +447,10 @@ def _token_id(token: str, vocab: Mapping[str, int], unknown: int | None) -> int:
     return unknown
 
 
-def _to_brackets(root: Tree) -> str:
+def _write(root: Tree, text: Callable[[Tree], str]) -> str:
+    """A tree as nested parentheses without recursion: ``text(node)`` is the whole text of a
+    leaf, or the opening of an inner node, whose children follow separated by spaces, then
+    ``)``."""
     parts: list[str] = []
     stack: list[Tree | str] = [root]
     while stack:
@@ -455,23 +458,29 @@ def _to_brackets(root: Tree) -> str:
         if isinstance(item, str):
             parts.append(item)
             continue
+        parts.append(text(item))
         if not item.children:
-            if item.token is None and item.label is None:
-                raise ValueError("brackets: a leaf needs a token or a label")
-            if item.label is None:
-                parts.append(str(item.token))
-            elif item.token is None:
-                parts.append(f"({item.label})")
-            else:
-                parts.append(f"({item.label} {item.token})")
             continue
-        parts.append("(" if item.label is None else f"({item.label} ")
         stack.append(")")
         for i, child in enumerate(reversed(item.children)):
             stack.append(child)
             if i < len(item.children) - 1:
                 stack.append(" ")
     return "".join(parts)
+
+
+def _bracket_text(node: Tree) -> str:
+    if node.children:
+        return "(" if node.label is None else f"({node.label} "
+    if node.token is None and node.label is None:
+        raise ValueError("brackets: a leaf needs a token or a label")
+    if node.label is None:
+        return str(node.token)
+    return f"({node.label})" if node.token is None else f"({node.label} {node.token})"
+
+
+def _to_brackets(root: Tree) -> str:
+    return _write(root, _bracket_text)
 
 
 def _to_listops(root: Tree) -> str:
@@ -507,19 +516,7 @@ def _to_ast(root: Tree) -> ast.AST:
 
 
 def _to_sexpr(root: Tree) -> str:
-    parts: list[str] = []
-    stack: list[Tree | str] = [root]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            parts.append(item)
-            continue
-        parts.append(f"({item.token}")
-        stack.append(")")
-        for child in reversed(item.children):
-            stack.append(child)
-            stack.append(" ")
-    return "".join(parts)
+    return _write(root, lambda node: f"({node.token} " if node.children else f"({node.token})")
 
 
 def _read_bracket(tokens: list[tuple[str, int]], start: int, text: str) -> tuple[Tree, int]:
