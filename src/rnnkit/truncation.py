@@ -16,12 +16,7 @@ of 2 steps, and a cumulative-sum "cell" so the numbers can be checked by hand):
 
 >>> import torch
 >>> from rnnkit import RecurrenceFrom, SequenceBatch
->>> class Sum(torch.nn.Module):
-...     hidden_size = 1
-...     def initial_state(self, batch_size, device=None, dtype=None):
-...         return torch.zeros(batch_size, 1, device=device, dtype=dtype)
-...     def forward(self, x, state=None):
-...         return x if state is None else state + x
+>>> from rnnkit.testing import RunningSum as Sum  # h_t = h_{t-1} + x_t
 >>> x = SequenceBatch.from_list([torch.ones(5, 1), 10 * torch.ones(3, 1)])
 >>> chunks = list(truncated_chunks(x, 2))
 >>> [c.lengths.tolist() for c in chunks]
