@@ -200,6 +200,16 @@ class Recursive(nn.Module):
         return result if len(result) > 1 else result[0]
 
 
+def _check_leaf_size(input_size: int, hidden_size: int) -> None:
+    """A cell whose leaf state is its input needs ``input_size == hidden_size``."""
+    if input_size != hidden_size:
+        raise ValueError(
+            f"input_size: a leaf's state is its input, so expected input_size == "
+            f"hidden_size ({hidden_size}), found {input_size}; map the inputs to "
+            f"hidden_size first (e.g. nn.Embedding(vocab, {hidden_size}))"
+        )
+
+
 class RecursiveCell(nn.Module):
     """The recursive network of the textbook: ``p = tanh(W [c1; c2] + b)``.
 
@@ -223,12 +233,7 @@ class RecursiveCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        if input_size != hidden_size:
-            raise ValueError(
-                f"input_size: a leaf's state is its input, so expected input_size == "
-                f"hidden_size ({hidden_size}), found {input_size}; map the inputs to "
-                f"hidden_size first (e.g. nn.Embedding(vocab, {hidden_size}))"
-            )
+        _check_leaf_size(input_size, hidden_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.weight = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size))
@@ -267,11 +272,7 @@ class RNTNCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        if input_size != hidden_size:
-            raise ValueError(
-                f"input_size: a leaf's state is its input, so expected input_size == "
-                f"hidden_size ({hidden_size}), found {input_size}"
-            )
+        _check_leaf_size(input_size, hidden_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.weight_tensor = nn.Parameter(
