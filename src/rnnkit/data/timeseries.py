@@ -252,6 +252,12 @@ def _load_csv(
             )
     missing_set = set(missing)
     positions = [header.index(name) for name in value_columns]
+
+    def located(message: str, r: int, position: int) -> ReaderError:
+        line = lines[line_numbers[r] - 1]
+        column = _field_offset(line, delimiter, position) + 1
+        return ReaderError(message, path=path, line=line_numbers[r], column=column)
+
     values = np.empty((len(rows), len(value_columns)), dtype=np.float64)
     for r, fields in enumerate(rows):
         for c, position in enumerate(positions):
@@ -262,13 +268,11 @@ def _load_csv(
             try:
                 values[r, c] = float(text)
             except ValueError:
-                line = lines[line_numbers[r] - 1]
-                raise ReaderError(
+                raise located(
                     f"column {value_columns[c]!r}: expected a number or a missing marker "
                     f"{list(missing)}, found {fields[position]!r}",
-                    path=path,
-                    line=line_numbers[r],
-                    column=_field_offset(line, delimiter, position) + 1,
+                    r,
+                    position,
                 ) from None
     times = None
     if time_column is not None:
@@ -279,23 +283,21 @@ def _load_csv(
                 stamps.append(_parse_time(fields[position], time_format))
             except (ValueError, OverflowError):
                 expected = "an ISO 8601 timestamp" if time_format is None else repr(time_format)
-                raise ReaderError(
+                raise located(
                     f"column {time_column!r}: expected a timestamp in {expected}, "
                     f"found {fields[position]!r}",
-                    path=path,
-                    line=line_numbers[r],
-                    column=_field_offset(lines[line_numbers[r] - 1], delimiter, position) + 1,
+                    r,
+                    position,
                 ) from None
         times = np.array(stamps, dtype="datetime64[us]")
         backwards = np.flatnonzero(np.diff(times) <= np.timedelta64(0))
         if backwards.size:
             r = int(backwards[0]) + 1
-            raise ReaderError(
+            raise located(
                 f"column {time_column!r}: expected timestamps in increasing order, found "
                 f"{rows[r][position]!r} after {rows[r - 1][position]!r}",
-                path=path,
-                line=line_numbers[r],
-                column=_field_offset(lines[line_numbers[r] - 1], delimiter, position) + 1,
+                r,
+                position,
             )
     return TimeSeries(values, tuple(value_columns), times)
 
