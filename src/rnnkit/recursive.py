@@ -200,17 +200,25 @@ class Recursive(nn.Module):
         return result if len(result) > 1 else result[0]
 
 
-def _check_leaf_size(input_size: int, hidden_size: int) -> None:
-    """A cell whose leaf state is its input needs ``input_size == hidden_size``."""
-    if input_size != hidden_size:
-        raise ValueError(
-            f"input_size: a leaf's state is its input, so expected input_size == "
-            f"hidden_size ({hidden_size}), found {input_size}; map the inputs to "
-            f"hidden_size first (e.g. nn.Embedding(vocab, {hidden_size}))"
-        )
+class _BinaryLeafInputCell(nn.Module):
+    """Base of the binary cells whose leaf state is the leaf's input, so
+    ``input_size == hidden_size``."""
+
+    max_children: int | None = 2
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        if input_size != hidden_size:
+            raise ValueError(
+                f"input_size: a leaf's state is its input, so expected input_size == "
+                f"hidden_size ({hidden_size}), found {input_size}; map the inputs to "
+                f"hidden_size first (e.g. nn.Embedding(vocab, {hidden_size}))"
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
 
 
-class RecursiveCell(nn.Module):
+class RecursiveCell(_BinaryLeafInputCell):
     """The recursive network of the textbook: ``p = tanh(W [c1; c2] + b)``.
 
     Binary (``max_children = 2``; a node with one child reads a zero state as ``c2``).
@@ -229,13 +237,8 @@ class RecursiveCell(nn.Module):
     tensor([[0.7616, 0.7616]], grad_fn=<TanhBackward0>)
     """
 
-    max_children: int | None = 2
-
     def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        _check_leaf_size(input_size, hidden_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
+        super().__init__(input_size, hidden_size)
         self.weight = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size))
         self.bias = nn.Parameter(torch.empty(hidden_size))
         _uniform_(self, hidden_size)
@@ -250,7 +253,7 @@ class RecursiveCell(nn.Module):
         return torch.tanh(F.linear(both, self.weight, self.bias))
 
 
-class RNTNCell(nn.Module):
+class RNTNCell(_BinaryLeafInputCell):
     """Recursive neural tensor network (Socher et al. 2013).
 
     ``p = tanh([c1; c2]ᵀ V^{[1:H]} [c1; c2] + W [c1; c2] + b)``: slice k of the tensor V gives
@@ -268,13 +271,8 @@ class RNTNCell(nn.Module):
     tensor([[0.5098]], grad_fn=<TanhBackward0>)
     """
 
-    max_children: int | None = 2
-
     def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        _check_leaf_size(input_size, hidden_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
+        super().__init__(input_size, hidden_size)
         self.weight_tensor = nn.Parameter(
             torch.empty(hidden_size, 2 * hidden_size, 2 * hidden_size)
         )
