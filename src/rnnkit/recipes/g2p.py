@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnkit.recipes.harness import Metric, Recipe, RecipeData
-from rnnkit.recipes.options import TrainSettings, check_config, option
+from rnnkit.recipes.options import TrainSettings, check_config, option, require_one_model
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -71,11 +71,7 @@ class G2PConfig:
                 "validation_fraction + test_fraction: expected less than 1, found "
                 f"{self.validation_fraction + self.test_fraction:g}"
             )
-        if self.train.ensemble != 1:
-            raise ValueError(
-                f"ensemble: expected 1 for g2p (greedy decoders do not average), found "
-                f"{self.train.ensemble}"
-            )
+        require_one_model(self.train, "greedy decoders do not average")
 
 
 class G2PRecipe(Recipe[G2PConfig]):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnkit.recipes.harness import Metric, Recipe, RecipeData
-from rnnkit.recipes.options import TrainSettings, check_config, option
+from rnnkit.recipes.options import TrainSettings, check_config, option, require_one_model
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -62,11 +62,7 @@ class LMConfig:
             raise ValueError(
                 f"train_chars: expected more than window={self.window}, found {self.train_chars}"
             )
-        if self.train.ensemble != 1:
-            raise ValueError(
-                f"ensemble: expected 1 for lm (sampling needs one model), found "
-                f"{self.train.ensemble}"
-            )
+        require_one_model(self.train, "sampling needs one model")
 
 
 class LMRecipe(Recipe[LMConfig]):

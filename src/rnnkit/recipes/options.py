@@ -43,6 +43,7 @@ __all__ = [
     "config_from_args",
     "option",
     "option_flag",
+    "require_one_model",
 ]
 
 T = TypeVar("T")
@@ -228,6 +229,12 @@ class TrainSettings:
     def member_epochs(self) -> int:
         """Epochs for each model of the ensemble."""
         return max(1, self.epochs // self.ensemble)
+
+
+def require_one_model(settings: TrainSettings, why: str) -> None:
+    """Refuse an ensemble for a recipe whose model cannot be averaged (``why`` says so)."""
+    if settings.ensemble != 1:
+        raise ValueError(f"ensemble: expected 1 ({why}), found {settings.ensemble}")
 
 
 def _parse_number(kind: str, meta: Mapping[str, Any], flag: str) -> Any:
