@@ -248,8 +248,10 @@ class Recipe(Generic[C]):
         return None
 
     def epoch_size(self, config: C, data: RecipeData) -> int | None:
-        """Samples per epoch (``None``: one sweep of the training part)."""
-        return None
+        """Samples per epoch: the config's ``epoch_size`` field when it has one, else ``None``
+        (one sweep of the training part)."""
+        value = getattr(config, "epoch_size", None)
+        return value if isinstance(value, int) else None
 
     def callbacks(self, config: C, data: RecipeData) -> list[Callback]:
         """More callbacks for the trainer (after the harness's own)."""

@@ -74,9 +74,6 @@ class SolarRecipe(Recipe[SolarConfig]):
     unit = "samples"  # the book counts a minibatch in time steps
     metric = Metric("mse")
 
-    def epoch_size(self, config: SolarConfig, data: RecipeData) -> int:
-        return config.epoch_size
-
     def load_data(self, config: SolarConfig) -> RecipeData:
         from rnnkit.data.solar import (
             book_examples,
