@@ -27,6 +27,7 @@ import dataclasses
 import math
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -105,7 +106,7 @@ class RunResult:
     data: RecipeData
 
 
-class Recipe(Generic[C]):
+class Recipe(ABC, Generic[C]):
     """One task: subclass it, set the class attributes, implement the hooks.
 
     Class attributes:
@@ -155,21 +156,21 @@ class Recipe(Generic[C]):
     (:class:`~rnnkit.data.MinibatchSource`'s ``bucket``; ``None``: no bucketing)."""
 
     # ------------------------------------------------------------------ hooks to implement
+    @abstractmethod
     def load_data(self, config: C) -> RecipeData:
         """Read or make the examples of the three parts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def build_model(self, config: C, data: RecipeData) -> nn.Module:
         """A fresh, untrained model (called once per ensemble member, after seeding)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def criterion(self, config: C, data: RecipeData) -> Callable[[Any, Any], Any]:
         """``(output, target) -> (loss_sum, metric_sum)`` (see :mod:`rnnkit.training`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def score(self, config: C, data: RecipeData, predictions: list[Any]) -> dict[str, float]:
         """The figures of the trained model on the test part, from its predictions."""
-        raise NotImplementedError
 
     def baselines(self, config: C, data: RecipeData) -> dict[str, dict[str, float]]:
         """Simple methods' figures on the same test part: ``{name: {figure: value}}``."""
@@ -178,8 +179,16 @@ class Recipe(Generic[C]):
     def prediction_rows(
         self, info: Mapping[str, Any], examples: Sequence[Example], predictions: Sequence[Any]
     ) -> list[dict[str, Any]]:
-        """One dict per example (``target`` and ``prediction`` at least) for the CSV."""
-        raise NotImplementedError
+        """One dict per example for the CSV: by default its ``target`` (when the example has
+        the target stream) and the model's ``prediction``, as numbers (a list for several)."""
+        rows = []
+        for example, prediction in zip(examples, predictions, strict=True):
+            row: dict[str, Any] = {}
+            if self.target_stream in example:
+                row["target"] = _numbers(example[self.target_stream])
+            row["prediction"] = _numbers(prediction)
+            rows.append(row)
+        return rows
 
     def prediction_table(
         self,
@@ -193,11 +202,11 @@ class Recipe(Generic[C]):
         step) may give a row, with its own id, to each."""
         return list(ids), self.prediction_rows(info, examples, predictions)
 
+    @abstractmethod
     def read_inputs(
         self, info: Mapping[str, Any], config: C, paths: Sequence[Path]
     ) -> tuple[list[str], list[Example]]:
         """New inputs in the recipe's file format, for ``rnnkit predict``: ids and examples."""
-        raise NotImplementedError(f"rnnkit {self.name} runs cannot predict on new files yet")
 
     # ------------------------------------------------------------------ hooks with defaults
     def settings(self, config: C) -> TrainSettings:
@@ -290,7 +299,9 @@ class Recipe(Generic[C]):
 
     def run_action(self, action: str, args: Any) -> int:
         """Run ``rnnkit NAME ACTION``; returns the exit status."""
-        raise NotImplementedError(action)
+        raise ValueError(
+            f"action: rnnkit {self.name} has no action {action!r}; it has {sorted(self.actions)}"
+        )
 
     def default_preset(self, argv: Sequence[str]) -> str | None:
         """The preset used when ``--preset`` is not given (may depend on the input files)."""
@@ -300,6 +311,14 @@ class Recipe(Generic[C]):
     def config_from_run(self, values: Mapping[str, Any]) -> C:
         """The config recorded in a run's ``run.json``."""
         return config_from_dict(self.config, values)
+
+
+def _numbers(value: Any) -> Any:
+    """A tensor (or the first of a tuple of them) as a number or a list of numbers."""
+    if isinstance(value, (tuple, list)):
+        value = value[0]
+    items = value.detach().reshape(-1).tolist()
+    return items[0] if len(items) == 1 else items
 
 
 # ---------------------------------------------------------------------------- the one path
