@@ -615,19 +615,15 @@ def _version() -> str:
 
 def load_run(run_dir: str | Path) -> tuple[Recipe[Any], Any, dict[str, Any]]:
     """The recipe, config and ``run.json`` of a run directory."""
-    import json
-
     from rnnkit.recipes import get_recipe
+    from rnnkit.serialization import read_json
 
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"run_dir: expected {path} (written by every rnnkit recipe), not found"
         )
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: expected JSON, found {error}") from None
+    info = read_json(path)
     if not isinstance(info, dict) or not isinstance(info.get("recipe"), str):
         raise ValueError(f"{path}: expected an object with a 'recipe' name")
     recipe = get_recipe(info["recipe"])

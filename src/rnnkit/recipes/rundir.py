@@ -131,11 +131,12 @@ class RunDirectory:
         return self.path / "metrics.csv"
 
     def write_run_json(self, facts: Mapping[str, Any]) -> None:
-        """``run.json`` (written to a temporary file, then renamed)."""
+        """``run.json``, written atomically (:func:`rnnkit.serialization.replacing`)."""
+        from rnnkit.serialization import replacing
+
         text = json.dumps(dict(facts), indent=2, default=str) + "\n"
-        tmp = self.path / "run.json.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.path / "run.json")
+        with replacing(self.path / "run.json") as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
     def save_model(self, model: nn.Module) -> None:
         """``model.safetensors`` + ``model.json`` via :func:`rnnkit.save`."""
