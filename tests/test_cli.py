@@ -67,24 +67,6 @@ def test_demo_runs_and_writes_its_run_directory(tmp_path, capsys):
     assert (run / "gradients.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize(
-    "argv,message",
-    [
-        (["demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1, found 0"),
-        (["demo", "--cell", "rnn"], "argument --cell: invalid choice: 'rnn' (choose from"),
-        (["solar", "--data", "x"], "argument --data: invalid choice: 'x' (choose from"),
-        (["nope"], "argument command: invalid choice: 'nope'"),
-    ],
-)
-def test_bad_arguments_give_one_line(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert len(err.strip().splitlines()) == 1
-
-
 def test_reader_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     bad = tmp_path / "s.csv"
     bad.write_text("t,y\n2020-01-01,1\n2020-01-02,x\n")

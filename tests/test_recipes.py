@@ -74,6 +74,8 @@ def test_config_round_trips_through_json():
         (["solar", "--preset", "nope"], "argument --preset: expected one of 'book', 'honest'"),
         (["solar", "--model", "better"], "model: the book's CTF files hold only the total"),
         (["solar", "--time-budget", "-5"], "argument --time-budget: expected a number > 0"),
+        (["demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1, found 0"),
+        (["demo", "--cell", "rnn"], "argument --cell: invalid choice: 'rnn' (choose from"),
         (["nope"], "argument command: invalid choice: 'nope'"),
     ],
 )
