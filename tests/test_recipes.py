@@ -339,6 +339,9 @@ def test_progress_on_a_terminal_is_one_bar_and_no_table(tmp_path):
         stdout=subprocess.PIPE,
         stderr=follower,
         text=True,
+        # an epoch here takes milliseconds: redraw on every update so the bar's rate and
+        # loss are on screen however fast the machine is (tqdm reads TQDM_* overrides)
+        env={**os.environ, "TQDM_MININTERVAL": "0"},
     )
     os.close(follower)
     chunks = []
