@@ -8,8 +8,11 @@ it. What each format means stays in those modules; here are the bytes on disk.
 Every write goes to a temporary file in the same directory, is flushed to disk (``fsync``), and
 is renamed over its final name (``os.replace``, atomic on POSIX and Windows), so a crash at any
 moment leaves the old file or the new one, never a torn one; a failed write removes its
-temporary file. JSON is strict (no ``NaN`` or ``Infinity``), UTF-8. Tensors are read with
-safetensors only: nothing is unpickled.
+temporary file and raises :class:`FileWriteError` (an ``OSError``) naming the file. A process
+killed mid-write leaves its temporary file (``.NAME.XXXXXXXX.tmp``) behind;
+:func:`remove_stale_temporaries` removes them. JSON is strict (no ``NaN`` or ``Infinity``),
+UTF-8. Tensors are read with safetensors only: nothing is unpickled. A file that cannot be read
+back as written raises :class:`CorruptFileError` (a ``ValueError``) naming the file.
 
 >>> import tempfile, torch
 >>> from pathlib import Path
@@ -28,25 +31,74 @@ safetensors only: nothing is unpickled.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rnnkit.data.errors import ReaderError
+
 if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "CorruptFileError",
+    "FileWriteError",
+    "file_sha256",
+    "parse_json",
     "read_json",
     "read_safetensors",
+    "remove_stale_temporaries",
     "replacing",
     "safetensors_torch",
     "to_json",
     "write_json",
     "write_safetensors",
 ]
+
+
+class CorruptFileError(ReaderError):
+    """A file rnnkit reads back (a model, a checkpoint, a JSON file) is damaged, was changed
+    since it was written, or does not hold what its reader expects.
+
+    The message starts with the file's path (and ``line:column`` where there is one), then says
+    what is wrong. A :class:`~rnnkit.data.errors.ReaderError`, so a ``ValueError``.
+
+    >>> str(CorruptFileError("the tensor data's sha256 differs from the one recorded",
+    ...                      path="run/checkpoint-000000004.safetensors"))
+    "run/checkpoint-000000004.safetensors: the tensor data's sha256 differs from the one recorded"
+    """
+
+
+class FileWriteError(OSError):
+    """A file could not be written (disk full, file too large, an I/O error, no permission).
+
+    The message names the file and the system's reason; the file it was to replace is left as
+    it was and the temporary file is removed. ``errno`` is the original error's (``ENOSPC``,
+    ``EFBIG``, ``EIO``, ...), ``filename`` the file that was to be written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], error: OSError, note: str = "") -> None:
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+        self.reason: str
+        if isinstance(error, FileWriteError):
+            self.reason = error.reason
+        elif error.errno is None:
+            self.reason = str(error)
+        else:
+            self.reason = f"[Errno {error.errno}] {error.strerror}"
+        self.message = (
+            f"{path}: could not be written ({self.reason}); "
+            + (note or "the file of that name, if any, is left as it was")
+            + ", and the partial temporary file is removed"
+        )
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def safetensors_torch() -> Any:
@@ -77,16 +129,24 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
+
+
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path`` to write; it replaces ``path`` when the block ends.
 
-    On leaving the block the temporary file is flushed to disk and renamed over ``path``, so
-    ``path`` is always absent, old or complete. If the block (or the rename) raises, the
-    temporary file is removed and ``path`` is left as it was.
+    The temporary file is named ``.NAME.XXXXXXXX.tmp`` (``NAME`` being ``path``'s name). On
+    leaving the block it is flushed to disk and renamed over ``path``, so ``path`` is always
+    absent, old or complete. If the block (or the rename) raises, the temporary file is removed
+    and ``path`` is left as it was; an ``OSError`` (a full disk, say) becomes a
+    :class:`FileWriteError` naming ``path``.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise FileWriteError(path, error) from error
     os.close(fd)
     tmp = Path(name)
     try:
@@ -94,11 +154,35 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as error:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and not isinstance(error, FileWriteError):
+            raise FileWriteError(path, error) from error
         raise
     _fsync_directory(path.parent)
+
+
+def remove_stale_temporaries(
+    directory: str | os.PathLike[str], name: re.Pattern[str]
+) -> list[Path]:
+    """Remove the temporary files that :func:`replacing` left in ``directory`` for the final
+    names that ``name`` matches (whole names), as a killed process leaves them; returns them.
+
+    Call it only when no other process is writing those files (a temporary file is only ever
+    read by the process writing it, so removing one of a process that died loses nothing).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for entry in directory.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match and name.fullmatch(match.group("name")) and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return sorted(removed)
 
 
 def to_json(value: Any, *, indent: int | None = None) -> str:
@@ -113,21 +197,61 @@ def write_json(path: str | os.PathLike[str], value: Any, *, indent: int | None =
         tmp.write_text(text, encoding="utf-8")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (rnnkit writes strict JSON)")
+
+
+def parse_json(text: str, path: str | os.PathLike[str], what: str = "") -> Any:
+    """The JSON value of ``text``, read from ``path`` (``what``: where in the file, if not all).
+
+    Raises:
+        CorruptFileError: ``path:line:column`` of a syntax error (or ``NaN``/``Infinity``), or
+            a nesting too deep to read.
+    """
+    where = f"{what}: " if what else ""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as error:
+        raise CorruptFileError(
+            f"{where}not valid JSON ({error.msg})", path=path, line=error.lineno, column=error.colno
+        ) from error
+    except ValueError as error:  # a NaN or Infinity constant
+        raise CorruptFileError(f"{where}not valid JSON ({error})", path=path) from error
+    except RecursionError as error:
+        raise CorruptFileError(f"{where}JSON nested too deeply to read", path=path) from error
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """The JSON value in ``path``.
 
     Raises:
-        ValueError: ``path:line:column`` of a syntax error, or text that is not UTF-8.
+        FileNotFoundError: ``path`` does not exist.
+        CorruptFileError: ``path:line:column`` of a syntax error; for text that is not UTF-8
+            (a pickle, say), the line, column and byte offset of the first bad byte.
     """
     path = Path(path)
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})"
-        ) from error
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error.reason})") from error
+        before = data[: error.start]
+        line = before.count(b"\n") + 1
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        raise CorruptFileError(
+            f"not UTF-8 text ({error.reason}: byte 0x{data[error.start]:02x} at line {line}, "
+            f"column {column}, byte offset {error.start}); expected JSON",
+            path=path,
+        ) from error
+    return parse_json(text, path)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of the bytes of ``path``, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_safetensors(
@@ -146,7 +270,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], d
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: ``path`` is not a readable safetensors file (torn, truncated, another
+        CorruptFileError: ``path`` is not a readable safetensors file (torn, truncated, another
             format), naming the file and the reader's reason.
     """
     safetensors_torch()
@@ -159,5 +283,5 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], d
     except FileNotFoundError:
         raise
     except Exception as error:
-        raise ValueError(f"{path}: not a readable safetensors file ({error})") from error
+        raise CorruptFileError(f"not a readable safetensors file ({error})", path=path) from error
     return tensors, dict(metadata)

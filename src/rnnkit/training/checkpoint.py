@@ -9,7 +9,17 @@ with string or integer keys, tuples) is JSON in the file's metadata under ``rnnk
 A file is written to a temporary name in the same directory, flushed to disk (``fsync``), and
 renamed over its final name (``os.replace``, atomic on POSIX and Windows; see
 :mod:`rnnkit.serialization`), so a crash at any moment leaves either the previous set of
-checkpoints or the new one, never a torn file.
+checkpoints or the new one, never a torn file. The temporary files of writes that a kill cut
+short are removed by the next successful write (and when a :class:`~rnnkit.training.Trainer`
+starts to fit).
+
+Integrity: the metadata also records ``rnnkit.sha256``, the sha256 of the JSON structure and of
+every tensor (name, dtype, shape and raw bytes, in name order), since safetensors itself has no
+checksum; :func:`load_state` refuses a file whose data no longer matches it. Files written
+before this record existed (format version ``"1"``) load without the check. Every load error is
+a :class:`~rnnkit.serialization.CorruptFileError` (a ``ValueError``) naming the file and what
+is wrong; a write error is a :class:`~rnnkit.serialization.FileWriteError` (an ``OSError``)
+naming the file and saying that the previous checkpoint is intact.
 
 >>> import tempfile, torch
 >>> folder = tempfile.mkdtemp()
@@ -23,7 +33,7 @@ checkpoints or the new one, never a torn file.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import os
 import re
@@ -32,15 +42,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
-from rnnkit.serialization import read_safetensors, to_json, write_safetensors
+from rnnkit.serialization import (
+    CorruptFileError,
+    FileWriteError,
+    parse_json,
+    read_safetensors,
+    remove_stale_temporaries,
+    to_json,
+    write_safetensors,
+)
 
 __all__ = ["Checkpoint", "load_state", "save_state"]
 
 _FORMAT = "rnnkit.checkpoint"
-_VERSION = "1"
+_VERSION = "2"  # "2" records rnnkit.sha256; "1" (no record) is still read
+_VERSIONS = ("1", "2")
 _NAME = re.compile(r"^checkpoint-(\d+)\.safetensors$")
+_NON_FINITE = ("nan", "inf", "-inf")
 
 
 def _join(path: str, key: object) -> str:
@@ -84,51 +105,152 @@ def _encode(value: Any, path: str, tensors: dict[str, Tensor]) -> Any:
     )
 
 
-def _decode(value: Any, tensors: Mapping[str, Tensor]) -> Any:
-    if isinstance(value, list):
-        return [_decode(v, tensors) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "__tensor__" in value:
-        return tensors[value["__tensor__"]]
-    if "__float__" in value:
-        return float(value["__float__"])
-    if "__ndarray__" in value:
-        return np.array(value["__ndarray__"], dtype=value["dtype"])
-    if "__tuple__" in value:
-        return tuple(_decode(v, tensors) for v in value["__tuple__"])
-    if "__items__" in value:
-        return {k: _decode(v, tensors) for k, v in value["__items__"]}
-    return {k: _decode(v, tensors) for k, v in value.items()}
+def _payload_sha256(structure: str, tensors: Mapping[str, Tensor]) -> str:
+    """sha256 of the JSON structure, then of each tensor's name, dtype, shape and raw bytes
+    (C order), in name order: everything :func:`load_state` returns."""
+    digest = hashlib.sha256(structure.encode("utf-8"))
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(b"\n" + to_json([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+class _Decoder:
+    """Rebuilds the state from its JSON structure; every surprise is named with its place."""
+
+    def __init__(self, path: Path, tensors: Mapping[str, Tensor]) -> None:
+        self.path, self.tensors = path, tensors
+
+    def fail(self, where: str, message: str) -> CorruptFileError:
+        at = f"the state at {where!r}" if where else "the state"
+        return CorruptFileError(f"{at}: {message}", path=self.path)
+
+    def decode(self, value: Any, where: str) -> Any:
+        if isinstance(value, list):
+            return [self.decode(v, _join(where, i)) for i, v in enumerate(value)]
+        if not isinstance(value, dict):
+            return value
+        if "__tensor__" in value:
+            key = value["__tensor__"]
+            if not isinstance(key, str) or key not in self.tensors:
+                raise self.fail(
+                    where, f"refers to the tensor {key!r}, which the file does not hold"
+                )
+            return self.tensors[key]
+        if "__float__" in value:
+            text = value["__float__"]
+            if text not in _NON_FINITE:
+                expected = f"one of {list(_NON_FINITE)} (a non-finite float)"
+                raise self.fail(where, f"expected {expected}, found {text!r}")
+            return float(text)
+        if "__ndarray__" in value:
+            return self.array(value, where)
+        if "__tuple__" in value:
+            items = value["__tuple__"]
+            if not isinstance(items, list):
+                raise self.fail(where, f"expected a list of tuple items, found {items!r}")
+            return tuple(self.decode(v, _join(where, i)) for i, v in enumerate(items))
+        if "__items__" in value:
+            return self.items(value["__items__"], where)
+        return {k: self.decode(v, _join(where, k)) for k, v in value.items()}
+
+    def array(self, value: dict[str, Any], where: str) -> np.ndarray:
+        dtype = value.get("dtype")
+        try:
+            kind = np.dtype(dtype).kind if isinstance(dtype, str) else ""
+        except (TypeError, ValueError):
+            kind = ""
+        if kind not in ("b", "i", "u", "f"):  # bool, integers, floats: what numpy states hold
+            raise self.fail(where, f"expected a numeric NumPy dtype, found {dtype!r}")
+        try:
+            return np.array(value["__ndarray__"], dtype=dtype)
+        except (TypeError, ValueError, OverflowError) as error:
+            message = f"cannot make a {dtype} array of the values ({error})"
+            raise self.fail(where, message) from error
+
+    def items(self, items: Any, where: str) -> dict[Any, Any]:
+        if not isinstance(items, list):
+            raise self.fail(where, f"expected a list of [key, value] pairs, found {items!r}")
+        out = {}
+        for pair in items:
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise self.fail(where, f"expected a [key, value] pair, found {pair!r}")
+            key, value = pair
+            if not (key is None or isinstance(key, (bool, int, float, str))):
+                raise self.fail(where, f"expected a string, number or None as key, found {key!r}")
+            out[key] = self.decode(value, _join(where, key))
+        return out
 
 
 def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
-    """Write a nested ``state`` (see the module docstring) atomically to ``path``."""
+    """Write a nested ``state`` (see the module docstring) atomically to ``path``.
+
+    Raises:
+        FileWriteError: ``path`` could not be written (disk full, ...); a file already at
+            ``path`` is left as it was.
+    """
     path = Path(path)
     tensors: dict[str, Tensor] = {}
-    structure = _encode(dict(state), "", tensors)
-    metadata = {"format": _FORMAT, "version": _VERSION, "rnnkit.state": to_json(structure)}
+    structure = to_json(_encode(dict(state), "", tensors))
+    metadata = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "rnnkit.state": structure,
+        "rnnkit.sha256": _payload_sha256(structure, tensors),
+    }
     write_safetensors(path, tensors, metadata)
     return path
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a state written by :func:`save_state` (tensors on the CPU)."""
+    """Read a state written by :func:`save_state` (tensors on the CPU).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CorruptFileError: the file is not an rnnkit checkpoint, is damaged (its data no longer
+            matches the sha256 recorded when it was written), or its structure is not one
+            :func:`save_state` writes; the message names the file and what is wrong.
+    """
     path = Path(path)
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != _FORMAT or "rnnkit.state" not in metadata:
-        raise ValueError(
-            f"{path}: expected an rnnkit checkpoint (metadata format={_FORMAT!r}), found "
-            f"metadata keys {sorted(metadata)}"
+        raise CorruptFileError(
+            f"expected an rnnkit checkpoint (metadata format={_FORMAT!r} and 'rnnkit.state'), "
+            f"found metadata keys {sorted(metadata)}",
+            path=path,
         )
-    if metadata.get("version") != _VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format version {metadata.get('version')!r}; this rnnkit reads "
-            f"version {_VERSION!r}"
+    version = metadata.get("version")
+    if version not in _VERSIONS:
+        raise CorruptFileError(
+            f"checkpoint format version {version!r}; this rnnkit reads versions {list(_VERSIONS)}",
+            path=path,
         )
-    decoded = _decode(json.loads(metadata["rnnkit.state"]), tensors)
+    structure = metadata["rnnkit.state"]
+    if version != "1":
+        recorded = metadata.get("rnnkit.sha256")
+        if recorded is None:
+            raise CorruptFileError(
+                f"a version {version} checkpoint must record 'rnnkit.sha256' in its metadata, "
+                f"found metadata keys {sorted(metadata)}",
+                path=path,
+            )
+        actual = _payload_sha256(structure, tensors)
+        if actual != recorded:
+            raise CorruptFileError(
+                f"the checkpoint's data has changed since it was written: its sha256 is "
+                f"{actual}, the file records {recorded} (a damaged disk or copy?); refusing it",
+                path=path,
+            )
+    value = parse_json(structure, path, "metadata 'rnnkit.state'")
+    try:
+        decoded = _Decoder(path, tensors).decode(value, "")
+    except RecursionError as error:
+        raise CorruptFileError("the stored state is nested too deeply", path=path) from error
     if not isinstance(decoded, dict):
-        raise ValueError(f"{path}: the stored state is not a dictionary")
+        raise CorruptFileError(
+            f"the stored state is not a dictionary but a {type(decoded).__name__}", path=path
+        )
     return decoded
 
 
@@ -182,10 +304,33 @@ class Checkpoint:
         paths = self.paths()
         return paths[-1] if paths else None
 
+    def remove_temporaries(self) -> list[Path]:
+        """Remove the temporary files of checkpoint writes that were cut short (a killed
+        process leaves ``.checkpoint-<step>.safetensors.XXXXXXXX.tmp``); returns them. Only
+        while no other process writes checkpoints into this directory."""
+        return remove_stale_temporaries(self.directory, _NAME)
+
     def save(self, state: Mapping[str, Any], step: int) -> Path:
-        """Write ``state`` as the checkpoint of ``step``, then drop the oldest beyond ``keep``."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = save_state(self.path_for(step), state)
+        """Write ``state`` as the checkpoint of ``step``, then drop the oldest beyond ``keep``
+        and the temporary files that earlier, killed writes left.
+
+        Raises:
+            FileWriteError: the file could not be written (disk full, ...); it names the file
+                and the previous checkpoint, which is intact.
+        """
+        path = self.path_for(step)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            save_state(path, state)
+        except OSError as error:
+            previous = self.latest()
+            note = (
+                f"the previous checkpoint, {previous}, is intact"
+                if previous is not None
+                else "there is no earlier checkpoint in the directory"
+            )
+            raise FileWriteError(path, error, note) from error
+        self.remove_temporaries()
         if self.keep is not None:
             for old in self.paths()[: -self.keep]:
                 old.unlink()

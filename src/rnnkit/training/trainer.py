@@ -27,12 +27,13 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rnnkit.data.minibatch import Minibatch, MinibatchSource
 from rnnkit.sequences import SequenceBatch
+from rnnkit.serialization import CorruptFileError
 from rnnkit.training.callbacks import Callback, EpochInfo, StepInfo, Validation
 from rnnkit.training.checkpoint import Checkpoint, load_state
 from rnnkit.training.criteria import count_samples
@@ -312,7 +314,7 @@ class Trainer:
         self.failed = False
         self.stop_reason: str | None = None
         self._active: list[Callback] = list(self.callbacks)
-        self._pending: tuple[Any, Any] | None = None
+        self._pending: tuple[Any, Any, Path] | None = None
         self._sweeps: weakref.WeakKeyDictionary[
             MinibatchSource, tuple[MinibatchSource, dict[str, Any]]
         ] = weakref.WeakKeyDictionary()
@@ -450,6 +452,8 @@ class Trainer:
                 "fit: expected epochs or max_samples (or a source with max_sweeps or "
                 "max_samples); with none of them training would never end"
             )
+        if self.checkpoint is not None and self.processes.is_main:
+            self.checkpoint.remove_temporaries()  # left by a killed run's unfinished writes
         if resume:
             if self.checkpoint is None:
                 raise ValueError("resume=True: expected a trainer with checkpoint=..., found none")
@@ -459,10 +463,11 @@ class Trainer:
         self._check_streams(source.stream_names, "the source")
         source = self._partitioned(source)
         if self._pending is not None:
-            rng, position = self._pending
+            rng, position, restored = self._pending
             self._pending = None
             if position is not None:
-                source.load_state_dict(position)
+                with _fitting(restored, "source", "the source given to fit"):
+                    source.load_state_dict(position)
             _set_rng_state(rng)
         if validation is not None:
             self._check_evaluation_source(validation)
@@ -730,6 +735,17 @@ class Trainer:
         Model, optimizer, scheduler, counters and callback states are loaded now; the random
         states and the source position when ``fit`` starts. Callback states are matched by
         position and class; a callback without a saved state keeps its own.
+
+        Raises:
+            CorruptFileError: (a ``ValueError``) naming the file and what is wrong: a damaged
+                file (see :func:`~rnnkit.training.checkpoint.load_state`), a part missing, the
+                model's keys or shapes differing (each key named), an optimizer, scheduler,
+                callback or random state this trainer cannot take, or trainer counters with
+                unknown or missing keys (a checkpoint of another rnnkit version: refused, since
+                resuming without them would not be exact). What is checked before anything is
+                loaded: the parts, the counters, the random states and the model's keys and
+                shapes; an optimizer, scheduler or callback state that fails while loading
+                leaves the trainer partly restored.
         """
         path = Path(path)
         if path.is_dir():
@@ -738,17 +754,139 @@ class Trainer:
                 raise FileNotFoundError(f"{path}: no checkpoint-*.safetensors in this directory")
             path = latest
         state = load_state(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        missing = [key for key in _CHECKPOINT_PARTS if key not in state]
+        if missing:
+            raise CorruptFileError(
+                f"not a Trainer checkpoint: missing the parts {missing} (found {sorted(state)})",
+                path=path,
+            )
+        counters = _trainer_state(state["trainer"], path)
+        _check_rng_state(state["rng"], path)
+        _check_model_state(self.model, state["model"], path)
+        saved = state["callbacks"]
+        if not isinstance(saved, dict):
+            raise CorruptFileError(
+                f"the callback states: expected a dictionary, found {type(saved).__name__}",
+                path=path,
+            )
+        if state["source"] is not None and not isinstance(state["source"], dict):
+            raise CorruptFileError(
+                "the source position: expected a dictionary or None, found "
+                f"{type(state['source']).__name__}",
+                path=path,
+            )
+        with _fitting(path, "model", "this trainer's model"):
+            self.model.load_state_dict(state["model"])
+        with _fitting(path, "optimizer", "this trainer's optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None:
             if state["lr_scheduler"] is None:
-                raise ValueError(f"{path}: the checkpoint has no lr_scheduler state to restore")
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        self.state = TrainerState(**state["trainer"])
-        saved = state["callbacks"]
+                raise CorruptFileError(
+                    "the checkpoint has no lr_scheduler state to restore", path=path
+                )
+            with _fitting(path, "lr_scheduler", "this trainer's lr_scheduler"):
+                self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.state = counters
         for i, cb in enumerate(self.callbacks):
             key = f"{i}.{type(cb).__name__}"
             if key in saved:
-                cb.load_state_dict(saved[key])
-        self._pending = (state["rng"], state["source"])
+                with _fitting(path, f"callbacks/{key}", f"callback {i} ({type(cb).__name__})"):
+                    cb.load_state_dict(saved[key])
+        self._pending = (state["rng"], state["source"], path)
         return path
+
+
+_CHECKPOINT_PARTS = ("model", "optimizer", "lr_scheduler", "trainer", "rng", "source", "callbacks")
+
+
+@contextlib.contextmanager
+def _fitting(path: Path, part: str, what: str) -> Iterator[None]:
+    """Errors of loading the checkpoint's ``part`` into ``what`` name the file and the part."""
+    try:
+        yield
+    except CorruptFileError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        raise CorruptFileError(
+            f"the state {part!r} does not fit {what}: {type(error).__name__}: {error}", path=path
+        ) from error
+
+
+def _trainer_state(stored: Any, path: Path) -> TrainerState:
+    """The counters of a checkpoint: exactly the fields of TrainerState, of their types."""
+    if not isinstance(stored, dict):
+        raise CorruptFileError(
+            f"the trainer counters: expected a dictionary, found {type(stored).__name__}",
+            path=path,
+        )
+    kinds = {f.name: str(f.type) for f in fields(TrainerState)}
+    unknown, missing = sorted(set(stored) - set(kinds)), sorted(set(kinds) - set(stored))
+    if unknown or missing:
+        raise CorruptFileError(
+            f"the trainer counters do not match this rnnkit's TrainerState: unknown keys "
+            f"{unknown}, missing keys {missing} (a checkpoint of another rnnkit version?); "
+            "refused, since resuming without them would not continue the run exactly",
+            path=path,
+        )
+    for name, value in stored.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kinds[name] == "int":
+            good = number and isinstance(value, int) and value >= 0
+        elif kinds[name] == "float":
+            good = number
+        else:  # skipped_steps
+            good = isinstance(value, list) and all(
+                isinstance(k, int) and not isinstance(k, bool) for k in value
+            )
+        if not good:
+            raise CorruptFileError(
+                f"the trainer counter {name!r}: expected {kinds[name]}, found {value!r}",
+                path=path,
+            )
+    return TrainerState(**stored)
+
+
+def _check_rng_state(stored: Any, path: Path) -> None:
+    """The random states load (into fresh generators, leaving the global ones alone)."""
+    if not isinstance(stored, dict) or not {"torch", "numpy", "python"} <= set(stored):
+        found = sorted(stored) if isinstance(stored, dict) else type(stored).__name__
+        raise CorruptFileError(
+            f"the random states: expected 'torch', 'numpy' and 'python', found {found}",
+            path=path,
+        )
+    checks: list[tuple[str, Callable[[Any], Any]]] = [
+        ("torch", lambda s: torch.Generator().set_state(s)),
+        ("numpy", lambda s: np.random.RandomState().set_state(s)),
+        ("python", lambda s: random.Random().setstate(s)),
+    ]
+    for name, check in checks:
+        with _fitting(path, f"rng/{name}", f"a {name} random generator"):
+            check(stored[name])
+    cuda = stored.get("cuda", [])
+    if not (isinstance(cuda, list) and all(isinstance(t, Tensor) for t in cuda)):
+        raise CorruptFileError(
+            f"the random state 'rng/cuda': expected a list of tensors, found {cuda!r}", path=path
+        )
+
+
+def _check_model_state(model: nn.Module, stored: Any, path: Path) -> None:
+    """The checkpoint's weights have exactly the model's keys and shapes."""
+    if not isinstance(stored, dict) or not all(isinstance(v, Tensor) for v in stored.values()):
+        raise CorruptFileError(
+            f"the model weights: expected a dictionary of tensors, found {type(stored).__name__}",
+            path=path,
+        )
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    shapes = [
+        f"{k}: {list(stored[k].shape)} in the file, {list(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in stored and stored[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise CorruptFileError(
+            f"the model weights do not fit this trainer's model: missing keys {missing}, "
+            f"unexpected keys {unexpected}, shapes differing {shapes}",
+            path=path,
+        )
