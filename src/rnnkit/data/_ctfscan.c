@@ -148,9 +148,9 @@ static const char *parse_number(const char *p, const char *end, double *out) {
     return p;
 }
 
-/* The value of an id token of 1..20 digits below 2**64, or -1. */
+/* The value of an id token of digits (leading zeros allowed) below 2**64, or -1. */
 static int parse_id(const char *p, const char *end, uint64_t *out) {
-    if (p == end || end - p > 20) {
+    if (p == end) {
         return -1;
     }
     uint64_t value = 0;
@@ -191,6 +191,11 @@ static ScanStatus scan_field(StreamScan *st, const char *p, const char *end) {
     float value32;
     double value;
     if (!st->sparse) {
+        /* Values are at least one character and a separator apart: a field too short for dim
+         * of them is malformed (and dim may be far too large to reserve room for). */
+        if (st->dim > (end - p + 1) / 2) {
+            return SCAN_GIVE_UP;
+        }
         if (buffer_reserve(&st->values, (size_t)st->dim * sizeof(float)) < 0) {
             return SCAN_NO_MEMORY;
         }
@@ -224,7 +229,11 @@ static ScanStatus scan_field(StreamScan *st, const char *p, const char *end) {
             while (p < end && !is_space(*p) && *p != ':') {
                 p++;
             }
-            if (p == token || p == end || *p != ':' || p - token > 18) {
+            const char *significant = token; /* past leading zeros, as in ids: 007 is 7 */
+            while (significant + 1 < p && *significant == '0') {
+                significant++;
+            }
+            if (p == token || p == end || *p != ':' || p - significant > 18) {
                 return SCAN_GIVE_UP;
             }
             int64_t col = 0;
@@ -386,9 +395,19 @@ static PyObject *ctfscan_scan(PyObject *self, PyObject *args) {
         PyObject *spec = PyTuple_GET_ITEM(specs, k);
         const char *name;
         Py_ssize_t name_len;
-        long long dim;
-        int sparse;
-        if (!PyArg_ParseTuple(spec, "y#Lp", &name, &name_len, &dim, &sparse)) {
+        PyObject *dim_object;
+        int sparse, overflow;
+        if (!PyArg_ParseTuple(spec, "y#O!p", &name, &name_len, &PyLong_Type, &dim_object,
+                              &sparse)) {
+            goto done;
+        }
+        long long dim = PyLong_AsLongLongAndOverflow(dim_object, &overflow);
+        if (dim == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        if (overflow || dim < 1) { /* beyond long long: the plain path reads the block */
+            result = Py_None;
+            Py_INCREF(result);
             goto done;
         }
         streams[k].name = name;

@@ -11,14 +11,16 @@ The grammar, as this module reads it:
 
 - A line is ``[id] (|name values... | |# comment)*`` ending in ``\\n`` or ``\\r\\n`` (the last line
   may lack it). Spaces and tabs separate; nothing else does (a lone ``\\r`` is an error).
-- ``id`` is an unsigned integer below 2**64 (``007`` is 7). If the first line that carries a
+- ``id`` is an unsigned integer below 2**64 in decimal digits; leading zeros are allowed, any
+  number of them (``007`` is 7). If the first line that carries a
   sample has an id, consecutive lines with the same id form one sequence, a line without an id
   continues the current sequence, and an id may appear again only on consecutive lines. If that
   first line has no id, every line is its own sequence and later ids are checked, then ignored
   (both rules are CNTK's).
 - Dense values are decimal numbers ``[+-](digits[.digits] | .digits)[(e|E)[+-]digits]``, exactly
-  ``dim`` per sample. Sparse values are ``index:value`` pairs with ``0 <= index < dim``, each index
-  at most once per sample; ``|name`` with no pairs is an all-zero sample. Numbers are read as
+  ``dim`` per sample. Sparse values are ``index:value`` pairs with ``0 <= index < dim``, the
+  index in decimal digits (leading zeros allowed, as in ids: ``03:1`` is index 3), each index at
+  most once per sample; ``|name`` with no pairs is an all-zero sample. Numbers are read as
   float64 and rounded to float32 (beyond float32's range they become ±inf).
 - A stream appears at most once per line (one sample per stream per line, as in CNTK).
 - A comment starts with ``|#`` and runs to the end of the line or to the next ``|`` that is not
@@ -37,13 +39,16 @@ Malformed input raises :class:`~rnnkit.data.errors.ReaderError` with ``path:line
 found. With ``skip_bad=True`` the sequences holding a malformed line are skipped and their errors
 collected (``CTFReader.errors``, or the ``errors`` list given to :func:`read_ctf`).
 
-Speed: each block of about 1 MiB of lines is first read by the C scanner
+Speed: each block of about 1 MiB of lines (``block_bytes``) is first read by the C scanner
 (``rnnkit.data._ctfscan``, built at install; numbers rounded exactly as ``float()`` rounds them),
 or, where it could not be built, by a Python fast path (``str.split`` per line, one NumPy
 conversion per stream and block). A block these cannot vouch for (blank lines, a malformed line,
-a repeated id; the Python fast path also gives up on comments and non-ASCII text) is read again
-by the plain path, a careful scanner that locates errors. ``CTFReader(..., fast=False)`` forces
-the plain path; all give equal results.
+a repeated id; the Python fast path also gives up on non-ASCII text and on ASCII control
+characters) is read again by the plain path, a careful scanner that locates errors. The fast
+paths only ever accept what the plain path accepts, with the same values, so every path and
+every block size gives the same examples, bit for bit, and the same errors.
+``CTFReader(..., scanner="c" | "python" | "plain")`` chooses the path (``fast=False`` is
+``"plain"``), for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -72,7 +77,9 @@ except ImportError:  # built without a C compiler: the Python paths read alone
 __all__ = ["CTFReader", "Stream", "iter_ctf", "read_ctf", "write_ctf"]
 
 _BLOCK_BYTES = 1 << 20
+_SCANNERS = ("auto", "c", "python", "plain")
 _MAX_ID = 2**64
+_MAX_DIM = 2**61
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PAIR = re.compile(r"([0-9]+):(.*)", re.DOTALL)
 _SPACES = re.compile(r"[ \t]*")
@@ -103,15 +110,32 @@ class Stream:
             or not self.field
             or self.field.startswith("#")
             or any(c in self.field for c in " \t|\r\n")
+            or not _encodable(self.field)
         ):
             raise ValueError(
                 "field: expected a non-empty name without spaces, tabs, newlines or '|' that "
                 f"does not start with '#', found {self.field!r}"
             )
-        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
-            raise ValueError(f"dim: expected a positive integer, found {self.dim!r}")
+        if (
+            isinstance(self.dim, bool)
+            or not isinstance(self.dim, int)
+            or not 1 <= self.dim < _MAX_DIM
+        ):
+            raise ValueError(
+                "dim: expected a positive integer below 2**61 (a row of dim float32 values must "
+                f"fit in memory's address range), found {self.dim!r}"
+            )
         if not isinstance(self.sparse, bool):
             raise ValueError(f"sparse: expected a bool, found {self.sparse!r}")
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` has bytes in a file (UTF-8, undecodable bytes as lone surrogates)."""
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_streams(streams: Mapping[str, Stream]) -> dict[str, Stream]:
@@ -160,7 +184,7 @@ class _State:
 
     ids: bool | None = None  # None until the first line with a sample
     cur_text: str | None = None
-    cur_id: int | None = None
+    cur_id: int | None = None  # the open sequence's id (None: none, or its id was bad)
     seen: set[int] = dataclass_field(default_factory=set)
 
 
@@ -189,9 +213,16 @@ class CTFReader:
         streams: name -> :class:`Stream`; the examples use these names as keys.
         skip_bad: skip sequences holding a malformed line instead of raising; each skipped
             sequence leaves its first error in :attr:`errors` (its count is :attr:`skipped`).
-        fast: use the fast path where it applies (the results are the same either way).
+        fast: use a fast path where it applies; ``False`` is ``scanner="plain"``.
+        scanner: which path reads each block first. ``"auto"``: the C scanner where the
+            extension is built, else the Python fast path. ``"c"``: the C scanner (a
+            ValueError if the extension is not built). ``"python"``: the Python fast path.
+            ``"plain"``: only the plain path. A fast path gives a block it cannot vouch for
+            to the plain path; every choice gives the same examples, values and errors.
+        block_bytes: the size of each read, in bytes (``None``: 1 MiB); blocks hold whole
+            lines, so a block may be longer. Results do not depend on it.
 
-    Each pass reads the file again, line by line, and resets :attr:`errors`.
+    Each pass reads the file again, block by block, and resets :attr:`errors`.
 
     >>> import tempfile, os
     >>> from pathlib import Path
@@ -211,16 +242,22 @@ class CTFReader:
         *,
         skip_bad: bool = False,
         fast: bool = True,
+        scanner: str = "auto",
+        block_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.streams = _check_streams(streams)
         self.skip_bad = skip_bad
         self.fast = fast
+        self.scanner = _check_scanner(fast, scanner)
+        self.block_bytes = _check_block_bytes(block_bytes)
         self.errors: list[ReaderError] = []
         self._names = list(self.streams)
         self._specs = [self.streams[n] for n in self._names]
         self._index = {s.field: k for k, s in enumerate(self._specs)}
-        self._native_specs = tuple((s.field.encode(), s.dim, s.sparse) for s in self._specs)
+        self._native_specs = tuple(
+            (s.field.encode("utf-8", "surrogateescape"), s.dim, s.sparse) for s in self._specs
+        )
 
     @property
     def skipped(self) -> int:
@@ -288,14 +325,14 @@ class CTFReader:
             yield done
 
     def _read_block(self, data: bytes, lineno: int, state: _State) -> tuple[_Block, int]:
-        """A block's samples, by the fastest path that can vouch for them, and its lines."""
-        if self.fast and _ctfscan is not None:
+        """A block's samples, by the chosen path if it can vouch for them, and its lines."""
+        if self.scanner == "c":
             native = self._native_block(data, state)
             if native is not None:
                 return native
         text = data.decode("utf-8", "surrogateescape")
         block = None
-        if self.fast and _ctfscan is None:
+        if self.scanner == "python":
             block = self._fast_block(text, lineno, state)
         if block is None:
             block = self._plain_block(text, lineno, state)
@@ -320,19 +357,18 @@ class CTFReader:
 
     def _blocks(self) -> Iterator[bytes]:
         """Blocks of whole lines (the last line may lack its newline; one is added)."""
-        carry = b""
+        parts: list[bytes] = []  # the start of a line that no read has finished yet
         with open(self.path, "rb") as f:
-            while True:
-                data = f.read(_BLOCK_BYTES)
-                if not data:
-                    break
-                data = carry + data
+            while data := f.read(self.block_bytes):
                 cut = data.rfind(b"\n") + 1
-                carry = data[cut:]
-                if cut:
-                    yield data[:cut]
-        if carry:
-            yield carry + b"\n"
+                if not cut:
+                    parts.append(data)
+                    continue
+                parts.append(data[:cut])
+                yield b"".join(parts)
+                parts = [data[cut:]] if cut < len(data) else []
+        if parts:
+            yield b"".join(parts) + b"\n"
 
     # -- the native fast path ------------------------------------------------------------
 
@@ -401,18 +437,18 @@ class CTFReader:
             new = False
             if ids:
                 if head and head != cur_text:
-                    if not head.isdigit() or len(head) > 20:
+                    value = _id_value(head)
+                    if value is None:
                         return None
-                    value = int(head)
                     if value != cur_id:
-                        if value >= _MAX_ID or value in seen or value in new_ids:
+                        if value in seen or value in new_ids:
                             return None
                         new_ids.add(value)
                         cur_id = value
                         new = True
                     cur_text = head
             else:
-                if head and (not head.isdigit() or len(head) > 20 or int(head) >= _MAX_ID):
+                if head and _id_value(head) is None:
                     return None
                 new = True
             if new:
@@ -471,6 +507,7 @@ class CTFReader:
         numbers: list[str] = []
         for token in tokens:
             i, colon, v = token.partition(":")
+            i = i.lstrip("0") or i[:1]  # leading zeros, as in ids: 007 is 7
             if not colon or not i.isdigit() or len(i) > 18:
                 return None
             indices.append(i)
@@ -512,7 +549,7 @@ class CTFReader:
                 state.ids = sid is not None
             new = True
             if state.ids:
-                if sid is None or (sid == state.cur_id and sid != -1):
+                if sid is None or sid == state.cur_id:
                     new = False
                 elif sid != -1 and sid in seen:
                     error = ReaderError(
@@ -524,7 +561,8 @@ class CTFReader:
                     )
                 elif sid != -1:
                     seen.add(sid)
-                state.cur_id = sid if new else state.cur_id
+                if new:  # after a bad id (-1) no id continues the sequence
+                    state.cur_id = None if sid == -1 else sid
                 state.cur_text = None
             if new:
                 if first:
@@ -561,11 +599,11 @@ class CTFReader:
             token = _TOKEN.match(line, pos)
             assert token is not None  # a non-space, non-'|' character starts a token
             text = token.group()
-            if not (text.isascii() and text.isdigit() and len(text) <= 20 and int(text) < _MAX_ID):
+            sid = _id_value(text)
+            if sid is None:
                 message = "expected a sequence id (an unsigned integer below 2**64) or '|'"
                 error = self._error(f"{message}, found {text!r}", number, pos + 1, None)
                 raise _LineError(error, -1)
-            sid = int(text)
             pos = token.end()
         samples: list[tuple[int, np.ndarray]] = []
         first_at: dict[int, int] = {}
@@ -650,7 +688,7 @@ class CTFReader:
             pair = _PAIR.fullmatch(text)
             if pair is None or not _NUMBER.fullmatch(pair.group(2)):
                 raise self._error(f"expected index:value, found {text!r}", number, col, spec.field)
-            digits = pair.group(1)
+            digits = pair.group(1).lstrip("0") or "0"  # leading zeros, as in ids: 007 is 7
             if len(digits) > len(str(spec.dim)) or int(digits) >= spec.dim:
                 raise self._error(
                     f"sparse index must be below dim {spec.dim}, found {text!r}",
@@ -669,6 +707,16 @@ class CTFReader:
             used.add(i)
             row[i] = float(pair.group(2))
         return _to_float32(row)
+
+
+def _id_value(text: str) -> int | None:
+    """The sequence id that ``text`` spells (decimal digits, leading zeros allowed, below
+    2**64), or None."""
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit() and len(digits) <= 20):
+        return None
+    value = int(digits)
+    return value if value < _MAX_ID else None
 
 
 def _sparse_rows(
@@ -722,6 +770,36 @@ def _comment_end(line: str, pos: int) -> int:
     return len(line) if bar == -1 else bar
 
 
+def _check_scanner(fast: bool, scanner: str) -> str:
+    """The path that reads blocks first: "c", "python" or "plain"."""
+    if not isinstance(fast, bool):
+        raise ValueError(f"fast: expected a bool, found {fast!r}")
+    if scanner not in _SCANNERS:
+        raise ValueError(f"scanner: expected one of {', '.join(_SCANNERS)}, found {scanner!r}")
+    if not fast and scanner in ("c", "python"):
+        raise ValueError(
+            f"scanner: fast=False reads with the plain path only, found scanner={scanner!r}"
+        )
+    if scanner == "c" and _ctfscan is None:
+        raise ValueError(
+            "scanner: 'c' needs the extension rnnkit.data._ctfscan, which is not built "
+            "(reinstall with a C compiler, or pass scanner='auto', 'python' or 'plain')"
+        )
+    if not fast or scanner == "plain":
+        return "plain"
+    if scanner == "auto":
+        return "python" if _ctfscan is None else "c"
+    return scanner
+
+
+def _check_block_bytes(block_bytes: int | None) -> int:
+    if block_bytes is None:
+        return _BLOCK_BYTES
+    if isinstance(block_bytes, bool) or not isinstance(block_bytes, int) or block_bytes < 1:
+        raise ValueError(f"block_bytes: expected an integer >= 1 or None, found {block_bytes!r}")
+    return block_bytes
+
+
 def _check_report(skip_bad: bool, errors: list[ReaderError] | None, who: str) -> None:
     if skip_bad and errors is None:
         raise ValueError(
@@ -736,12 +814,17 @@ def iter_ctf(
     *,
     skip_bad: bool = False,
     errors: list[ReaderError] | None = None,
+    fast: bool = True,
+    scanner: str = "auto",
+    block_bytes: int | None = None,
 ) -> Iterator[dict[str, Tensor]]:
     """Stream the sequences of a CTF file one example at a time (the file may exceed memory).
 
     ``skip_bad=True`` skips sequences holding a malformed line and appends their first errors to
     ``errors`` (required then). Without it the first malformed line raises ``ReaderError``.
-    Examples are dicts ``name -> float32 [T_k, dim]``; see the module docstring for the grammar.
+    ``fast``, ``scanner`` and ``block_bytes`` choose how blocks are read (see :class:`CTFReader`;
+    the results are the same). Examples are dicts ``name -> float32 [T_k, dim]``; see the module
+    docstring for the grammar.
 
     >>> import tempfile, os
     >>> from pathlib import Path
@@ -752,7 +835,9 @@ def iter_ctf(
     [{'x': [[1.0]], 'w': [[0.0, 0.0, 5.0]]}, {'x': [[2.0]], 'w': []}]
     """
     _check_report(skip_bad, errors, "iter_ctf")
-    reader = CTFReader(path, streams, skip_bad=skip_bad)
+    reader = CTFReader(
+        path, streams, skip_bad=skip_bad, fast=fast, scanner=scanner, block_bytes=block_bytes
+    )
     return reader._examples(errors if errors is not None else [])
 
 
@@ -762,6 +847,9 @@ def read_ctf(
     *,
     skip_bad: bool = False,
     errors: list[ReaderError] | None = None,
+    fast: bool = True,
+    scanner: str = "auto",
+    block_bytes: int | None = None,
 ) -> list[dict[str, Tensor]]:
     """All sequences of a CTF file as a list of examples ``name -> float32 [T_k, dim]``.
 
@@ -777,7 +865,16 @@ def read_ctf(
     """
     _check_report(skip_bad, errors, "read_ctf")
     with _collector_paused():  # the list only grows: nothing for the cyclic collector to find
-        return list(iter_ctf(path, streams, skip_bad=skip_bad, errors=errors))
+        examples = iter_ctf(
+            path,
+            streams,
+            skip_bad=skip_bad,
+            errors=errors,
+            fast=fast,
+            scanner=scanner,
+            block_bytes=block_bytes,
+        )
+        return list(examples)
 
 
 def _format_row(row: np.ndarray) -> str:
