@@ -143,6 +143,12 @@ def _brackets_seed() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+_SRL_SEED = (
+    b"The DT - (A0* *\ncat NN - *) (A0*)\nsaw VBD see (V*) *\nit PRP - (A1*) *\n"
+    b"purr VB purr * (V*)\n\nDogs NNS - (A0*)\nbark VBP bark (V*)\nloudly RB - (AM-MNR*)\n\n"
+)
+
+
 def _parents_seed() -> bytes:
     return b"2 0 2\n0 1 1 3 3\n5 5 6 7 0 7 6\n3 3 0 3 3\n"
 
@@ -530,6 +536,8 @@ def _targets() -> dict[str, Target]:
     from rnnkit.data.classify import read_labelled_ts
     from rnnkit.data.cmudict import read_cmudict, read_words
     from rnnkit.data.listops import read_listops_tsv
+    from rnnkit.data.missing import read_series
+    from rnnkit.data.srl import read_srl
     from rnnkit.data.synthetic import read_adding_csv, read_copy_file
     from rnnkit.data.verses import read_verse_lines
     from rnnkit.data.visits import read_visits
@@ -657,6 +665,20 @@ def _targets() -> dict[str, Target]:
             lines_of(Tree.from_parents),
             reader,
             names_file=False,
+        ),
+        Target(
+            "srl",
+            ".props",
+            lambda: [("CoNLL-2005 style", _SRL_SEED)],
+            lambda p: read_srl(p, columns=["words", "pos", "predicate"]),
+            reader,
+        ),
+        Target(
+            "airquality",
+            ".csv",
+            lambda: [("nyc-airquality-1973", _head(series / "nyc-airquality-1973.csv", 60))],
+            lambda p: read_series("airquality", p),
+            reader,
         ),
         Target("model", ".bin", _model_seeds, _model_call, (ValueError,)),
         Target("checkpoint", ".safetensors", _checkpoint_seeds, _checkpoint_call, (ValueError,)),
