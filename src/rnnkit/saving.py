@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +66,15 @@ from rnnkit.recursive import (
     RecursiveCell,
     RNTNCell,
 )
-from rnnkit.serialization import read_json, read_safetensors, write_json, write_safetensors
+from rnnkit.serialization import (
+    CorruptFileError,
+    file_sha256,
+    read_json,
+    read_safetensors,
+    remove_stale_temporaries,
+    write_json,
+    write_safetensors,
+)
 
 __all__ = [
     "DESCRIPTION_FILE",
@@ -72,6 +82,7 @@ __all__ = [
     "NAMED_FUNCTIONS",
     "PICKLE_SUFFIXES",
     "WEIGHTS_FILE",
+    "PickleFileWarning",
     "function_to_config",
     "load",
     "qualified_name",
@@ -87,6 +98,13 @@ WEIGHTS_FILE = "model.safetensors"
 DESCRIPTION_FILE = "model.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _CONFIG_PREFIX = "__config__:"
+_WEIGHTS_KEYS = ("file", "sha256", "tied")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class PickleFileWarning(UserWarning):
+    """:func:`load` found pickle files beside a saved model; they are not loaded."""
+
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -465,24 +483,26 @@ def _encode(value: Any, where: str, tensors: dict[str, Tensor]) -> Any:
 
 def _build(node: Any, where: str, tensors: Mapping[str, Tensor], source: Path) -> nn.Module:
     if not isinstance(node, dict) or not isinstance(node.get("$module"), str):
-        raise ValueError(f"{source}: {where}: expected a module description with '$module'")
+        message = f"{where}: expected a module description with '$module'"
+        raise CorruptFileError(message, path=source)
     type_name = node["$module"]
     handler = _BY_NAME.get(type_name)
     if handler is None:
-        raise ValueError(
-            f"{source}: {where} is a module of type {type_name!r}, which is not registered. "
+        raise CorruptFileError(
+            f"{where} is a module of type {type_name!r}, which is not registered. "
             "Run the code that calls rnnkit.register_module for it before rnnkit.load "
-            "(loading never imports the code a file names)"
+            "(loading never imports the code a file names)",
+            path=source,
         )
     config = node.get("config")
     if not isinstance(config, dict):
-        raise ValueError(f"{source}: {where} ({type_name}): expected a 'config' object")
+        raise CorruptFileError(f"{where} ({type_name}): expected a 'config' object", path=source)
     arguments = {k: _decode(v, f"{where}.{k}", tensors, source) for k, v in config.items()}
     try:
         module = handler.from_config(arguments)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"{source}: {where}: cannot rebuild {type_name} from its config {config}: {error}"
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError) as error:
+        raise CorruptFileError(
+            f"{where}: cannot rebuild {type_name} from its config {config}: {error}", path=source
         ) from error
     if type(module) is not handler.cls:
         raise TypeError(
@@ -501,10 +521,10 @@ def _decode(value: Any, where: str, tensors: Mapping[str, Tensor], source: Path)
         return _build(value, where, tensors, source)
     if "$tensor" in value:
         key = value["$tensor"]
-        if key not in tensors:
-            raise ValueError(
-                f"{source.parent / WEIGHTS_FILE}: missing the tensor {key!r} that {where} "
-                f"in {source.name} refers to"
+        if not isinstance(key, str) or key not in tensors:
+            raise CorruptFileError(
+                f"missing the tensor {key!r} that {where} in {source.name} refers to",
+                path=source.parent / WEIGHTS_FILE,
             )
         return tensors[key]
     return {k: _decode(v, f"{where}.{k}", tensors, source) for k, v in value.items()}
@@ -579,7 +599,9 @@ def save(model: nn.Module, directory: str | os.PathLike[str]) -> None:
     registered (see :func:`register_module`), and ``ValueError`` when the description would not
     rebuild a module with the same ``state_dict`` keys and shapes (checked by building it once,
     so a saved model always loads). Existing files of the same names are replaced, each
-    atomically (a crash leaves the old file or the new one, see :mod:`rnnkit.serialization`).
+    atomically (a crash leaves the old file or the new one, see :mod:`rnnkit.serialization`);
+    ``model.json`` records the sha256 of ``model.safetensors``. A write that fails (a full
+    disk) raises :class:`~rnnkit.serialization.FileWriteError` naming the file.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, found {type(model).__name__}")
@@ -598,24 +620,32 @@ def save(model: nn.Module, directory: str | os.PathLike[str]) -> None:
         raise ValueError(f"model: state_dict keys {clashes} clash with reserved config keys")
     from rnnkit import __version__
 
+    target.mkdir(parents=True, exist_ok=True)
+    write_safetensors(target / WEIGHTS_FILE, {**weights, **config_tensors}, {"format": "pt"})
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "rnnkit_version": __version__,
         "torch_version": torch.__version__,
-        "weights": {"file": WEIGHTS_FILE, "tied": tied},
+        "weights": {
+            "file": WEIGHTS_FILE,
+            "sha256": file_sha256(target / WEIGHTS_FILE),
+            "tied": tied,
+        },
         "model": description,
     }
-    target.mkdir(parents=True, exist_ok=True)
-    write_safetensors(target / WEIGHTS_FILE, {**weights, **config_tensors}, {"format": "pt"})
     write_json(target / DESCRIPTION_FILE, header, indent=2)
+    remove_stale_temporaries(target, _SAVED_NAMES)  # left by a save that was killed
 
 
-def _find_files(directory: Path) -> tuple[Path, Path]:
+_SAVED_NAMES = re.compile(f"{re.escape(WEIGHTS_FILE)}|{re.escape(DESCRIPTION_FILE)}")
+
+
+def _find_description(directory: Path) -> Path:
     description = directory / DESCRIPTION_FILE
-    weights = directory / WEIGHTS_FILE
-    if directory.is_dir() and description.is_file() and weights.is_file():
-        return description, weights
+    if directory.is_dir() and description.is_file():
+        _check_inside(directory, DESCRIPTION_FILE, description)
+        return description
     if directory.suffix.lower() in PICKLE_SUFFIXES and not directory.is_dir():
         raise _refuse_pickle(directory)
     if not directory.exists():
@@ -624,40 +654,106 @@ def _find_files(directory: Path) -> tuple[Path, Path]:
         raise ValueError(
             f"directory: expected a directory written by rnnkit.save, found the file {directory}"
         )
-    pickles = sorted(p for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-    missing = [p.name for p in (description, weights) if not p.is_file()]
+    pickles = _pickle_files(directory)
     if pickles:
         raise _refuse_pickle(pickles[0])
+    missing = [n for n in (DESCRIPTION_FILE, WEIGHTS_FILE) if not (directory / n).is_file()]
     raise FileNotFoundError(
         f"{directory}: missing {' and '.join(missing)} (write them with rnnkit.save)"
     )
+
+
+def _pickle_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+
+
+def _check_inside(directory: Path, name: str, description: Path) -> Path:
+    """``directory / name``, refused unless it stays inside ``directory`` (symlinks resolved)."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or name in ("", ".") or "\0" in name:
+        raise CorruptFileError(
+            f"refusing the file reference {name!r}: expected a file name inside {directory}, "
+            "found an absolute path or one with '..'",
+            path=description,
+        )
+    path = directory / relative
+    root = directory.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise CorruptFileError(
+            f"refusing the file reference {name!r}: it leads outside {directory} (to "
+            f"{path.resolve()}, through a symbolic link)",
+            path=description,
+        )
+    return path
 
 
 def _read_description(path: Path) -> dict[str, Any]:
     header = read_json(path)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise ValueError(f"{path}: expected 'format': {FORMAT!r}, found {found!r}")
+        raise CorruptFileError(f"expected 'format': {FORMAT!r}, found {found!r}", path=path)
     version = header.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format_version {version!r} is not one this rnnkit reads (1 to "
-            f"{FORMAT_VERSION}); it was written by rnnkit {header.get('rnnkit_version')}"
+        raise CorruptFileError(
+            f"format_version {version!r} is not one this rnnkit reads (1 to "
+            f"{FORMAT_VERSION}); it was written by rnnkit {header.get('rnnkit_version')}",
+            path=path,
         )
     for key in ("model", "weights"):
         if not isinstance(header.get(key), dict):
-            raise ValueError(f"{path}: missing the {key!r} object")
+            raise CorruptFileError(f"missing the {key!r} object", path=path)
+    weights = header["weights"]
+    unknown = sorted(set(weights) - set(_WEIGHTS_KEYS))
+    if unknown:
+        raise CorruptFileError(
+            f"'weights' has the unknown keys {unknown}; expected only {list(_WEIGHTS_KEYS)}",
+            path=path,
+        )
+    if not isinstance(weights.get("file", WEIGHTS_FILE), str):
+        raise CorruptFileError(
+            f"'weights.file': expected a file name, found {weights['file']!r}", path=path
+        )
+    digest = weights.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and _SHA256.match(digest)):
+        raise CorruptFileError(
+            f"'weights.sha256': expected 64 lowercase hex digits, found {digest!r}", path=path
+        )
     return header
 
 
-def _read_weights(path: Path) -> dict[str, Tensor]:
-    tensors, _ = read_safetensors(path)
-    return tensors
+def _weights_path(directory: Path, header: dict[str, Any], description: Path) -> Path:
+    name = header["weights"].get("file", WEIGHTS_FILE)
+    path = _check_inside(directory, name, description)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise _refuse_pickle(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{directory}: missing {name}, the weights that {DESCRIPTION_FILE} names (write "
+            "them with rnnkit.save)"
+        )
+    return path
 
 
-def _load_weights(model: nn.Module, stored: dict[str, Tensor], tied: Any, path: Path) -> None:
-    if not isinstance(tied, dict):
-        raise ValueError(f"{path.parent / DESCRIPTION_FILE}: 'weights.tied' must be an object")
+def _verify(path: Path, recorded: str | None, description: Path) -> None:
+    if recorded is None:  # written before model.json recorded it
+        return
+    actual = file_sha256(path)
+    if actual != recorded:
+        raise CorruptFileError(
+            f"the file has changed since it was saved: its sha256 is {actual}, "
+            f"{description.name} records {recorded} (a damaged disk or copy, or an edit?); "
+            "refusing it",
+            path=path,
+        )
+
+
+def _load_weights(
+    model: nn.Module, stored: dict[str, Tensor], tied: Any, path: Path, sha256: str | None
+) -> None:
+    if not isinstance(tied, dict) or not all(isinstance(v, str) for v in tied.values()):
+        description = path.parent / DESCRIPTION_FILE
+        message = f"'weights.tied': expected an object of names, found {tied!r}"
+        raise CorruptFileError(message, path=description)
     expected = model.state_dict()
     values: dict[str, Tensor] = {}
     missing = []
@@ -669,16 +765,20 @@ def _load_weights(model: nn.Module, stored: dict[str, Tensor], tied: Any, path: 
             missing.append(name)
     unexpected = sorted(set(stored) - set(values) - set(tied.values()))
     if missing or unexpected:
-        raise ValueError(
-            f"{path}: the weights do not match the model described in {DESCRIPTION_FILE}: "
-            f"missing keys {missing}, unexpected keys {unexpected}"
+        raise CorruptFileError(
+            f"the weights do not match the model described in {DESCRIPTION_FILE}: "
+            f"missing keys {missing}, unexpected keys {unexpected}",
+            path=path,
         )
     for name, value in values.items():
         if value.shape != expected[name].shape:
-            raise ValueError(
-                f"{path}: {name!r} has shape {list(value.shape)} but the model described in "
-                f"{DESCRIPTION_FILE} expects {list(expected[name].shape)}"
+            raise CorruptFileError(
+                f"{name!r} has shape {list(value.shape)} but the model described in "
+                f"{DESCRIPTION_FILE} expects {list(expected[name].shape)}",
+                path=path,
             )
+    # Keys and shapes first (their message says more), then the bytes, before loading any.
+    _verify(path, sha256, path.parent / DESCRIPTION_FILE)
     # Keep the saved dtypes (a float64 model loads as float64); .data keeps tied objects tied.
     for name, tensor in [
         *model.named_parameters(remove_duplicate=False),
@@ -694,15 +794,33 @@ def load(directory: str | os.PathLike[str], device: str | torch.device = "cpu") 
 
     Reads only JSON and safetensors: no ``torch.load``, no pickle. The model is returned on
     ``device``, in eval mode (call ``.train()`` to go on training). Pickle files are refused
-    with a message saying how to convert them; a corrupted or mismatched file raises
-    ``ValueError`` naming the file and the key.
+    with a message saying how to convert them, and pickle files beside a saved model are
+    named in a :class:`PickleFileWarning` (and not loaded). The weights file must match the
+    sha256 that ``model.json`` records (files saved before it was recorded load unchecked);
+    a file reference leading outside ``directory`` (absolute, ``..``, a symbolic link) is
+    refused. A damaged, changed or mismatched file raises
+    :class:`~rnnkit.serialization.CorruptFileError` (a ``ValueError``) naming the file and
+    what is wrong.
     """
-    description_path, weights_path = _find_files(Path(directory))
+    folder = Path(directory)
+    description_path = _find_description(folder)
     header = _read_description(description_path)
-    stored = _read_weights(weights_path)
+    weights_path = _weights_path(folder, header, description_path)
+    pickles = _pickle_files(folder)
+    if pickles:
+        warnings.warn(
+            f"{folder}: not loading the pickle files {[p.name for p in pickles]} beside "
+            f"{DESCRIPTION_FILE}: rnnkit.load reads only {DESCRIPTION_FILE} and "
+            f"{weights_path.name}, and never unpickles (remove them, or convert them as the "
+            "rnnkit.saving docs say, if the model in them is the one you meant)",
+            PickleFileWarning,
+            stacklevel=2,
+        )
+    stored, _ = read_safetensors(weights_path)
     config_tensors = {k: v for k, v in stored.items() if k.startswith(_CONFIG_PREFIX)}
     weights = {k: v for k, v in stored.items() if not k.startswith(_CONFIG_PREFIX)}
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten: draw nothing
         model = _build(header["model"], "model", config_tensors, description_path)
-    _load_weights(model, weights, header["weights"].get("tied", {}), weights_path)
+    tied = header["weights"].get("tied", {})
+    _load_weights(model, weights, tied, weights_path, header["weights"].get("sha256"))
     return model.to(device).eval()

@@ -205,15 +205,18 @@ def parse_json(text: str, path: str | os.PathLike[str], what: str = "") -> Any:
     """The JSON value of ``text``, read from ``path`` (``what``: where in the file, if not all).
 
     Raises:
-        CorruptFileError: ``path:line:column`` of a syntax error (or ``NaN``/``Infinity``), or
-            a nesting too deep to read.
+        CorruptFileError: ``path:line:column`` of a syntax error (``path: what, line L, column
+            C`` for a text inside the file), a ``NaN``/``Infinity``, or a nesting too deep.
     """
     where = f"{what}: " if what else ""
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
+        if what:  # a position in a text inside the file, not in the file
+            at = f"{what}, line {error.lineno}, column {error.colno}"
+            raise CorruptFileError(f"{at}: not valid JSON ({error.msg})", path=path) from error
         raise CorruptFileError(
-            f"{where}not valid JSON ({error.msg})", path=path, line=error.lineno, column=error.colno
+            f"not valid JSON ({error.msg})", path=path, line=error.lineno, column=error.colno
         ) from error
     except ValueError as error:  # a NaN or Infinity constant
         raise CorruptFileError(f"{where}not valid JSON ({error})", path=path) from error
@@ -259,10 +262,24 @@ def write_safetensors(
     tensors: Mapping[str, Tensor],
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Write ``tensors`` (contiguous, no two sharing memory) and ``metadata``, atomically."""
+    """Write ``tensors`` (contiguous, no two sharing memory) and ``metadata``, atomically.
+
+    Raises:
+        FileWriteError: the file could not be written (a full disk, a file size limit, an I/O
+            error); a file already at ``path`` is left as it was.
+    """
     save_file = safetensors_torch().save_file
     with replacing(path) as tmp:
-        save_file(dict(tensors), tmp, dict(metadata) if metadata is not None else None)
+        try:
+            save_file(dict(tensors), tmp, dict(metadata) if metadata is not None else None)
+        except OSError:
+            raise
+        except Exception as error:
+            # safetensors reports a failed write as SafetensorError("... (os error 28)")
+            code = re.search(r"\(os error (\d+)\)", str(error))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from error
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
