@@ -1,21 +1,30 @@
-"""``rnnkit forecast``: forecast columns of a CSV file the next ``horizon`` steps, against the
-seasonal-naive forecast (the value one season before each target step).
+"""``rnnkit forecast``: forecast columns of a CSV file the next ``horizon`` steps, beside two
+baselines on the same targets: persistence (the last observed value repeated over the horizon)
+and seasonal naive (the value one season before each target step).
 
 The series is split in time order (0.8 / 0.1 / 0.1) and scaled with the training part's
 statistics; missing values are filled for the input (last observation), flagged by a mask and
-left out of the loss and of every error. ``--model window`` (default): ``Fold(cell) >>
-Dense(hidden, H n)`` on each input window, inputs and targets relative to the window's last
-value; with ``--known`` columns each window is followed by its ``H`` horizon steps carrying
-their known values; ``--residual`` learns the difference from seasonal naive, which is added
-back. ``--model stream``: ``Recurrence(cell) >> Dense`` forecasts the next ``H`` steps at every
-step, trained on chunks of ``input_length`` steps and tested from every origin whose horizon
-lies in the test part, the state carried from the first step. Early stopping keeps the weights
-of the best validation epoch. Figures: MAE, MAPE % and MASE (over the training part's in-sample
-seasonal-naive MAE) per target, on the observed test values.
+left out of the loss and of every error. ``--model window``: ``Fold(cell) >> Dense(hidden, H
+n)`` on each input window, inputs and targets relative to the window's last value; with
+``--known`` columns each window is followed by its ``H`` horizon steps carrying their known
+values; ``--residual`` learns the difference from seasonal naive, which is added back.
+``--model stream``: ``Recurrence(cell) >> Dense`` forecasts the next ``H`` steps at every step,
+trained on chunks of ``input_length`` steps and tested from every origin whose horizon lies in
+the test part, the state carried from the first step. ``--model auto`` (default): the window,
+stream and residual window models are each trained briefly (a quarter of the epochs, at least
+100 updates, never more than the full run) and the one with the lowest validation MASE
+(averaged over the targets) is trained with the full settings. Early stopping keeps the
+weights of the best validation epoch. Figures: MAE, MAPE % and MASE (over the training part's
+in-sample seasonal-naive MAE) per target, on the observed validation and test values; the
+report says when the model does not beat a baseline on the validation part, and when the
+training part shows no seasonality at ``--season``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,8 +38,9 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from rnnkit.forecasting import Forecasts
+    from rnnkit.forecasting import Forecasts, PreparedSeries
     from rnnkit.recipes.rundir import RunDirectory
+    from rnnkit.training import Callback
 
 __all__ = ["RECIPE", "ForecastConfig", "ForecastRecipe", "co2_csv"]
 
@@ -56,11 +66,15 @@ class ForecastConfig:
         "%%Y%%m%%d under --preset co2)",
     )
     model: str = option(
-        "window",
-        "window: Fold over each input window; stream: Recurrence, a forecast at every step",
-        choices=("window", "stream"),
+        "auto",
+        "window: Fold over each input window; stream: Recurrence, a forecast at every step; "
+        "auto: window, stream or residual window, whichever a short run finds best on the "
+        "validation part",
+        choices=("auto", "window", "stream"),
     )
-    residual: bool = option(False, "window model: learn the difference from seasonal naive")
+    residual: bool = option(
+        False, "window model: learn the difference from seasonal naive (names the model)"
+    )
     input_length: int = option(
         104, "steps of the input window (stream: of a training chunk)", low=1
     )
@@ -84,9 +98,10 @@ class ForecastConfig:
         both = sorted(set(self.target) & set(self.known))
         if both:
             raise ValueError(f"known: expected columns that are not targets, found {both}")
-        if self.residual and self.model != "window":
+        if self.residual and self.model == "stream":
             raise ValueError(
-                f"residual: a window-model option (--model window), found model {self.model!r}"
+                "residual: a window-model option (--model window, or auto, which it then "
+                f"names), found model {self.model!r}"
             )
         if self.model == "stream" and self.input_length < 2:
             raise ValueError(
@@ -107,9 +122,22 @@ class ForecastConfig:
 CO2 = {"csv": co2_csv(), "target": ("co2",), "time_column": "date", "time_format": "%Y%m%d"}
 
 
+CANDIDATES = {
+    "window": ("window", False),
+    "stream": ("stream", False),
+    "window residual": ("window", True),
+}
+"""``--model auto``'s candidates: name -> (model, residual)."""
+
+SCREEN_SHARE = 4
+"""A candidate's short run: 1 / SCREEN_SHARE of the epochs (and of the time budget) ..."""
+SCREEN_UPDATES = 100
+"""... but at least this many updates, and never more epochs than the full run."""
+
+
 class ForecastRecipe(Recipe[ForecastConfig]):
     name = "forecast"
-    summary = "forecast columns of a CSV file against seasonal naive"
+    summary = "forecast columns of a CSV file against persistence and seasonal naive"
     description = __doc__ or ""
     config = ForecastConfig
     presets = {"co2": CO2, "co2-long": {**CO2, "epochs": 40, "patience": 10}}
@@ -131,37 +159,132 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             config.csv, config.time_column, columns, time_format=config.time_format
         )
         data = fc.prepare_series(series, config.target, config.known, config.split, config.horizon)
-        train, val, test = fc.part_examples(data, _spec(config))
+        scales = fc.mase_scales(data, config.target, config.season)
+        selection = None
+        if config.model == "auto" and not config.residual:
+            selection = self._select(config, data, scales)
+            model, residual = CANDIDATES[selection["chosen"]]
+        else:
+            model, residual = (
+                ("window" if config.model == "auto" else config.model),
+                config.residual,
+            )
+        chosen = dataclasses.replace(config, model=model, residual=residual)
+        train, val, test = fc.part_examples(data, _spec(chosen))
         timed = series.times is not None
-        info = {
-            "model": config.model,
-            "residual": config.residual,
+        info: dict[str, Any] = {
+            "model": model,
+            "residual": residual,
             "targets": list(config.target),
             "known": list(config.known),
             "horizon": config.horizon,
             "time_unit": fc.time_unit(data.clock[0][: len(series)]) if timed else None,
             "scaler": fc.scaler_to_dict(data.scaler),
-            "mase_scale": fc.mase_scales(data, config.target, config.season),
+            "mase_scale": scales,
             "steps": [len(p) for p in data.parts],
+            "selection": selection,
+            "seasonality": seasonality(data, config),
         }
         known = f", known in advance {list(config.known)}" if config.known else ""
+        lines = [
+            f"{config.csv.name}: {len(series)} steps of {list(config.target)}{known}, "
+            f"{int(np.isnan(series.values).sum())} missing (filled for the input, flagged by a "
+            "mask, left out of every error); parts in time order "
+            f"{'/'.join(str(len(p)) for p in data.parts)} steps",
+            *([selection_line(selection)] if selection else []),
+            *seasonality_lines(info["seasonality"], config),
+        ]
         return RecipeData(
             train,
             val,
             test,
             inputs=[config.csv],
             info=info,
-            description=f"{config.csv.name}: {len(series)} steps of {list(config.target)}{known}, "
-            f"{int(np.isnan(series.values).sum())} missing (filled for the input, flagged by a "
-            "mask, left out of every error); parts in time order "
-            f"{'/'.join(str(len(p)) for p in data.parts)} steps",
+            description="\n".join(lines),
+            extra={"validation": fc.validation_examples(data, _spec(chosen)), "members": []},
         )
+
+    def _select(
+        self, config: ForecastConfig, data: PreparedSeries, scales: Mapping[str, float]
+    ) -> dict[str, Any]:
+        """``--model auto``: each candidate trained briefly (:data:`SCREEN_SHARE`,
+        :data:`SCREEN_UPDATES`), scored on the validation part; the lowest mean validation
+        MASE over the targets is chosen."""
+        started = time.perf_counter()
+        candidates: dict[str, Any] = {}
+        for name, (model, residual) in CANDIDATES.items():
+            if model == "stream" and config.input_length < 2:
+                continue  # the stream model trains on chunks of >= 2 steps
+            candidate = dataclasses.replace(config, model=model, residual=residual)
+            candidates[name] = self._screen(candidate, data, scales)
+        chosen = min(candidates, key=lambda name: candidates[name]["score"])
+        return {
+            "rule": "lowest validation MASE, averaged over the targets, after a short run "
+            f"(1/{SCREEN_SHARE} of the epochs, at least {SCREEN_UPDATES} updates, at most all "
+            "the epochs)",
+            "candidates": candidates,
+            "chosen": chosen,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def _screen(
+        self, config: ForecastConfig, data: PreparedSeries, scales: Mapping[str, float]
+    ) -> dict[str, Any]:
+        """One candidate's short run and its validation figures."""
+        import torch
+
+        from rnnkit import forecasting as fc
+        from rnnkit.training import EarlyStopping, PlateauSchedule, TimeBudget, Trainer
+
+        started = time.perf_counter()
+        s = config.train
+        train, val, test = fc.part_examples(data, _spec(config))
+        part = RecipeData(train, val, test, info=_model_info(config, data, scales))
+        torch.manual_seed(s.seed)
+        model = self.build_model(config, part)
+        optimizer = self.optimizer(config, model)
+        source = self.source(config, train, training=True, seed=s.seed)
+        steps = max(1, source.minibatches_per_sweep)
+        epochs = min(
+            s.member_epochs,
+            max(math.ceil(s.member_epochs / SCREEN_SHARE), math.ceil(SCREEN_UPDATES / steps)),
+        )
+        callbacks: list[Any] = [EarlyStopping(patience=s.patience or epochs + 1, restore_best=True)]
+        if s.time_budget is not None:
+            callbacks.append(TimeBudget(s.time_budget / SCREEN_SHARE / len(CANDIDATES)))
+        if s.schedule == "plateau":
+            callbacks.append(PlateauSchedule(optimizer))
+        trainer = Trainer(
+            model,
+            self.criterion(config, part),
+            optimizer,
+            input_streams=self.input_streams,
+            target_stream=self.target_stream,
+            lr_scheduler=self.scheduler(config, optimizer, steps * epochs),
+            callbacks=callbacks,
+            device=s.device,
+            **self.train_settings_for(config, epochs),
+        )
+        summary = trainer.fit(
+            source, epochs=epochs, validation=self.source(config, val, training=False)
+        )
+        examples = fc.validation_examples(data, _spec(config))
+        predictions = trainer.predict(self.source(config, examples, training=False))
+        result = self._forecasts(part.info, examples, predictions)
+        figures = self._figures(config, part, result.pred, result.truth, "validation ")
+        return {
+            "score": _mean_mase(figures, config),
+            "validation": figures,
+            "epochs": len(summary.history),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
 
     def build_model(self, config: ForecastConfig, data: RecipeData) -> nn.Module:
         from rnnkit.cells import GRUCell, LSTMCell
         from rnnkit.layers import Dense
         from rnnkit.recurrence import Fold, Recurrence
 
+        config = _chosen(config, data.info)
         cell = LSTMCell if config.cell == "lstm" else GRUCell
         n, k, h = len(config.target), len(config.known), config.horizon
         if config.model == "window":
@@ -177,8 +300,17 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
         return Criterion(masked_squared_error, masked_squared_error)
 
+    def callbacks(self, config: ForecastConfig, data: RecipeData) -> list[Callback]:
+        """One that predicts the validation forecasts (:func:`validation_examples`) with each
+        trained model, its best weights restored, for the validation figures."""
+        return [_validation_forecasts(self, config, data)]
+
     def _forecasts(
-        self, info: Mapping[str, Any], examples: Sequence[Any], predictions: Sequence[Any] | None
+        self,
+        info: Mapping[str, Any],
+        examples: Sequence[Any],
+        predictions: Sequence[Any] | None,
+        residual: bool | None = None,
     ) -> Forecasts:
         from rnnkit.forecasting import forecasts
 
@@ -190,18 +322,31 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             horizon=info["horizon"],
             center=_at(scaler["center"], index),
             scale=_at(scaler["scale"], index),
-            residual=info["residual"],
+            residual=info["residual"] if residual is None else residual,
         )
 
+    def _persistence(self, info: Mapping[str, Any], examples: Sequence[Any]) -> Forecasts:
+        """The last observed value (the level of each forecast) repeated over the horizon: a
+        zero change from the level."""
+        import torch
+
+        zeros = [torch.zeros_like(e["labels"]) for e in examples]
+        return self._forecasts(info, examples, zeros, residual=False)
+
     def _figures(
-        self, config: ForecastConfig, data: RecipeData, values: Any, truth: Any
+        self,
+        config: ForecastConfig,
+        data: RecipeData,
+        values: Any,
+        truth: Any,
+        part: str = "",
     ) -> dict[str, float]:
         from rnnkit.forecasting import forecast_errors
 
         out: dict[str, float] = {}
         for j, name in enumerate(config.target):
             errors = forecast_errors(values[..., j], truth[..., j], data.info["mase_scale"][name])
-            prefix = "" if len(config.target) == 1 else f"{name} "
+            prefix = part + ("" if len(config.target) == 1 else f"{name} ")
             out.update(
                 {f"{prefix}{k}": v for k, v in zip(("mae", "mape", "mase"), errors, strict=True)}
             )
@@ -209,17 +354,38 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
     def score(
         self, config: ForecastConfig, data: RecipeData, predictions: list[Any]
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
+        """The test figures, the validation figures (``validation mae``, ...: the models'
+        mean forecast, as the ensemble's), the model chosen and whether it beats persistence
+        and seasonal naive on every target's validation MAE."""
+        import numpy as np
+
         result = self._forecasts(data.info, data.test, predictions)
-        return self._figures(config, data, result.pred, result.truth)
+        figures: dict[str, Any] = self._figures(config, data, result.pred, result.truth)
+        validation = data.extra["validation"]
+        members = data.extra["members"]
+        mean = [np.mean([m[i] for m in members], axis=0) for i in range(len(validation))]
+        val = self._forecasts(data.info, validation, mean)
+        figures.update(self._figures(config, data, val.pred, val.truth, "validation "))
+        lost = _losses(config, figures, self.baselines(config, data))
+        figures["model"] = _model_name(data.info)
+        figures["beats_persistence"] = not lost["persistence"]
+        figures["beats_seasonal_naive"] = not lost[_naive_name(config)]
+        return figures
 
     def baselines(self, config: ForecastConfig, data: RecipeData) -> dict[str, dict[str, float]]:
-        result = self._forecasts(data.info, data.test, None)
-        return {
-            f"seasonal naive (season {config.season})": self._figures(
-                config, data, result.naive, result.truth
+        """Persistence and seasonal naive on the test and the validation forecasts."""
+        out: dict[str, dict[str, float]] = {"persistence": {}, _naive_name(config): {}}
+        for examples, part in ((data.test, ""), (data.extra["validation"], "validation ")):
+            persistence = self._persistence(data.info, examples)
+            out["persistence"].update(
+                self._figures(config, data, persistence.pred, persistence.truth, part)
             )
-        }
+            naive = persistence.naive
+            out[_naive_name(config)].update(
+                self._figures(config, data, naive, persistence.truth, part)
+            )
+        return out
 
     def prediction_table(
         self,
@@ -240,10 +406,12 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         self, info: Mapping[str, Any], config: ForecastConfig, paths: Sequence[Path]
     ) -> tuple[list[str], list[Any]]:
         """CSV files with the training file's columns: forecasts from the last row and every
-        ``stride``-th row before it (see :func:`rnnkit.forecasting.file_examples`)."""
+        ``stride``-th row before it (see :func:`rnnkit.forecasting.file_examples`), for the
+        model the run trained (the one ``--model auto`` chose)."""
         from rnnkit import forecasting as fc
         from rnnkit.data.timeseries import load_series
 
+        config = _chosen(config, info)
         scaler = fc.scaler_from_dict(info["scaler"])
         ids: list[str] = []
         examples: list[Any] = []
@@ -275,9 +443,12 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     def notes(
         self, config: ForecastConfig, data: RecipeData, figures: Mapping[str, Any]
     ) -> list[str]:
+        """The report's sentences; the warnings (a baseline not beaten on the validation part)
+        are printed as well."""
         import numpy as np
 
         result = self._forecasts(data.info, data.test, None)
+        config = _chosen(config, data.info)
         n, k, h = len(config.target), len(config.known), config.horizon
         cell = f"{config.cell.upper()}Cell"
         if config.model == "window":
@@ -289,14 +460,196 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         s = config.train
         best = s.patience > 0 or s.time_budget is not None
         kept = "of the best validation epoch" if best else "after the last epoch"
+        selection = data.info["selection"]
+        warnings = warning_lines(config, figures, self.baselines(config, data))
+        for line in warnings:
+            print(line, flush=True)
         return [
             f"Model: {net} >> Dense({config.hidden_size}, {h * n}){residual}; the weights "
             f"{kept} kept.{known}",
+            *([selection_line(selection)] if selection else []),
             f"Test: {len(result.when)} forecast origins, {int((~np.isnan(result.truth)).sum())} "
-            f"observed target values, horizon {h} steps.",
-            "MASE divides by the mean absolute error of the seasonal-naive forecast on the "
-            "training part.",
+            f"observed target values, horizon {h} steps. Validation: "
+            f"{len(self._forecasts(data.info, data.extra['validation'], None).when)} forecast "
+            "origins (the validation windows, the same for every model).",
+            "Persistence repeats the last observed value over the horizon; seasonal naive "
+            f"takes the value {config.season} steps (one season) before each target step. MASE "
+            "divides by the mean absolute error of the seasonal-naive forecast on the training "
+            "part.",
+            *seasonality_lines(data.info["seasonality"], config),
+            *warnings,
         ]
+
+
+def _validation_forecasts(
+    recipe: ForecastRecipe, config: ForecastConfig, data: RecipeData
+) -> Callback:
+    from rnnkit.recipes.harness import evaluator
+    from rnnkit.training import Callback
+    from rnnkit.training.callbacks import TrainerView
+
+    class ValidationForecasts(Callback):
+        """At the end of a model's training (after the best weights are restored), its
+        forecasts of ``data.extra["validation"]``, appended to ``data.extra["members"]``."""
+
+        def on_fit_end(self, trainer: TrainerView) -> None:
+            if trainer.failed:
+                return
+            predictor = evaluator(
+                recipe, config, data, trainer.model, recipe.input_streams, config.train.device
+            )
+            source = recipe.source(config, data.extra["validation"], training=False)
+            data.extra["members"].append(predictor.predict(source))
+
+    return ValidationForecasts()
+
+
+def _model_info(
+    config: ForecastConfig, data: PreparedSeries, scales: Mapping[str, float]
+) -> dict[str, Any]:
+    """What the hooks read of ``RecipeData.info`` for one candidate of ``--model auto``."""
+    from rnnkit.forecasting import scaler_to_dict
+
+    return {
+        "model": config.model,
+        "residual": config.residual,
+        "targets": list(config.target),
+        "horizon": config.horizon,
+        "scaler": scaler_to_dict(data.scaler),
+        "mase_scale": dict(scales),
+    }
+
+
+def _chosen(config: ForecastConfig, info: Mapping[str, Any]) -> ForecastConfig:
+    """``config`` with the model the run trained (``--model auto`` resolved)."""
+    if (config.model, config.residual) == (info["model"], info["residual"]):
+        return config
+    return dataclasses.replace(config, model=info["model"], residual=info["residual"])
+
+
+def _model_name(info: Mapping[str, Any]) -> str:
+    return "window residual" if info["residual"] else str(info["model"])
+
+
+def _naive_name(config: ForecastConfig) -> str:
+    return f"seasonal naive (season {config.season})"
+
+
+def _prefix(config: ForecastConfig, name: str) -> str:
+    return "" if len(config.target) == 1 else f"{name} "
+
+
+def _mean_mase(figures: Mapping[str, float], config: ForecastConfig) -> float:
+    """The validation MASE averaged over the targets (``--model auto``'s figure)."""
+    values = [figures[f"validation {_prefix(config, t)}mase"] for t in config.target]
+    return sum(values) / len(values)
+
+
+def _losses(
+    config: ForecastConfig,
+    figures: Mapping[str, Any],
+    baselines: Mapping[str, Mapping[str, float]],
+) -> dict[str, list[tuple[str, float, float]]]:
+    """Per baseline, the targets whose validation MAE the model does not beat (is not
+    below), with the model's and the baseline's."""
+    out: dict[str, list[tuple[str, float, float]]] = {}
+    for name, values in baselines.items():
+        out[name] = []
+        for target in config.target:
+            key = f"validation {_prefix(config, target)}mae"
+            if not figures[key] < values[key]:
+                out[name].append((target, float(figures[key]), float(values[key])))
+    return out
+
+
+def warning_lines(
+    config: ForecastConfig,
+    figures: Mapping[str, Any],
+    baselines: Mapping[str, Mapping[str, float]],
+) -> list[str]:
+    """One line per baseline the model does not beat on the validation part (its MAE not
+    below the baseline's on some target), e.g. ``Warning: the model (window) does not beat
+    persistence on the validation part: MAE of co2 0.512 against 0.498.``"""
+    lines = []
+    for name, lost in _losses(config, figures, baselines).items():
+        if lost:
+            what = "; ".join(f"MAE of {t} {m:.4g} against {b:.4g}" for t, m, b in lost)
+            lines.append(
+                f"Warning: the model ({figures['model']}) does not beat {name} on the "
+                f"validation part: {what}."
+            )
+    return lines
+
+
+def seasonality(data: PreparedSeries, config: ForecastConfig) -> dict[str, dict[str, Any]]:
+    """Per target, whether its training part shows a season at ``config.season``: the
+    autocorrelation of its changes at that lag (:func:`~rnnkit.forecasting.
+    change_autocorrelation`) above the white-noise band ``1.96 / sqrt(n)``; and the lag from
+    2 to ``input_length`` (or half the part) whose autocorrelation is highest, named when it
+    passes twice the band (one lag among many passes the band alone by chance)."""
+    import numpy as np
+
+    from rnnkit.forecasting import change_autocorrelation
+
+    out = {}
+    for name, column in zip(config.target, data.targets, strict=True):
+        values = data.parts[0].values[:, column]
+        changes = int((~np.isnan(np.diff(values))).sum())
+        band = 1.96 / math.sqrt(max(changes, 1))
+        (at_season,) = change_autocorrelation(values, [config.season])
+        lags = list(range(2, max(2, min(config.input_length, len(values) // 2)) + 1))
+        r = change_autocorrelation(values, lags)
+        best = int(np.argmax(r))
+        out[name] = {
+            "season": config.season,
+            "autocorrelation": round(float(at_season), 4),
+            "band": round(band, 4),
+            "changes": changes,
+            "detected": bool(at_season > band),
+            "strongest_lag": lags[best] if r[best] > 2 * band else None,
+            "strongest_autocorrelation": round(float(r[best]), 4),
+        }
+    return out
+
+
+def seasonality_lines(found: Mapping[str, Mapping[str, Any]], config: ForecastConfig) -> list[str]:
+    """A line for each target without a detectable season at ``--season``."""
+    lines = []
+    for name, f in found.items():
+        if f["detected"]:
+            continue
+        if f["strongest_lag"] is not None:
+            hint = (
+                f"the strongest lag up to --input-length {config.input_length} is "
+                f"{f['strongest_lag']} ({f['strongest_autocorrelation']:+.3f}): try --season "
+                f"{f['strongest_lag']}"
+            )
+        else:
+            hint = (
+                f"no lag up to --input-length {config.input_length} stands out either: give "
+                "--season the length of the series' cycle if it has one (24 for hourly data "
+                "with a daily cycle, 7 for daily data with a weekly one), else persistence is "
+                "the baseline to beat"
+            )
+        lines.append(
+            f"No seasonality detected in {name} at --season {f['season']}: on the training "
+            f"part its changes correlate {f['autocorrelation']:+.3f} with those {f['season']} "
+            f"steps before, inside the white-noise band of +-{f['band']:.3f} "
+            f"(1.96/sqrt({f['changes']})), so seasonal naive repeats noise; {hint}."
+        )
+    return lines
+
+
+def selection_line(selection: Mapping[str, Any]) -> str:
+    """What ``--model auto`` chose, with each candidate's validation MASE."""
+    parts = ", ".join(
+        f"{name} {c['score']:.4g} ({c['epochs']} epochs)"
+        for name, c in selection["candidates"].items()
+    )
+    return (
+        f"--model auto chose {selection['chosen']} by the {selection['rule']}: {parts}; "
+        f"{selection['seconds']:.1f} s, then the full run of {selection['chosen']}."
+    )
 
 
 def _spec(config: ForecastConfig) -> Any:
