@@ -33,6 +33,7 @@ import ast
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
+from os import PathLike
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -52,7 +53,33 @@ _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 
 def _label_from_text(text: str) -> int | str:
     """An integer label when ``text`` is an integer written canonically, else the text."""
-    return int(text) if _INT_LABEL.match(text) else text
+    if _INT_LABEL.match(text):
+        try:
+            return int(text)
+        except ValueError:  # more digits than Python converts: kept as text
+            pass
+    return text
+
+
+class _Where:
+    """``line`` and ``column`` (1-based) of offsets in a text, for its :class:`ReaderError`."""
+
+    def __init__(self, text: str, path: str | PathLike[str] | None) -> None:
+        self.text = text
+        self.path = path
+
+    def error(self, message: str, offset: int) -> ReaderError:
+        """The error at 0-based ``offset`` of the text (its end when ``offset`` is past it)."""
+        line = self.text.count("\n", 0, offset) + 1
+        column = offset - (self.text.rfind("\n", 0, offset) + 1) + 1
+        return ReaderError(message, path=self.path, line=line, column=column)
+
+    def place(self, offset: int) -> str:
+        """``column N`` of ``offset`` in a one-line text, ``line L column N`` in a longer one."""
+        err = self.error("", offset)
+        if "\n" in self.text:
+            return f"line {err.line} column {err.column}"
+        return f"column {err.column}"
 
 
 class Tree:
@@ -226,34 +253,37 @@ class Tree:
 
     # ------------------------------------------------------------------ reading
     @classmethod
-    def from_brackets(cls, text: str) -> Tree:
+    def from_brackets(cls, text: str, *, path: str | PathLike[str] | None = None) -> Tree:
         """Read Penn-Treebank brackets (labels are ints when written as integers).
 
         Grammar: ``tree := WORD | "(" [LABEL] item* ")"``; in ``(L w)`` with one bare word the
         node is a leaf with label ``L`` and token ``w`` (the PTB preterminal); other bare words
-        are unlabelled leaves. Errors are :class:`ReaderError` with the 1-based column.
+        are unlabelled leaves. Errors are :class:`ReaderError` with the 1-based line and column
+        in ``text`` (and ``path``, the file it came from, when given).
 
         >>> t = Tree.from_brackets("(S (NP the dog) (VP barks))")
         >>> t.label, [c.label for c in t.children], [leaf.token for leaf in t.leaves()]
         ('S', ['NP', 'VP'], ['the', 'dog', 'barks'])
         """
-        tokens = [(m.group(), m.start() + 1) for m in _TOKEN.finditer(text)]
+        where = _Where(text, path)
+        tokens = [(m.group(), m.start()) for m in _TOKEN.finditer(text)]
         if not tokens:
-            raise ReaderError("expected a tree, found an empty string", line=1, column=1)
-        tree, end = _read_bracket(tokens, 0, text)
+            raise where.error("expected a tree, found an empty string", 0)
+        tree, end = _read_bracket(tokens, 0, where)
         if end != len(tokens):
-            word, col = tokens[end]
-            raise ReaderError(f"expected the end of the tree, found {word!r}", line=1, column=col)
+            word, offset = tokens[end]
+            raise where.error(f"expected the end of the tree, found {word!r}", offset)
         return tree
 
     @classmethod
-    def from_listops(cls, text: str) -> Tree:
+    def from_listops(cls, text: str, *, path: str | PathLike[str] | None = None) -> Tree:
         """Read a ListOps prefix list into its gold tree (Nangia & Bowman 2018).
 
         Every token is a leaf. A list ``[OP a1 ... ak ]`` becomes k + 1 binary nodes,
         left-branching: ``n1 = ([OP, a1)``, ``n_i = (n_{i-1}, a_i)``, and the list's node is
         ``(n_k, ])``, where an argument ``a_i`` is a digit leaf or the node of a nested list.
-        Internal nodes have no token. A single value (``7``) is a one-leaf tree.
+        Internal nodes have no token. A single value (``7``) is a one-leaf tree. Errors are
+        :class:`ReaderError` with the 1-based line and column in ``text`` (and ``path``).
 
         >>> t = Tree.from_listops("[MAX 2 [MIN 4 7 ] ]")
         >>> t.to_string("brackets")
@@ -261,34 +291,30 @@ class Tree:
         >>> t.height(), [leaf.token for leaf in t.leaves()][:3]
         (5, ['[MAX', '2', '[MIN'])
         """
-        spans = [(m.group(), m.start() + 1) for m in re.finditer(r"\S+", text)]
+        where = _Where(text, path)
+        spans = [(m.group(), m.start()) for m in re.finditer(r"\S+", text)]
         if not spans:
-            raise ReaderError(
-                "expected a ListOps expression, found an empty string", line=1, column=1
-            )
-        stack: list[tuple[Tree, int, int]] = []  # (partial node, arguments so far, column)
+            raise where.error("expected a ListOps expression, found an empty string", 0)
+        stack: list[tuple[Tree, int, int]] = []  # (partial node, arguments so far, offset)
         top: list[Tree] = []
-        for word, col in spans:
+        for word, offset in spans:
             if top:
-                raise ReaderError(f"expected the end, found {word!r}", line=1, column=col)
+                raise where.error(f"expected the end, found {word!r}", offset)
             if word.startswith("[") and len(word) > 1:
-                stack.append((cls(token=word, format="listops"), 0, col))
+                stack.append((cls(token=word, format="listops"), 0, offset))
                 continue
             if word == "]":
                 if not stack:
-                    raise ReaderError("found ']' with no open list", line=1, column=col)
-                node, nargs, open_col = stack.pop()
+                    raise where.error("found ']' with no open list", offset)
+                node, nargs, opened = stack.pop()
                 if nargs == 0:
-                    raise ReaderError(
-                        f"the list opened at column {open_col} has no arguments",
-                        line=1,
-                        column=col,
+                    raise where.error(
+                        f"the list opened at {where.place(opened)} has no arguments",
+                        offset,
                     )
                 item = cls(None, [node, cls(token="]", format="listops")], format="listops")
             elif any(c in word for c in "[]()"):
-                raise ReaderError(
-                    f"expected an operator, a value or ']', found {word!r}", line=1, column=col
-                )
+                raise where.error(f"expected an operator, a value or ']', found {word!r}", offset)
             else:
                 item = cls(token=word, format="listops")
             if stack:
@@ -297,16 +323,19 @@ class Tree:
             else:
                 top.append(item)
         if stack:
-            raise ReaderError(
-                f"the list opened at column {stack[-1][2]} is not closed by ']'",
-                line=1,
-                column=len(text) + 1,
+            raise where.error(
+                f"the list opened at {where.place(stack[-1][2])} is not closed by ']'",
+                len(text),
             )
         return top[0]
 
     @classmethod
     def from_parents(
-        cls, parents: Sequence[int] | str, tokens: Sequence[str] | str | None = None
+        cls,
+        parents: Sequence[int] | str,
+        tokens: Sequence[str] | str | None = None,
+        *,
+        path: str | PathLike[str] | None = None,
     ) -> Tree:
         """Build a tree from parent pointers: ``parents[i]`` is the 1-based head of node i.
 
@@ -315,36 +344,61 @@ class Tree:
         Children are ordered by index. Both arguments may be strings of space-separated items
         (the lines of Tai et al.'s ``.parents`` and ``.toks`` files).
 
+        Raises:
+            ReaderError: a head that is not an integer in ``0..n``, a node that is its own head,
+                not exactly one root, nodes cut off from the root (a cycle), more tokens than
+                nodes. When ``parents`` is a string, the error has the line and column of the
+                offending head in it (and ``path``, the file it came from, when given).
+
         >>> t = Tree.from_parents("2 0 2", tokens="the dog barks")
         >>> t.token, [c.token for c in t.children], str(t)
         ('dog', ['the', 'barks'], '2 0 2')
         """
-        if isinstance(parents, str):
-            heads = []
-            for m in re.finditer(r"\S+", parents):
-                if not _INT_LABEL.match(m.group()) or m.group().startswith("-"):
-                    raise ReaderError(
-                        f"expected a head index (an integer >= 0), found {m.group()!r}",
-                        line=1,
-                        column=m.start() + 1,
+        heads: list[int] = []
+        offsets: list[int] = []  # of each head in the string, for the errors
+        text = parents if isinstance(parents, str) else None
+        where = _Where(text or "", path)
+
+        def error(message: str, i: int | None) -> ReaderError:
+            if text is None:
+                return ReaderError(message, path=path)
+            return where.error(message, len(text) if i is None else offsets[i])
+
+        if text is not None:
+            for m in re.finditer(r"\S+", text):
+                word = m.group()
+                if not _INT_LABEL.match(word) or word.startswith("-"):
+                    raise where.error(
+                        f"expected a head index (an integer >= 0), found {word!r}", m.start()
                     )
-                heads.append(int(m.group()))
+                # A head of more than 18 digits is out of range (-1), and may be too long for
+                # int() to convert.
+                heads.append(int(word) if len(word) <= 18 else -1)
+                offsets.append(m.start())
         else:
             heads = [int(h) for h in parents]
         toks = tokens.split() if isinstance(tokens, str) else list(tokens or [])
         n = len(heads)
         if n == 0:
-            raise ValueError("parents: expected at least one node, found none")
+            raise error("parents: expected at least one node, found none", None)
         if len(toks) > n:
-            raise ValueError(f"tokens: expected at most {n} (one per node), found {len(toks)}")
+            raise error(f"tokens: expected at most {n} (one per node), found {len(toks)}", None)
         for i, h in enumerate(heads):
             if not 0 <= h <= n:
-                raise ValueError(f"parents[{i}]: expected a head in 0..{n}, found {h}")
+                found = str(h) if h >= 0 or text is None else "a number of more than 18 digits"
+                raise error(f"parents[{i}]: expected a head in 0..{n}, found {found}", i)
             if h == i + 1:
-                raise ValueError(f"parents[{i}]: node {i + 1} is its own head")
+                raise error(
+                    f"parents[{i}]: expected another node's index or 0, found {h}: node {i + 1} "
+                    "is its own head",
+                    i,
+                )
         roots = [i for i, h in enumerate(heads) if h == 0]
         if len(roots) != 1:
-            raise ValueError(f"parents: expected exactly one root (head 0), found {len(roots)}")
+            raise error(
+                f"parents: expected exactly one root (head 0), found {len(roots)}",
+                roots[1] if len(roots) > 1 else None,
+            )
         nodes = [
             cls(token=toks[i] if i < len(toks) else None, position=i, format="parents")
             for i in range(n)
@@ -353,28 +407,32 @@ class Tree:
             if h:
                 nodes[h - 1].children.append(nodes[i])
         root = nodes[roots[0]]
-        reached = sum(1 for _ in root.nodes())
-        if reached != n:
-            raise ValueError(
-                f"parents: {n - reached} nodes are not connected to the root (a cycle)"
+        reached = {node.position for node in root.nodes()}
+        if len(reached) != n:
+            cut = next(i for i in range(n) if i not in reached)
+            raise error(
+                f"parents: expected every node connected to the root, found {n - len(reached)} "
+                f"nodes that are not connected (a cycle), the first node {cut + 1}",
+                cut,
             )
         return root
 
     @classmethod
-    def from_python(cls, source: str) -> Tree:
+    def from_python(cls, source: str, *, path: str | PathLike[str] | None = None) -> Tree:
         """The syntax tree of Python ``source``: one node per ``ast`` node, its type as token.
 
         Children are in ``ast.iter_child_nodes`` order; names, constants and other plain fields
         are kept in each node's :attr:`syntax`, so the tree prints back as source (formatted
         by ``ast.unparse``: comments and layout are not part of the syntax tree) and
-        ``to_string("sexpr")`` gives the node types alone. A syntax error raises
-        ``SyntaxError`` with its line and column.
+        ``to_string("sexpr")`` gives the node types alone. Source that does not parse (a syntax
+        error, a null byte, nesting too deep for Python's parser) raises ``SyntaxError`` with
+        its line and column (and ``path`` as its file name, when given).
 
         >>> t = Tree.from_python("x = 1")
         >>> str(t), t.to_string("sexpr")
         ('x = 1', '(Module (Assign (Name (Store)) (Constant)))')
         """
-        root_node = ast.parse(source)
+        root_node = _parse_python(source, path)
         root = cls(token=type(root_node).__name__, format="python")
         stack: list[tuple[ast.AST, Tree]] = [(root_node, root)]
         while stack:
@@ -428,6 +486,29 @@ class Tree:
     def collate(cls, trees: Sequence[Tree]) -> TreeBatch:
         """A :class:`TreeBatch` of ``trees`` (the hook a MinibatchSource calls)."""
         return TreeBatch.from_trees(trees)
+
+
+def _parse_python(source: str, path: str | PathLike[str] | None) -> ast.AST:
+    """``ast.parse(source)``; every failure is a ``SyntaxError`` with a line and a column."""
+    filename = "<unknown>" if path is None else str(path)
+    null = source.find("\0")
+    if null >= 0:
+        line = source.count("\n", 0, null) + 1
+        column = null - (source.rfind("\n", 0, null) + 1) + 1
+        raise SyntaxError(
+            "expected Python source, found a null byte", (filename, line, column, None)
+        )
+    try:
+        return ast.parse(source, filename=filename)
+    except SyntaxError as e:
+        if e.lineno is None or not e.offset:
+            e.lineno, e.offset = e.lineno or 1, e.offset or 1
+        raise
+    except (RecursionError, MemoryError):
+        raise SyntaxError(
+            "expected Python source that Python's parser can hold, found nesting too deep to parse",
+            (filename, 1, 1, None),
+        ) from None
 
 
 def _reverse_preorder(root: Tree) -> Iterator[Tree]:
@@ -519,33 +600,33 @@ def _to_sexpr(root: Tree) -> str:
     return _write(root, lambda node: f"({node.token} " if node.children else f"({node.token})")
 
 
-def _read_bracket(tokens: list[tuple[str, int]], start: int, text: str) -> tuple[Tree, int]:
-    """Parse one tree from ``tokens[start:]``; return it and the index after it."""
-    word, col = tokens[start]
+def _read_bracket(tokens: list[tuple[str, int]], start: int, where: _Where) -> tuple[Tree, int]:
+    """Parse one tree from ``tokens[start:]`` (words and their 0-based offsets); return it and
+    the index after it."""
+    word, offset = tokens[start]
     if word == ")":
-        raise ReaderError("expected '(' or a word, found ')'", line=1, column=col)
+        raise where.error("expected '(' or a word, found ')'", offset)
     if word != "(":
         return Tree(token=word), start + 1
     root = Tree()
-    # One frame per open bracket: the node, the column of its '(' and its bare-word children.
-    stack: list[tuple[Tree, int, set[int]]] = [(root, col, set())]
+    # One frame per open bracket: the node, the offset of its '(' and its bare-word children.
+    stack: list[tuple[Tree, int, set[int]]] = [(root, offset, set())]
     i = start + 1
     while stack:
         if i == len(tokens):
-            raise ReaderError(
-                f"the bracket opened at column {stack[-1][1]} is not closed",
-                line=1,
-                column=len(text) + 1,
+            raise where.error(
+                f"the bracket opened at {where.place(stack[-1][1])} is not closed",
+                len(where.text),
             )
-        word, col = tokens[i]
+        word, offset = tokens[i]
         node, _, bare = stack[-1]
         if word == "(":
             child = Tree()
             node.children.append(child)
-            stack.append((child, col, set()))
+            stack.append((child, offset, set()))
         elif word == ")":
             if node.label is None and not node.children:
-                raise ReaderError("expected a label or a child, found ')'", line=1, column=col)
+                raise where.error("expected a label or a child, found ')'", offset)
             if node.label is not None and len(node.children) == 1 and id(node.children[0]) in bare:
                 node.token = node.children[0].token  # (label word): a labelled leaf
                 node.children = []

@@ -22,7 +22,6 @@ for prediction. Baselines on the same test part: :func:`majority_accuracy`,
 
 from __future__ import annotations
 
-import csv
 import random
 import re
 from collections import Counter
@@ -223,12 +222,21 @@ def _scaled(examples: Sequence[Example], scale: tuple[list[float], list[float]])
 
 def read_labelled_ts(path: Path | str) -> tuple[list[Example], tuple[str, ...], int]:
     """The labelled series of a ``.ts`` training file, labels renumbered to the classes that
-    occur (in the file's order), and the number of channels."""
+    occur (in the file's order), and the number of channels.
+
+    Raises:
+        ReaderError: a malformed file, or one without ``@classLabel true ...``.
+    """
     from rnnkit.data.uea import read_ts
 
     data = read_ts(path)
     if not data.class_names:
-        raise ValueError(f"{path}: expected '@classLabel true ...', found no class labels")
+        raise ReaderError(
+            "expected '@classLabel true ...' in the header before @data, found no class labels",
+            path=path,
+            line=data.data_line,
+            column=1,
+        )
     seen = Counter(data.class_names[int(e["label"])] for e in data.examples)
     names = tuple(n for n in data.class_names if n in seen)
     index = {n: i for i, n in enumerate(names)}
@@ -246,15 +254,18 @@ def ts_series(
     has class labels (every label must be one of them), unlabelled otherwise.
 
     Raises:
-        ReaderError: a malformed file. ValueError: a label outside ``class_names``; a number of
-            channels other than ``dimensions``.
+        ReaderError: a malformed file, a label outside ``class_names``, a number of channels
+            other than ``dimensions``.
     """
     from rnnkit.data.uea import read_ts
 
     data = read_ts(path)
     if dimensions is not None and data.num_dimensions != dimensions:
-        raise ValueError(
-            f"{path}: expected {dimensions} dimensions as in training, found {data.num_dimensions}"
+        raise ReaderError(
+            f"expected {dimensions} dimensions as in training, found {data.num_dimensions}",
+            path=path,
+            line=data.lines[0] if data.lines else data.data_line,
+            column=1,
         )
     index = {n: i for i, n in enumerate(class_names)}
     out = []
@@ -264,9 +275,13 @@ def ts_series(
             continue
         name = data.class_names[int(e["label"])]
         if name not in index:
-            raise ValueError(
-                f"{path}: series {k + 1} has the label {name!r}, which no training series "
-                f"has (training labels: {list(class_names)}); a classifier cannot predict it"
+            raise ReaderError(
+                f"series {k + 1} has the label {name!r}, which no training series has "
+                f"(expected one of the training labels {list(class_names)}); a classifier "
+                "cannot predict it",
+                path=path,
+                line=data.lines[k],
+                column=1,
             )
         out.append({"features": e["features"], "label": torch.tensor([index[name]])})
     return out
@@ -297,9 +312,9 @@ def ts_data(
     mean (0 after scaling).
 
     Raises:
-        ReaderError: a malformed file (see :func:`rnnkit.data.read_ts`).
-        ValueError: files without class labels, a test label that never occurs in training,
-            training series that are all constant.
+        ReaderError: a malformed file (see :func:`rnnkit.data.read_ts`), files without class
+            labels, a test label that never occurs in training.
+        ValueError: training series that are all constant.
     """
     train_path, test_path = Path(train_path), Path(test_path)
     if not 0.0 <= validation < 1.0:
@@ -307,7 +322,12 @@ def ts_data(
     train, names, dimensions = read_labelled_ts(train_path)
     test = ts_series(test_path, names, dimensions=dimensions)
     if any("label" not in e for e in test):
-        raise ValueError(f"{test_path}: expected '@classLabel true ...', found no class labels")
+        raise ReaderError(
+            "expected '@classLabel true ...' in the header before @data, found no class labels",
+            path=test_path,
+            line=1,
+            column=1,
+        )
     if series_norm:
         train, test = series_normalise(train), series_normalise(test)
     kept, held = stratified_split(train, validation, seed)
@@ -407,12 +427,21 @@ def idx_data(
         )
     labels = sorted({int(e["label"]) for e in train})
     if labels != list(range(len(labels))):
-        raise ValueError(f"{train_labels}: expected labels 0..C-1, found {labels}")
+        gap = next(c for c in range(len(labels) + 1) if c not in labels)
+        first = next(k for k, e in enumerate(train) if int(e["label"]) > gap)
+        raise ReaderError(
+            f"label {first}: expected labels 0..C-1 with none missing, found {labels} "
+            f"(no {gap}, but {int(train[first]['label'])})",
+            path=train_labels,
+            byte=8 + first,
+        )
     for k, e in enumerate(test):
         if int(e["label"]) not in labels:
-            raise ValueError(
-                f"{test_labels}: image {k} has the label {int(e['label'])}, which no training "
-                f"image has (training labels: {labels})"
+            raise ReaderError(
+                f"label {k}: expected a label of the training images {labels}, found "
+                f"{int(e['label'])}",
+                path=test_labels,
+                byte=8 + k,
             )
     cut = len(train) - validation
     return ClassifyData(
@@ -553,29 +582,41 @@ def text_sentences(
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and ``(line, fields)`` of every row of a CSV file (``.bz2``/``.gz`` read
-    compressed)."""
+    compressed; lines and columns are then those of the decompressed text)."""
     import bz2
     import gzip
-    import io
+    import zlib
 
-    opener: Any = {".bz2": bz2.open, ".gz": gzip.open}.get(path.suffix, open)
+    from rnnkit.data.files import _decode, csv_records
+
+    data = path.read_bytes()
     try:
-        with opener(path, "rt", newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise ReaderError("expected a header row, found an empty file", path=path, line=1)
-            rows = []
-            for row in reader:
-                if len(row) != len(header):
-                    raise ReaderError(
-                        f"expected {len(header)} fields, found {len(row)}",
-                        path=path,
-                        line=reader.line_num,
-                    )
-                rows.append((reader.line_num, row))
-    except (UnicodeDecodeError, OSError, EOFError, io.UnsupportedOperation) as error:
-        raise ReaderError(f"cannot read the file as CSV text: {error}", path=path) from error
+        if path.suffix == ".bz2":
+            data = bz2.decompress(data)
+        elif path.suffix == ".gz":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ReaderError(
+            f"expected a {path.suffix[1:]} stream, found a damaged one ({error})",
+            path=path,
+            byte=0,
+        ) from None
+    records = csv_records(_decode(data, path), path)
+    first = next(records, None)
+    if first is None:
+        raise ReaderError("expected a header row, found an empty file", path=path, line=1, column=1)
+    header = first[1]
+    rows = []
+    for line, row, places in records:
+        if len(row) != len(header):
+            where = places[len(header)] if len(row) > len(header) else places[-1]
+            raise ReaderError(
+                f"expected {len(header)} fields as in the header, found {len(row)}",
+                path=path,
+                line=where[0],
+                column=where[1],
+            )
+        rows.append((line, row))
     return header, rows
 
 
@@ -583,7 +624,10 @@ def _columns(path: Path, header: Sequence[str], columns: Sequence[str]) -> list[
     missing = [c for c in columns if c not in header]
     if missing:
         raise ReaderError(
-            f"expected the columns {list(columns)}, found {list(header)}", path=path, line=1
+            f"expected the columns {list(columns)}, found {list(header)}",
+            path=path,
+            line=1,
+            column=1,
         )
     return [list(header).index(c) for c in columns]
 

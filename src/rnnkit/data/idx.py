@@ -30,6 +30,54 @@ _IDX_TYPES: dict[int, np.dtype] = {
 }
 
 
+def _gunzip(raw: bytes, path: PathArg) -> bytes:
+    """The data of the gzip members in ``raw``; a damaged stream is located by its byte."""
+    out: list[bytes] = []
+    pos, chunk = 0, 1 << 16
+    while True:
+        start = pos
+        inflate = zlib.decompressobj(wbits=31)
+        while not inflate.eof:
+            if pos >= len(raw):
+                raise ReaderError(
+                    f"expected the rest of the gzip member that starts at byte {start}, found "
+                    "the end of the file (a truncated or damaged gzip stream)",
+                    path=path,
+                    byte=len(raw),
+                )
+            before = inflate.copy()
+            piece = raw[pos : pos + chunk]
+            try:
+                out.append(inflate.decompress(piece))
+            except zlib.error as e:
+                raise ReaderError(
+                    f"expected a gzip stream, found a damaged one ({e})",
+                    path=path,
+                    byte=_zlib_error_byte(before, piece, pos),
+                ) from None
+            pos += len(piece)
+        pos -= len(inflate.unused_data)
+        if not raw[pos:].strip(b"\0"):  # the end, or zero padding (as gzip allows)
+            return b"".join(out)
+        if raw[pos : pos + 2] != b"\x1f\x8b":
+            raise ReaderError(
+                f"expected another gzip member (1f 8b) or the end of the file after the member "
+                f"that starts at byte {start}, found {raw[pos : pos + 2].hex(' ')}",
+                path=path,
+                byte=pos,
+            )
+
+
+def _zlib_error_byte(inflate: zlib._Decompress, piece: bytes, pos: int) -> int:
+    """The offset of the first byte of ``piece`` (at ``pos``) that ``inflate`` refuses."""
+    for i in range(len(piece)):
+        try:
+            inflate.decompress(piece[i : i + 1])
+        except zlib.error:
+            return pos + i
+    return pos + len(piece)
+
+
 def read_idx(path: PathArg) -> np.ndarray:
     """Read an IDX file (the MNIST family's format), gzip-compressed or not.
 
@@ -42,8 +90,10 @@ def read_idx(path: PathArg) -> np.ndarray:
         an array of the stored shape, in native byte order.
 
     Raises:
-        ReaderError: a bad magic number, an unknown type code, or a data size that differs from
-            the one the header announces (the message gives both).
+        ReaderError: located as ``path: byte N`` (N 0-based; in a gzip file, N counts the bytes
+            of the file for a damaged gzip stream and of the decompressed data otherwise): a
+            damaged gzip stream, a bad magic number, an unknown type code, or a data size that
+            differs from the one the header announces (the message gives both).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -53,45 +103,50 @@ def read_idx(path: PathArg) -> np.ndarray:
     (dtype('uint8'), [[1, 2, 3], [4, 5, 6]])
     """
     raw = Path(path).read_bytes()
+    of = ""
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ReaderError(
-                f"expected a gzip stream, found a damaged one ({e})", path=path
-            ) from None
+        raw = _gunzip(raw, path)
+        of = " of the decompressed data"
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ReaderError(
-            "expected the magic number 00 00 TT DD at byte 0, "
-            f"found {raw[:4].hex(' ') or 'nothing'}",
+            f"expected the magic number 00 00 TT DD{of}, found {raw[:4].hex(' ') or 'nothing'}",
             path=path,
+            byte=0,
         )
     if raw[2] not in _IDX_TYPES:
         known = ", ".join(f"0x{code:02x}" for code in _IDX_TYPES)
         raise ReaderError(
-            f"expected an element type code ({known}) at byte 2, found 0x{raw[2]:02x}", path=path
+            f"expected an element type code ({known}){of}, found 0x{raw[2]:02x}",
+            path=path,
+            byte=2,
         )
     dtype, ndim = _IDX_TYPES[raw[2]], raw[3]
     if ndim == 0:
-        raise ReaderError("expected at least 1 dimension at byte 3, found 0", path=path)
+        raise ReaderError(f"expected at least 1 dimension{of}, found 0", path=path, byte=3)
     offset = 4 + 4 * ndim
     if len(raw) < offset:
         raise ReaderError(
-            f"expected {ndim} dimension sizes (bytes 4-{offset - 1}), found the file ends at "
-            f"byte {len(raw)}",
+            f"expected {ndim} dimension sizes (bytes 4-{offset - 1}){of}, found the data ends "
+            f"at byte {len(raw)}",
             path=path,
+            byte=len(raw),
         )
     shape = struct.unpack(f">{ndim}I", raw[4:offset])
     if math.prod(n for n in shape if n) * dtype.itemsize > np.iinfo(np.intp).max:
         raise ReaderError(
-            f"expected a shape NumPy can hold at bytes 4-{offset - 1}, found {shape}", path=path
+            f"expected a shape NumPy can hold (bytes 4-{offset - 1}){of}, found {shape}",
+            path=path,
+            byte=4,
         )
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) - offset != expected:
+        ends = "ends" if len(raw) - offset < expected else "goes on"
         raise ReaderError(
             f"expected {expected} data bytes for shape {shape} of {dtype.name} after the "
-            f"{offset}-byte header, found {len(raw) - offset}",
+            f"{offset}-byte header{of}, found {len(raw) - offset} (the data {ends} at byte "
+            f"{min(len(raw), offset + expected)})",
             path=path,
+            byte=min(len(raw), offset + expected),
         )
     data = np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=offset)
     return data.reshape(shape).astype(dtype.newbyteorder("="))
@@ -131,12 +186,14 @@ def mnist_sequences(images_path: PathArg, labels_path: PathArg) -> list[Example]
         raise ReaderError(
             f"expected uint8 images [n, rows, cols], found {images.dtype} {list(images.shape)}",
             path=images_path,
+            byte=2,
         )
     if labels.shape != (images.shape[0],) or labels.dtype != np.uint8:
         raise ReaderError(
             f"expected uint8 labels [{images.shape[0]}] (one per image), found "
             f"{labels.dtype} {list(labels.shape)}",
             path=labels_path,
+            byte=2,
         )
     scaled = images.astype(np.float32)
     scaled /= 255.0

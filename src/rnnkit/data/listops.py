@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
+from rnnkit.data.files import read_lines
 from rnnkit.trees import Tree, TreeBatch
 
 __all__ = [
@@ -243,34 +244,32 @@ def read_listops_tsv(path: str | PathLike[str]) -> list[ListOpsExample]:
     Errors are :class:`ReaderError` located as ``path:line:column``.
     """
     examples = []
-    with Path(path).open(encoding="utf-8") as f:
-        for line_number, raw in enumerate(f, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            label_text, tab, sequence = line.partition("\t")
-            if not tab:
-                raise ReaderError(
-                    "expected 'label<TAB>sequence', found no tab",
-                    path=path,
-                    line=line_number,
-                    column=len(line) + 1,
-                )
-            if not (label_text.isdigit() and len(label_text) == 1):
-                raise ReaderError(
-                    f"expected a label 0-9, found {label_text!r}",
-                    path=path,
-                    line=line_number,
-                    column=1,
-                )
-            try:
-                Tree.from_listops(sequence)
-            except ReaderError as err:
-                raise ReaderError(
-                    err.message,
-                    path=path,
-                    line=line_number,
-                    column=len(label_text) + 1 + (err.column or 1),
-                ) from None
-            examples.append(ListOpsExample(int(label_text), sequence))
+    for line_number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        label_text, tab, sequence = line.partition("\t")
+        if not tab:
+            raise ReaderError(
+                "expected 'label<TAB>sequence', found no tab",
+                path=path,
+                line=line_number,
+                column=len(line) + 1,
+            )
+        if not (len(label_text) == 1 and label_text in "0123456789"):
+            raise ReaderError(
+                f"expected a label 0-9, found {label_text!r}",
+                path=path,
+                line=line_number,
+                column=1,
+            )
+        try:
+            Tree.from_listops(sequence)
+        except ReaderError as err:
+            raise ReaderError(
+                err.message,
+                path=path,
+                line=line_number,
+                column=len(label_text) + 1 + (err.column or 1),
+            ) from None
+        examples.append(ListOpsExample(int(label_text), sequence))
     return examples

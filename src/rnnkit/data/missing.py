@@ -36,6 +36,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +45,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
+from rnnkit.data.files import read_lines
 from rnnkit.data.timeseries import Scaler, TimeSeries, TimeUnit, load_series, time_since_observed
 
 __all__ = [
@@ -598,31 +600,51 @@ def read_series(name: str, path: str | Path | None = None) -> TimeSeries:
         return load_series(file, "date", columns, time_format="%Y%m%d")
     if name == "airquality":
         raw = load_series(file, None, [*columns, "Month", "Day"])
-        gaps = np.flatnonzero(np.isnan(raw.values[:, 4:]).any(axis=1))
-        if gaps.size:
-            raise ReaderError(
-                "expected a Month and a Day on every row, found a gap",
-                path=file,
-                line=int(gaps[0]) + 2,
-                column=1,
-            )
-        month, day = raw.values[:, 4], raw.values[:, 5]
-        stamps = [f"1973-{int(m):02d}-{int(d):02d}" for m, d in zip(month, day, strict=True)]
+        stamps = []
+        for r, (month, day) in enumerate(raw.values[:, 4:].tolist()):
+            try:
+                stamps.append(date(1973, _whole(month), _whole(day)))
+            except (ValueError, OverflowError):
+                raise _row_error(
+                    file,
+                    r,
+                    f"expected a Month and a Day on every row (a date of 1973), found {month:g} "
+                    f"and {day:g}",
+                ) from None
+            if r and stamps[r] <= stamps[r - 1]:
+                raise _row_error(
+                    file,
+                    r,
+                    f"expected dates in increasing order, found {stamps[r]} after {stamps[r - 1]}",
+                )
         times = np.array(stamps, dtype="datetime64[D]").astype("datetime64[us]")
         return TimeSeries(raw.values[:, :4], tuple(columns), times)
     raw = load_series(file, None, ["rownames", *columns])
     rows = raw.values[:, 0]
     bad = np.flatnonzero(rows != np.arange(1, len(rows) + 1))
     if bad.size:
-        raise ReaderError(
+        raise _row_error(
+            file,
+            int(bad[0]),
             f"expected rownames 1, 2, 3, ... (one row per half hour), found {rows[bad[0]]:g}",
-            path=file,
-            line=int(bad[0]) + 2,
-            column=1,
         )
     minutes = (rows.astype(np.int64) - 1) * 30
     times = np.datetime64("2014-01-01T00:00", "us") + minutes.astype("timedelta64[m]")
     return TimeSeries(raw.values[:, 1:], tuple(columns), times)
+
+
+def _whole(value: float) -> int:
+    """``value`` as an int; ValueError (NaN, a fraction) or OverflowError (infinite)."""
+    if value != int(value):
+        raise ValueError(value)
+    return int(value)
+
+
+def _row_error(path: Path, row: int, message: str) -> ReaderError:
+    """The error at the start of data row ``row`` (0-based, after the header; blank lines
+    skipped) of a CSV file :func:`load_series` read."""
+    numbers = [i for i, line in enumerate(read_lines(path), start=1) if line.strip()]
+    return ReaderError(message, path=path, line=numbers[row + 1], column=1)
 
 
 def input_path(layout: str, path: Path | None, data_dir: Path | None = None) -> Path:

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import PathArg, read_lines
+from rnnkit.data.files import PathArg, end_of, read_lines
 
 __all__ = [
     "ADDING_BASELINE_MSE",
@@ -187,7 +187,8 @@ def read_adding_csv(path: PathArg) -> list[Tensor]:
     """
     sequences: list[Tensor] = []
     rows: list[list[float]] = []
-    for number, line in enumerate(read_lines(path), start=1):
+    lines = read_lines(path)
+    for number, line in enumerate(lines, start=1):
         text = line.strip()
         if number == 1 and text.replace(" ", "") == ADDING_HEADER:
             continue
@@ -229,8 +230,12 @@ def read_adding_csv(path: PathArg) -> list[Tensor]:
     if rows:
         sequences.append(torch.tensor(rows, dtype=torch.float32))
     if not sequences:
+        last, column = end_of(lines)
         raise ReaderError(
-            "expected at least one sequence of 'value,marker' lines, found none", path=path
+            "expected at least one sequence of 'value,marker' lines, found none",
+            path=path,
+            line=last,
+            column=column,
         )
     return sequences
 
@@ -260,14 +265,16 @@ def read_copy_file(path: PathArg, num_symbols: int = 8) -> list[Tensor]:
     """
     _check_count("num_symbols", num_symbols, 1)
     sequences = []
-    for number, line in enumerate(read_lines(path), start=1):
+    lines = read_lines(path)
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         ids = []
         column = 1
         for piece in line.split(" "):
             if piece:
-                if not piece.isdigit() or int(piece) > num_symbols + 1:
+                digits = piece.isascii() and piece.isdigit()
+                if not digits or len(piece.lstrip("0")) > 18 or int(piece) > num_symbols + 1:
                     raise ReaderError(
                         f"expected a symbol id 0-{num_symbols + 1}, found {piece!r}",
                         path=path,
@@ -278,5 +285,11 @@ def read_copy_file(path: PathArg, num_symbols: int = 8) -> list[Tensor]:
             column += len(piece) + 1
         sequences.append(torch.tensor(ids, dtype=torch.int64))
     if not sequences:
-        raise ReaderError("expected at least one line of symbol ids, found none", path=path)
+        last, column = end_of(lines)
+        raise ReaderError(
+            "expected at least one line of symbol ids, found none",
+            path=path,
+            line=last,
+            column=column,
+        )
     return sequences

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from rnnkit.data.errors import ReaderError
 from rnnkit.data.files import PathArg, Sentence, read_lines
 from rnnkit.data.text import Vocabulary
 
@@ -158,15 +159,38 @@ class TagVocabularies:
         }
 
     @classmethod
-    def from_dict(cls, state: Mapping[str, Any]) -> TagVocabularies:
-        """The vocabularies :meth:`to_dict` described."""
-        inputs = tuple(Vocabulary.from_dict(v) for v in state["inputs"])
-        if len(inputs) != len(state["columns"]):
-            raise ValueError(
-                f"state: expected one vocabulary per column ({len(state['columns'])}), found "
-                f"{len(inputs)}"
+    def from_dict(cls, state: Mapping[str, Any], *, path: PathArg | None = None) -> TagVocabularies:
+        """The vocabularies :meth:`to_dict` described (``state`` as read back from JSON).
+
+        Raises:
+            ReaderError: ``state`` is not such a description; the message names the entry
+                (``state['inputs'][2]['tokens']``) and ``path``, the file it came from, when
+                given.
+        """
+        if not isinstance(state, Mapping):
+            raise ReaderError(
+                "state: expected a mapping with 'columns', 'inputs' and 'tags', found "
+                f"{type(state).__name__}",
+                path=path,
             )
-        return cls(tuple(state["columns"]), inputs, Vocabulary.from_dict(state["tags"]))
+        columns, inputs = state.get("columns"), state.get("inputs")
+        if not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+            raise ReaderError(
+                f"state['columns']: expected a list of strings, found {columns!r:.60}", path=path
+            )
+        if not (isinstance(inputs, list) and len(inputs) == len(columns)):
+            found = f"{len(inputs)}" if isinstance(inputs, list) else f"{type(inputs).__name__}"
+            raise ReaderError(
+                f"state['inputs']: expected a list of one vocabulary per column "
+                f"({len(columns)}), found {found}",
+                path=path,
+            )
+        vocabularies = tuple(
+            Vocabulary.from_dict(v, path=path, key=f"state['inputs'][{i}]")
+            for i, v in enumerate(inputs)
+        )
+        tags = Vocabulary.from_dict(state.get("tags"), path=path, key="state['tags']")  # type: ignore[arg-type]
+        return cls(tuple(columns), vocabularies, tags)
 
 
 def split_documents(

@@ -313,21 +313,49 @@ class Vocabulary:
         return {"tokens": self._tokens[reserved:], "pad": self.pad, "unk": self.unk}
 
     @classmethod
-    def from_dict(cls, state: Mapping[str, object]) -> Vocabulary:
-        """The vocabulary `to_dict` described.
+    def from_dict(
+        cls, state: Mapping[str, object], *, path: PathArg | None = None, key: str = "state"
+    ) -> Vocabulary:
+        """The vocabulary `to_dict` described (``state`` as read back from JSON).
+
+        Raises:
+            ReaderError: ``state`` is not such a description; the message names the entry
+                (``key``, then the field: ``state['tokens']``) and ``path``, the file it came
+                from, when given.
 
         >>> v = Vocabulary(["a", "b"], pad=None)
         >>> Vocabulary.from_dict(v.to_dict()).tokens
         ('<unk>', 'a', 'b')
         """
+        if not isinstance(state, Mapping):
+            raise ReaderError(
+                f"{key}: expected a vocabulary (a mapping with 'tokens', 'pad', 'unk'), found "
+                f"{_shown(state)}",
+                path=path,
+            )
         tokens, pad, unk = state.get("tokens"), state.get("pad"), state.get("unk")
         if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
-            raise ValueError(f"state['tokens']: expected a list of strings, found {tokens!r}")
+            raise ReaderError(
+                f"{key}['tokens']: expected a list of strings, found {_shown(tokens)}", path=path
+            )
         if not (pad is None or isinstance(pad, str)):
-            raise ValueError(f"state['pad']: expected a string or None, found {pad!r}")
+            raise ReaderError(
+                f"{key}['pad']: expected a string or None, found {_shown(pad)}", path=path
+            )
         if not (unk is None or isinstance(unk, str)):
-            raise ValueError(f"state['unk']: expected a string or None, found {unk!r}")
-        return cls(tokens, pad=pad, unk=unk)
+            raise ReaderError(
+                f"{key}['unk']: expected a string or None, found {_shown(unk)}", path=path
+            )
+        try:
+            return cls(tokens, pad=pad, unk=unk)
+        except ValueError as e:
+            raise ReaderError(f"{key}: expected a valid vocabulary, found {e}", path=path) from None
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def encode_sentences(

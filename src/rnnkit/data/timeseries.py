@@ -19,7 +19,6 @@ when a frame is given.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import os
@@ -33,7 +32,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import read_lines
+from rnnkit.data.files import csv_row, end_of, read_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -192,17 +191,6 @@ def _parse_time(text: str, time_format: str | None) -> datetime:
     return moment
 
 
-def _field_offset(line: str, delimiter: str, index: int) -> int:
-    """0-based offset of CSV field ``index`` of ``line`` (quotes respected)."""
-    starts, quoted = [0], False
-    for i, char in enumerate(line):
-        if char == '"':
-            quoted = not quoted
-        elif char == delimiter and not quoted:
-            starts.append(i + 1)
-    return starts[index] if index < len(starts) else len(line)
-
-
 def _load_csv(
     path: PathArg,
     time_column: str | None,
@@ -213,33 +201,32 @@ def _load_csv(
 ) -> TimeSeries:
     lines = read_lines(path)
     rows: list[list[str]] = []
+    starts: list[list[int]] = []  # the 1-based column of each field of each row
     line_numbers: list[int] = []
     header: list[str] | None = None
     header_line = 1
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            fields = next(csv.reader([line], delimiter=delimiter, strict=True))
-        except csv.Error as e:
-            raise ReaderError(
-                f"expected a CSV row, found an error: {e}", path=path, line=line_no
-            ) from None
+        fields, columns = csv_row(line, delimiter, path, line_no)
         if header is None:
-            header = fields
-            header_line = line_no
+            header, header_line = fields, line_no
         elif len(fields) != len(header):
             raise ReaderError(
                 f"expected {len(header)} fields as in the header, found {len(fields)}",
                 path=path,
                 line=line_no,
-                column=_field_offset(line, delimiter, min(len(fields), len(header))) + 1,
+                column=columns[len(header)] if len(fields) > len(header) else len(line) + 1,
             )
         else:
             rows.append(fields)
+            starts.append(columns)
             line_numbers.append(line_no)
     if header is None:
-        raise ReaderError("expected a header row, found an empty file", path=path, line=1)
+        line_no, column = end_of(lines)
+        raise ReaderError(
+            "expected a header row, found an empty file", path=path, line=line_no, column=column
+        )
     wanted = [*value_columns] if time_column is None else [time_column, *value_columns]
     for name in wanted:
         if header.count(name) != 1:
@@ -254,9 +241,7 @@ def _load_csv(
     positions = [header.index(name) for name in value_columns]
 
     def located(message: str, r: int, position: int) -> ReaderError:
-        line = lines[line_numbers[r] - 1]
-        column = _field_offset(line, delimiter, position) + 1
-        return ReaderError(message, path=path, line=line_numbers[r], column=column)
+        return ReaderError(message, path=path, line=line_numbers[r], column=starts[r][position])
 
     values = np.empty((len(rows), len(value_columns)), dtype=np.float64)
     for r, fields in enumerate(rows):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import Example, PathArg, read_lines, split_columns
+from rnnkit.data.files import Example, PathArg, end_of, read_lines, split_columns
 
 __all__ = ["TsDataset", "read_ts"]
 
@@ -32,12 +32,16 @@ class TsDataset:
             an example is ``class_names[i]``); empty without class labels.
         num_dimensions: D, the number of channels.
         problem_name: the ``@problemName`` header, or None.
+        lines: the 1-based line of each series in the file, and ``data_line``, the line of
+            ``@data``, for the errors of readers that check the data further.
     """
 
     examples: list[Example]
     class_names: tuple[str, ...]
     num_dimensions: int
     problem_name: str | None
+    lines: tuple[int, ...] = ()
+    data_line: int = 1
 
 
 _TS_TAGS = (
@@ -208,10 +212,13 @@ def read_ts(path: PathArg, *, with_mask: bool = False) -> TsDataset:
     """
     header = _TsHeader()
     examples: list[Example] = []
+    series_lines: list[int] = []
+    data_line = 1
     in_data = False
     num_dims: int | None = None
     lengths: set[int] = set()
-    for line_no, raw in enumerate(read_lines(path), start=1):
+    lines = read_lines(path)
+    for line_no, raw in enumerate(lines, start=1):
         text = raw.rstrip()
         stripped = text.lstrip()
         if not stripped or stripped.startswith("#"):
@@ -226,7 +233,7 @@ def read_ts(path: PathArg, *, with_mask: bool = False) -> TsDataset:
                 )
             _ts_header_line(header, text, path, line_no)
             if stripped.split()[0].lower() == "@data":
-                in_data = True
+                in_data, data_line = True, line_no
                 if header.univariate and header.dimensions not in (None, 1):
                     raise ReaderError(
                         f"@univariate true contradicts @dimensions {header.dimensions}",
@@ -311,11 +318,20 @@ def read_ts(path: PathArg, *, with_mask: bool = False) -> TsDataset:
                         column=label_offset + 1,
                     ) from None
         examples.append(example)
+        series_lines.append(line_no)
     if not in_data:
-        raise ReaderError("expected an @data line, found the end of the file", path=path)
+        line_no, column = end_of(lines)
+        raise ReaderError(
+            "expected an @data line, found the end of the file",
+            path=path,
+            line=line_no,
+            column=column,
+        )
     return TsDataset(
         examples=examples,
         class_names=header.class_names or (),
         num_dimensions=num_dims or 0,
         problem_name=header.problem_name,
+        lines=tuple(series_lines),
+        data_line=data_line,
     )

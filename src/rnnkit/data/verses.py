@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnkit.data.errors import ReaderError
+from rnnkit.data.files import read_lines
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -39,7 +40,7 @@ __all__ = [
 
 VALIDATION_BOOKS = ("Ruth", "Joel", "Gal", "1Pet")
 TEST_BOOKS = ("Eccl", "Mark", "Rom")
-_REFERENCE = re.compile(r"(\d?[A-Za-z]+)(\d+):(\d+) ")
+_REFERENCE = re.compile(r"([0-9]?[A-Za-z]+)([0-9]+):([0-9]+) ")
 
 
 def default_text() -> Path:
@@ -67,28 +68,26 @@ def read_verse_lines(path: str | Path) -> list[Verse]:
     """Every verse of a file of ``BookC:V text`` lines; blank lines are skipped.
 
     Raises:
-        ReaderError: a non-empty line without a reference, or a file without verses.
+        ReaderError: a byte that is not UTF-8, a non-empty line without a reference, or a file
+            without verses.
     """
     path = Path(path)
     verses = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            match = _REFERENCE.match(line)
-            if match is None:
-                raise ReaderError(
-                    f"expected a verse reference such as 'Ge1:1 ' before the text, found "
-                    f"{line[:20]!r}",
-                    path=path,
-                    line=line_no,
-                    column=1,
-                )
-            reference = match.group(0).rstrip()
-            verses.append(
-                Verse(match.group(1), reference, line[match.end() :], line_no, match.end() + 1)
+    for line_no, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        match = _REFERENCE.match(line)
+        if match is None:
+            raise ReaderError(
+                f"expected a verse reference such as 'Ge1:1 ' before the text, found {line[:20]!r}",
+                path=path,
+                line=line_no,
+                column=1,
             )
+        reference = match.group(0).rstrip()
+        verses.append(
+            Verse(match.group(1), reference, line[match.end() :], line_no, match.end() + 1)
+        )
     if not verses:
         raise ReaderError("expected verse lines, found an empty file", path=path, line=1, column=1)
     return verses

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import read_lines
+from rnnkit.data.files import csv_row, end_of, read_lines
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -79,19 +79,9 @@ class Patient:
     visits: tuple[Visit, ...]
 
 
-def _offsets(line: str) -> list[int]:
-    """1-based column of each comma-separated field of ``line`` (quotes respected)."""
-    starts, quoted = [1], False
-    for i, char in enumerate(line):
-        if char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            starts.append(i + 2)
-    return starts
-
-
 def _parse_time(text: str) -> tuple[float, str]:
-    """Days and kind (``"days"`` or ``"date"``) of a visit time; ValueError when neither."""
+    """Days and kind (``"days"`` or ``"date"``) of a visit time; ValueError (OverflowError for
+    a date that a time zone moves out of range) when neither."""
     try:
         value = float(text)
     except ValueError:
@@ -120,13 +110,7 @@ def read_visits(path: PathArg) -> list[Patient]:
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            fields = next(csv.reader([line], strict=True))
-        except csv.Error as e:
-            raise ReaderError(
-                f"expected a CSV row, found an error: {e}", path=path, line=line_no
-            ) from None
-        cols = _offsets(line)
+        fields, cols = csv_row(line, ",", path, line_no)
         if not header_seen:
             if tuple(f.strip() for f in fields) != HEADER:
                 raise ReaderError(
@@ -149,7 +133,7 @@ def read_visits(path: PathArg) -> list[Patient]:
             raise ReaderError("expected a patient id, found ''", path=path, line=line_no, column=1)
         try:
             time, this_kind = _parse_time(stamp)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ReaderError(
                 f"patient {patient!r}: expected a visit time (an ISO 8601 date such as "
                 f"2020-01-31, or a number of days), found {stamp!r}",
@@ -186,7 +170,10 @@ def read_visits(path: PathArg) -> list[Patient]:
         last[patient] = (time, stamp, line_no)
         visits.setdefault(patient, []).append(Visit(time, codes))
     if not header_seen:
-        raise ReaderError("expected a header row, found an empty file", path=path, line=1)
+        line_no, column = end_of(lines)
+        raise ReaderError(
+            "expected a header row, found an empty file", path=path, line=line_no, column=column
+        )
     return [Patient(p, tuple(v)) for p, v in visits.items()]
 
 
