@@ -523,8 +523,15 @@ def test_a_model_that_does_not_beat_the_baselines_says_so(walk_run):
         "Warning: the model (window) does not beat seasonal naive (season 12) on the "
         f"validation part: MAE of a {model:.4g} against {naive:.4g}.",
     ]
+    test = info["mae"], info["baselines"]["persistence"]["mae"]
+    assert test[0] > test[1]  # on the test part too
+    lines.append(
+        "On the test part, the model (window) does not beat persistence: "
+        f"MAE of a {test[0]:.4g} against {test[1]:.4g}."
+    )
     report = (run / "report.md").read_text().splitlines()
-    assert report[-2:] == lines  # the report's last lines
+    assert report[-4:-1] == lines  # then the test part's line for seasonal naive
+    assert report[-1].startswith("On the test part, the model (window) does not beat seasonal")
     assert set(lines) <= set(printed)
     assert result.figures == info
 

@@ -249,7 +249,9 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             s.member_epochs,
             max(math.ceil(s.member_epochs / SCREEN_SHARE), math.ceil(SCREEN_UPDATES / steps)),
         )
-        callbacks: list[Any] = [EarlyStopping(patience=s.patience or epochs + 1, restore_best=True)]
+        keep_best = s.patience > 0 or s.time_budget is not None  # as the full run keeps them
+        stopper = EarlyStopping(patience=s.patience or epochs + 1, restore_best=keep_best)
+        callbacks: list[Any] = [stopper]
         if s.time_budget is not None:
             callbacks.append(TimeBudget(s.time_budget / SCREEN_SHARE / len(CANDIDATES)))
         if s.schedule == "plateau":
@@ -549,14 +551,15 @@ def _losses(
     config: ForecastConfig,
     figures: Mapping[str, Any],
     baselines: Mapping[str, Mapping[str, float]],
+    part: str = "validation ",
 ) -> dict[str, list[tuple[str, float, float]]]:
-    """Per baseline, the targets whose validation MAE the model does not beat (is not
-    below), with the model's and the baseline's."""
+    """Per baseline, the targets whose MAE on ``part`` (``"validation "`` or ``""``, the
+    test part) the model does not beat (is not below), with the model's and the baseline's."""
     out: dict[str, list[tuple[str, float, float]]] = {}
     for name, values in baselines.items():
         out[name] = []
         for target in config.target:
-            key = f"validation {_prefix(config, target)}mae"
+            key = f"{part}{_prefix(config, target)}mae"
             if not figures[key] < values[key]:
                 out[name].append((target, float(figures[key]), float(values[key])))
     return out
@@ -569,15 +572,16 @@ def warning_lines(
 ) -> list[str]:
     """One line per baseline the model does not beat on the validation part (its MAE not
     below the baseline's on some target), e.g. ``Warning: the model (window) does not beat
-    persistence on the validation part: MAE of co2 0.512 against 0.498.``"""
+    persistence on the validation part: MAE of co2 0.512 against 0.498.``; then one per
+    baseline it does not beat on the test part (``On the test part, ...``: a fact, not what
+    the choices were made on)."""
     lines = []
-    for name, lost in _losses(config, figures, baselines).items():
-        if lost:
-            what = "; ".join(f"MAE of {t} {m:.4g} against {b:.4g}" for t, m, b in lost)
-            lines.append(
-                f"Warning: the model ({figures['model']}) does not beat {name} on the "
-                f"validation part: {what}."
-            )
+    for part, start in (("validation ", "Warning: the model"), ("", "On the test part, the model")):
+        for name, lost in _losses(config, figures, baselines, part).items():
+            if lost:
+                what = "; ".join(f"MAE of {t} {m:.4g} against {b:.4g}" for t, m, b in lost)
+                where = " on the validation part" if part else ""
+                lines.append(f"{start} ({figures['model']}) does not beat {name}{where}: {what}.")
     return lines
 
 
