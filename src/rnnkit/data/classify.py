@@ -495,7 +495,13 @@ def text_data(
     picked = [(line, tuple(row[i] for i in at)) for line, row in rows]
     picked = [(line, row) for line, row in picked if row[1] not in drop_labels]
     if not picked:
-        raise ValueError(f"{path}: no rows left after dropping the labels {list(drop_labels)}")
+        last = rows[-1][0] if rows else 1
+        raise ReaderError(
+            f"expected rows with labels other than {list(drop_labels)}, found none",
+            path=path,
+            line=last,
+            column=1,
+        )
     groups = sorted({row[2] for _, row in picked})
     random.Random(seed).shuffle(groups)
     a = round(split[0] * len(groups))
@@ -512,7 +518,12 @@ def text_data(
             parts[part_of[group]].append((words, label, line))
     names = tuple(sorted({label for _, label, _ in parts[0]}))
     if len(names) < 2:
-        raise ValueError(f"{path}: expected at least two labels in training, found {names}")
+        raise ReaderError(
+            f"expected at least two labels in the training rows, found {list(names)}",
+            path=path,
+            line=picked[0][0],
+            column=1,
+        )
     vocabulary = Vocabulary.build((w for w, _, _ in parts[0]), min_freq=min_freq)
     index = {n: i for i, n in enumerate(names)}
     examples: tuple[list[Example], list[Example], list[Example]] = ([], [], [])
@@ -524,6 +535,7 @@ def text_data(
                     f"{list(names)}); drop it with drop_labels",
                     path=path,
                     line=line,
+                    column=1,
                 )
             encoded.append(
                 {"features": vocabulary.encode(words), "label": torch.tensor([index[label]])}
@@ -595,7 +607,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             data = bz2.decompress(data)
         elif path.suffix == ".gz":
             data = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
+    except (OSError, EOFError, ValueError, zlib.error) as error:
         raise ReaderError(
             f"expected a {path.suffix[1:]} stream, found a damaged one ({error})",
             path=path,
