@@ -100,17 +100,25 @@ def runs(run_dir: Path) -> list[tuple[str, ForecastConfig]]:
         )
 
     return [
-        ("co2", ForecastConfig(**co2, train=train(40, 10))),
+        ("co2", ForecastConfig(**co2, model="window", train=train(40, 10))),
         ("co2", ForecastConfig(**co2, model="stream", train=train(150, 20, 8))),
-        ("elecdemand", ForecastConfig(**elec, **half_hourly, stride=4, train=train(30, 10))),
+        (
+            "elecdemand",
+            ForecastConfig(**elec, **half_hourly, model="window", stride=4, train=train(30, 10)),
+        ),
         (
             "elecdemand",
             ForecastConfig(**elec, **half_hourly, model="stream", train=train(100, 10, 8)),
         ),
-        ("solar", ForecastConfig(**solar, **half_hourly, stride=4, train=train(30, 10))),
         (
             "solar",
-            ForecastConfig(**solar, **half_hourly, stride=4, residual=True, train=train(30, 10)),
+            ForecastConfig(**solar, **half_hourly, model="window", stride=4, train=train(30, 10)),
+        ),
+        (
+            "solar",
+            ForecastConfig(
+                **solar, **half_hourly, model="window", stride=4, residual=True, train=train(30, 10)
+            ),
         ),
         ("solar", ForecastConfig(**solar, **half_hourly, model="stream", train=train(60, 10, 8))),
     ]
