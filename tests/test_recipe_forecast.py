@@ -28,7 +28,7 @@ from rnnkit.forecasting import (
     stream_inputs,
 )
 from rnnkit.recipes.forecast import RECIPE, ForecastConfig
-from rnnkit.recipes.harness import run_recipe
+from rnnkit.recipes.harness import load_run, run_recipe
 from rnnkit.recipes.options import TrainSettings
 from rnnkit.recipes.rundir import CONTRACT
 
@@ -583,6 +583,10 @@ def test_auto_chooses_the_candidate_with_the_best_validation_figure(tmp_path):
     assert line.startswith(f"--model auto chose {chosen} by the lowest validation MASE")
     assert line in (tmp_path / "run" / "report.md").read_text()
     assert figures.figures["model"] == chosen
+    # the saved run stands for its choice: rebuilding its data (diagnose) screens nothing
+    _, recorded, _ = load_run(tmp_path / "run")
+    assert (recorded.model, recorded.residual) == (info["data"]["model"], info["data"]["residual"])
+    assert RECIPE.load_data(recorded).info["selection"] is None
 
 
 def test_residual_alone_names_the_residual_window_model(tmp_path):

@@ -148,6 +148,18 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     target_stream = "labels"
     metric = Metric("mse")
 
+    def config_from_run(
+        self, values: Mapping[str, Any], data_info: Mapping[str, Any]
+    ) -> ForecastConfig:
+        """The run's config with ``--model auto``'s choice (run.json's ``data.model`` and
+        ``data.residual``) in its place: rebuilding the data screens nothing again."""
+        config = super().config_from_run(values, data_info)
+        if config.model == "auto" and isinstance(data_info.get("model"), str):
+            return dataclasses.replace(
+                config, model=data_info["model"], residual=bool(data_info.get("residual"))
+            )
+        return config
+
     def load_data(self, config: ForecastConfig) -> RecipeData:
         import numpy as np
 

@@ -308,8 +308,10 @@ class Recipe(ABC, Generic[C]):
         return None
 
     # ------------------------------------------------------------------ configs
-    def config_from_run(self, values: Mapping[str, Any]) -> C:
-        """The config recorded in a run's ``run.json``."""
+    def config_from_run(self, values: Mapping[str, Any], data_info: Mapping[str, Any]) -> C:
+        """The config recorded in a run's ``run.json`` (``values``), with any choice the run
+        made while loading its data (``data_info``, run.json's ``data``) fixed, so that
+        rebuilding the run's data (``rnnkit diagnose``) does not make it again."""
         return config_from_dict(self.config, values)
 
 
@@ -627,7 +629,7 @@ def load_run(run_dir: str | Path) -> tuple[Recipe[Any], Any, dict[str, Any]]:
     if not isinstance(info, dict) or not isinstance(info.get("recipe"), str):
         raise ValueError(f"{path}: expected an object with a 'recipe' name")
     recipe = get_recipe(info["recipe"])
-    config = recipe.config_from_run(info.get("config", {}))
+    config = recipe.config_from_run(info.get("config", {}), info.get("data", {}))
     return recipe, config, info
 
 
