@@ -303,3 +303,13 @@ def test_vocabulary_from_bad_json(state: object, found: str) -> None:
 def test_tag_vocabularies_from_bad_json(state: object, found: str) -> None:
     err = refused(TagVocabularies.from_dict, state, path="run.json")  # type: ignore[arg-type]
     assert re.match(re.escape(f"run.json: {found}"), str(err))
+
+
+def test_a_long_line_parses_and_leaves_the_collector_running() -> None:
+    import gc
+
+    tree = Tree.from_listops("[SM " + "1 " * 100000 + "]")
+    assert len(tree.leaves()) == 100002
+    refused(Tree.from_listops, "[MAX 1")
+    refused(Tree.from_brackets, "(a")
+    assert gc.isenabled()
