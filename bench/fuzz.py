@@ -251,6 +251,7 @@ def _long_line(r: random.Random, data: bytes, _: bytes) -> bytes:
     i = r.randrange(len(data) + 1)
     piece = data[max(0, i - r.randrange(1, 12)) : i] or b"a"
     times = r.choices((100, 1000, 20000, 200000), (4, 4, 2, 0.5))[0]
+    times = min(times, 400_000 // len(piece))  # at most 400 kB: long, and still quick to read
     return data[:i] + piece * times + data[i:]
 
 
