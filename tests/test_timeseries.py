@@ -113,12 +113,12 @@ def test_csv_reading_does_not_need_pandas(tmp_path: Path, monkeypatch: pytest.Mo
         ("t,x\n2024-01-02,1\n2024-01-02,2\n", {}, 3, 1, "increasing order"),
         ("time,x\n2024-01-02,1\n", {}, 1, 1, "no such column"),
         ("t,x,x\n2024-01-02,1,2\n", {}, 1, 1, "twice"),
-        ("\n\n", {}, 1, None, "empty file"),
-        ('t,x\n2024-01-02,"1\n', {}, 2, None, "CSV"),
+        ("\n\n", {}, 2, 1, "empty file"),  # located at the end of the file
+        ('t,x\n2024-01-02,"1\n', {}, 2, 14, "CSV"),  # at the quote left open
     ],
 )
 def test_csv_errors_are_located(
-    tmp_path: Path, text: str, kwargs: dict[str, str], line: int, column: int | None, found: str
+    tmp_path: Path, text: str, kwargs: dict[str, str], line: int, column: int, found: str
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ReaderError, match=re.escape(found)) as excinfo:
