@@ -149,6 +149,22 @@ _SRL_SEED = (
 )
 
 
+def _vocabulary_seeds() -> list[tuple[str, bytes]]:
+    from rnnkit.data.text import Vocabulary
+
+    words = _head(DATA / "brown" / "ca01", 10).decode().split()
+    vocabulary = Vocabulary(sorted({w.rpartition("/")[0] for w in words}))
+    return [("brown-ca01 words", json.dumps(vocabulary.to_dict(), indent=1).encode())]
+
+
+def _vocabulary_call(path: Path) -> Any:
+    """A vocabulary saved beside a model (``vocabulary.json``), read back as a run reads it."""
+    from rnnkit.data.text import Vocabulary
+    from rnnkit.serialization import read_json
+
+    return Vocabulary.from_dict(read_json(path), path=path).tokens
+
+
 def _parents_seed() -> bytes:
     return b"2 0 2\n0 1 1 3 3\n5 5 6 7 0 7 6\n3 3 0 3 3\n"
 
@@ -682,6 +698,7 @@ def _targets() -> dict[str, Target]:
             lambda p: read_series("airquality", p),
             reader,
         ),
+        Target("vocabulary", ".json", _vocabulary_seeds, _vocabulary_call, reader),
         Target("model", ".bin", _model_seeds, _model_call, (ValueError, FileNotFoundError)),
         Target("checkpoint", ".safetensors", _checkpoint_seeds, _checkpoint_call, (ValueError,)),
     ]
