@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         MinLSTMCell,
         RNNCell,
     )
+    from rnnkit.data.errors import ReaderError
     from rnnkit.data.minibatch import MinibatchSource
     from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
     from rnnkit.onnx_export import export_onnx
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     )
     from rnnkit.saving import load, register_module, save
     from rnnkit.sequences import SequenceBatch
+    from rnnkit.serialization import CorruptFileError, FileWriteError
     from rnnkit.training import (
         Callback,
         Checkpoint,
@@ -63,11 +65,13 @@ __all__ = [
     "Cell",
     "Checkpoint",
     "ChildSumTreeLSTMCell",
+    "CorruptFileError",
     "Criterion",
     "Dense",
     "Dropout",
     "EarlyStopping",
     "Embedding",
+    "FileWriteError",
     "Fold",
     "FusedKernel",
     "GRUCell",
@@ -86,6 +90,7 @@ __all__ = [
     "ProgressPrinter",
     "RNNCell",
     "RNTNCell",
+    "ReaderError",
     "Recurrence",
     "RecurrenceFrom",
     "Recursive",
@@ -118,6 +123,7 @@ _SOURCES: dict[str, str] = {
     "MinGRUCell": "rnnkit.cells",
     "MinLSTMCell": "rnnkit.cells",
     "RNNCell": "rnnkit.cells",
+    "ReaderError": "rnnkit.data.errors",
     "MinibatchSource": "rnnkit.data.minibatch",
     "Activation": "rnnkit.layers",
     "Dense": "rnnkit.layers",
@@ -140,6 +146,8 @@ _SOURCES: dict[str, str] = {
     "register_module": "rnnkit.saving",
     "save": "rnnkit.saving",
     "SequenceBatch": "rnnkit.sequences",
+    "CorruptFileError": "rnnkit.serialization",
+    "FileWriteError": "rnnkit.serialization",
     "Callback": "rnnkit.training",
     "Checkpoint": "rnnkit.training",
     "Criterion": "rnnkit.training",

@@ -599,7 +599,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     import gzip
     import zlib
 
-    from rnnkit.data.files import _decode, csv_records
+    from rnnkit.data.files import csv_records, decode_text
 
     data = path.read_bytes()
     try:
@@ -613,7 +613,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             path=path,
             byte=0,
         ) from None
-    records = csv_records(_decode(data, path), path)
+    records = csv_records(decode_text(data, path), path)
     first = next(records, None)
     if first is None:
         raise ReaderError("expected a header row, found an empty file", path=path, line=1, column=1)

@@ -22,6 +22,7 @@ __all__ = [
     "Sentence",
     "csv_records",
     "csv_row",
+    "decode_text",
     "end_of",
     "path_list",
     "read_lines",
@@ -38,7 +39,7 @@ Sentence = dict[str, list[str]]
 # Text files
 
 
-def _decode(data: bytes, path: PathArg) -> str:
+def decode_text(data: bytes, path: PathArg) -> str:
     """UTF-8 text of ``data`` (a leading byte-order mark is dropped); bad bytes are located."""
     try:
         return data.decode("utf-8-sig")
@@ -55,7 +56,7 @@ def _decode(data: bytes, path: PathArg) -> str:
 
 def read_lines(path: PathArg) -> list[str]:
     """The lines of a UTF-8 text file, without their ``\\n`` or ``\\r\\n`` endings."""
-    lines = _decode(Path(path).read_bytes(), path).split("\n")
+    lines = decode_text(Path(path).read_bytes(), path).split("\n")
     if lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
@@ -74,7 +75,7 @@ def read_text(path: PathArg) -> str:
     Raises:
         ReaderError: at the line and column of the first byte that is not UTF-8.
     """
-    return _decode(Path(path).read_bytes(), path)
+    return decode_text(Path(path).read_bytes(), path)
 
 
 def split_columns(text: str, sep: str, start: int) -> list[tuple[str, int]]:
