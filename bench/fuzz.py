@@ -840,9 +840,11 @@ def run(
     failures: Path | None,
     start: int = 0,
     workers: int = 1,
+    progress: Callable[[str, dict[str, Tally]], None] | None = None,
 ) -> dict[str, Tally]:
     """Fuzz each target in turn with ``inputs`` inputs (numbers ``start`` on), shared among
-    ``workers`` worker processes; ``budget`` seconds (if given) are shared among the targets."""
+    ``workers`` worker processes; ``budget`` seconds (if given) are shared among the targets.
+    ``progress(name, tallies)`` is called after each target."""
     targets = _targets()
     tallies = {name: Tally() for name in names}
     pool = [Worker(memory_mb) for _ in range(workers)]
@@ -884,6 +886,8 @@ def run(
             for thread in threads:
                 thread.join()
             tallies[name].seconds = time.perf_counter() - t0
+            if progress is not None:
+                progress(name, tallies)
     finally:
         for worker in pool:
             worker.stop()
@@ -927,6 +931,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"argument --targets: expected names among {known}, found {unknown}")
     t0 = time.perf_counter()
+
+    def summary(tallies: dict[str, Tally]) -> dict[str, Any]:
+        return {
+            "seed": args.seed,
+            "inputs_per_target": args.inputs,
+            "targets": {
+                n: {**dict(t.outcomes), "inputs": t.inputs, "examples": t.examples}
+                | {"seconds": round(t.seconds, 1)}
+                for n, t in tallies.items()
+                if t.inputs
+            },
+        }
+
+    def progress(name: str, tallies: dict[str, Tally]) -> None:
+        t = tallies[name]
+        shown = f"{name}: {t.inputs:,} inputs, {t.failures()} failures, {t.seconds:.0f} s"
+        print(shown, file=sys.stderr, flush=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps(summary(tallies), indent=1) + "\n")
+
     tallies = run(
         names,
         args.inputs,
@@ -936,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         args.budget,
         args.failures,
         workers=args.workers,
+        progress=progress,
     )
     print(_table(tallies))
     for name, t in tallies.items():
@@ -947,21 +972,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{sum(t.inputs for t in tallies.values()):,} inputs, {total} failures, "
         f"{time.perf_counter() - t0:.0f} s (seed {args.seed})"
     )
-    if args.json is not None:
-        summary = {
-            "seed": args.seed,
-            "inputs_per_target": args.inputs,
-            "targets": {
-                n: {
-                    "inputs": t.inputs,
-                    **dict(t.outcomes),
-                    "examples": t.examples,
-                    "seconds": t.seconds,
-                }
-                for n, t in tallies.items()
-            },
-        }
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
     return 1 if total else 0
 
 
