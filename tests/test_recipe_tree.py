@@ -37,7 +37,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = ListOpsConfig(max_depth=2, max_length=20)
 TINY = ["--max-depth", "2", "--max-length", "20", "--embedding-size", "8", "--hidden-size", "8"]
-TINY += ["--train", "64", "--test", "16", "--validation-size", "16", "--minibatch-size", "16"]
+TINY += ["--generated-train", "64", "--generated-test", "16", "--generated-validation", "16"]
+TINY += ["--minibatch-size", "16"]
 TINY += ["--learning-rate", "0.01", "--epochs", "3", "--threads", "1", "--quiet"]
 
 
@@ -148,7 +149,10 @@ def test_diagnose_a_tree_run(tree_run, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--train", "-1", "--test", "20"], "argument --train-size: expected an integer >= 1"),
+        (["--generated-train", "-1"], "argument --generated-train: expected an integer >= 1"),
+        (["--test", "t.tsv"], "test: expected --train FILE with --test, found no --train"),
+        (["--train", "t.tsv"], "test: expected --test FILE with --train FILE, found none"),
+        (["--valid-fraction", "1"], "valid_fraction: expected a number in (0, 1), found 1.0"),
         (["--model", "gru"], "argument --model: invalid choice: 'gru'"),
         (["--dropout", "1"], "dropout: expected a number in [0, 1), found 1.0"),
         (["--hold-epochs", "2"], "hold_epochs: expected 0 unless --schedule cosine"),
@@ -174,8 +178,17 @@ def test_help_shows_the_presets(name, capsys) -> None:
 def test_tree_lstm_learns_a_tiny_slice_beyond_the_majority_class(tmp_path) -> None:
     """400 shallow trees (one list of digits each), 15 short epochs: a few seconds."""
     run = tmp_path / "learn"
-    argv = ["tree", "--max-depth", "2", "--max-length", "30", "--train", "400", "--test", "200"]
-    argv += ["--validation-size", "50", "--epochs", "15", "--embedding-size", "32"]
+    argv = ["tree", "--max-depth", "2", "--max-length", "30", "--generated-train", "400"]
+    argv += [
+        "--generated-test",
+        "200",
+        "--generated-validation",
+        "50",
+        "--epochs",
+        "15",
+        "--embedding-size",
+        "32",
+    ]
     argv += ["--hidden-size", "32", "--minibatch-size", "32", "--learning-rate", "0.01"]
     assert main([*argv, "--no-compare", "--threads", "1", "--quiet", "--run-dir", str(run)]) == 0
     result = json.loads((run / "run.json").read_text())["result"]
