@@ -61,9 +61,13 @@ def test_read_verses_and_split_by_book(tmp_path):
         read_verses(path)
 
 
-def test_the_recipe_defaults_are_the_kjv_books():
+def test_the_kjv_presets_split_by_the_published_books():
     assert LMConfig().validation_books == VALIDATION_BOOKS
     assert LMConfig().test_books == TEST_BOOKS
+    assert LMConfig().split_by == "fraction" and LMConfig().split == (0.9, 0.05, 0.05)
+    for name in ("kjv", "published"):
+        assert RECIPE.presets[name]["split_by"] == "book"
+        assert RECIPE.presets[name]["hidden_size"] == 256
     code = "import rnnkit.recipes.lm, sys; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -104,13 +108,15 @@ def test_held_out_streams_predicted_in_batches_equal_a_chunked_stateful_loop():
     start = vocab.vocabulary.id("\n")
     streams = text_streams(ids, start)
     assert len(streams) == 16 and torch.equal(torch.cat([s["target"] for s in streams]), ids)
+    for s in streams:
+        s.update(chars=torch.ones_like(s["target"]), spell=torch.zeros(len(s["target"])))
     criterion = RECIPE.criterion(config, RecipeData([], [], []))
     trainer = Trainer(
         model, criterion, torch.optim.SGD(model.parameters(), lr=0.0), input_streams=("input",)
     )
     source = MinibatchSource.for_fit(streams, 5, training=False, unit="sequences")
     predictions = trainer.predict(source)
-    figures = RECIPE.score(config, RecipeData([], [], streams), predictions)
+    figures = RECIPE.score(config, RecipeData([], [], streams, info=info), predictions)
     expected = _chunked_bits(model, ids, start, chunk=5)
     assert figures["test_bpc"] == pytest.approx(expected, rel=1e-5)
     assert figures["test_chars"] == 203
@@ -138,7 +144,8 @@ def lm_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm")
     texts = _verse_file(folder / "verses.txt")
     run = folder / "run"
-    argv = ["lm", "train", "--text", str(folder / "verses.txt"), "--validation-books", "Bb"]
+    argv = ["lm", "train", "--text", str(folder / "verses.txt"), "--split-by", "book"]
+    argv += ["--validation-books", "Bb"]
     argv += ["--test-books", "Cc", "--embedding-size", "6", "--hidden-size", "12"]
     argv += ["--window", "16", "--epochs", "2", "--epoch-chars", "1500", "--threads", "1"]
     assert rnnkit.cli.main([*argv, "--quiet", "--run-dir", str(run)]) == 0
@@ -293,6 +300,7 @@ def test_a_short_run_beats_the_unigram_model_on_held_out_books(tmp_path):
         window=64,
         epoch_chars=20_000,
         train_chars=300_000,
+        split_by="book",
         validation_books=("Jude",),
         test_books=("Ruth",),
         train=TrainSettings(

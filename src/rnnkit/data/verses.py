@@ -30,6 +30,7 @@ __all__ = [
     "VALIDATION_BOOKS",
     "Verse",
     "default_text",
+    "is_verse_text",
     "read_verse_lines",
     "read_verses",
     "split_by_book",
@@ -50,6 +51,16 @@ def default_text() -> Path:
         if candidate.is_file():
             return candidate
     return Path.cwd().parent / "shared" / "data" / "text" / "kjv-verses.txt"
+
+
+def is_verse_text(text: str) -> bool:
+    """Whether every non-blank line of ``text`` starts with a verse reference (and one does).
+
+    >>> is_verse_text("Ge1:1 In the\\n\\nGe1:2 And\\n"), is_verse_text("Ge1:1 In\\nthe end\\n")
+    (True, False)
+    """
+    lines = [line for line in text.split("\n") if line.strip()]
+    return bool(lines) and all(_REFERENCE.match(line) for line in lines)
 
 
 @dataclass(frozen=True)
