@@ -169,12 +169,10 @@ def _read_line(
                 column=1,
             )
     text = line[start:]
-    try:
-        tree = parse_tree(text, format)
+    try:  # padded to the tree's place in the line, so columns in messages are the line's
+        tree = parse_tree(" " * start + text, format)
     except ReaderError as err:
-        raise ReaderError(
-            err.message, path=path, line=number, column=start + (err.column or 1)
-        ) from None
+        raise ReaderError(err.message, path=path, line=number, column=err.column) from None
     if format == "listops":
         _check_listops_tokens(path, number, start, text)
     elif format == "brackets":
