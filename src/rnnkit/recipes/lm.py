@@ -479,8 +479,9 @@ def _start_token(vocab: Any) -> str:
 
 def _streams(vocab: Any, text: str, start: str, speller: Any) -> list[dict[str, Any]]:
     """``text`` in 16 contiguous scoring streams (:func:`~rnnkit.data.verses.text_streams`),
-    each with its tokens' characters (``"chars"``), spelling bits of its unknown tokens
-    (``"spell"``)."""
+    each with its tokens' characters (``"chars"``) and the bits that spell out its unknown
+    tokens (``"spell"``): for a character, ``log2`` of the number of Unicode code points outside
+    the vocabulary (which one it is, uniformly); for a word piece, ``speller``'s bits."""
     import torch
 
     from rnnkit.data.verses import stream_bounds, text_streams
@@ -489,8 +490,14 @@ def _streams(vocab: Any, text: str, start: str, speller: Any) -> list[dict[str, 
     ids = vocab.encode(text)
     unk = vocab.vocabulary.unk_id
     chars = torch.tensor([len(p) for p in pieces], dtype=torch.int64)
+    if vocab.level == "characters":  # <unk> is one character: name which of the others
+
+        def spelled(piece: str) -> float:
+            return math.log2(0x110000 - len(vocab))
+    else:
+        spelled = speller.bits
     spell = torch.tensor(
-        [speller.bits(p) if i == unk else 0.0 for p, i in zip(pieces, ids.tolist(), strict=True)],
+        [spelled(p) if i == unk else 0.0 for p, i in zip(pieces, ids.tolist(), strict=True)],
         dtype=torch.float64,
     )
     streams = text_streams(ids, vocab.vocabulary.id(start))
