@@ -2,9 +2,10 @@
 steps, and an ensemble that averages class probabilities.
 
 ``Conv`` and ``Pool`` take a :class:`~rnnkit.sequences.SequenceBatch` (variable lengths, never
-padded into the computation); ``Ensemble`` takes whatever its members take. All three are
-listed in :data:`SAVED_MODULES`, so :func:`rnnkit.load` restores a saved classifier without
-importing the recipe that trained it.
+padded into the computation); ``Ensemble`` takes whatever its members take. All three, and
+the convolutional classifiers of :mod:`rnnkit.layers.timeconv` (FCN, ResNet, InceptionTime),
+are listed in :data:`SAVED_MODULES`, so :func:`rnnkit.load` restores a saved classifier
+without importing the recipe that trained it.
 
 >>> import torch
 >>> from rnnkit import SequenceBatch
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnnkit.layers import Layer, SavedModule
+from rnnkit.layers import Layer, SavedModule, timeconv
 from rnnkit.sequences import SequenceBatch
 
 __all__ = ["SAVED_MODULES", "Conv", "Ensemble", "Pool"]
@@ -109,4 +110,5 @@ SAVED_MODULES: list[SavedModule] = [
         "rnnkit.Conv",
     ),
     (Ensemble, lambda m: {"members": list(m.members)}, "rnnkit.Ensemble"),
+    *timeconv.SAVED_MODULES,
 ]
