@@ -427,3 +427,22 @@ def test_empty_and_unreadable_files_are_refused(files, tmp_path, capsys) -> None
     argv = ["--train", str(one), "--test", str(good["test"])]
     assert main(["tree", *argv, *SMALL, "--run-dir", str(tmp_path / "r")]) == 1
     assert "expected at least 2 trees to cut a validation part" in capsys.readouterr().err
+
+
+def test_diagnose_a_file_run(files, tmp_path, capsys) -> None:
+    paths = files["brackets"]
+    run = train_run(tmp_path, paths)  # validation cut from the training file, as rebuilt
+    capsys.readouterr()
+    assert main(["diagnose", str(run)]) == 0
+    assert capsys.readouterr().out.startswith("encoder: |dL/dh_t| from ")
+
+
+def test_older_run_json_names_of_the_generated_sizes_are_read() -> None:
+    values = {"train_size": 64, "test_size": 16, "validation_size": 8, "max_depth": 2}
+    config = RECIPE.config_from_run(values, {})
+    assert (config.generated_train, config.generated_test, config.generated_validation) == (
+        64,
+        16,
+        8,
+    )
+    assert config.max_depth == 2 and config.train_file is None

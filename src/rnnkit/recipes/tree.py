@@ -65,7 +65,7 @@ class TreeConfig:
 
     model: str = option(
         "tree-lstm",
-        "tree-lstm: a Tree-LSTM on the gold trees; lstm: an LSTM on the flat tokens",
+        "tree-lstm: a Tree-LSTM on the trees; lstm: an LSTM on the leaves' tokens",
         choices=("tree-lstm", "lstm"),
     )
     compare: bool = option(True, "also train the other model on the same split, as a baseline")
