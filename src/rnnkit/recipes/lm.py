@@ -41,7 +41,15 @@ if TYPE_CHECKING:
 __all__ = ["RECIPE", "LMConfig", "LMRecipe", "sample"]
 
 UNKNOWN = "<unk>"
-_BOOK_MODEL = {"embedding_size": 32, "hidden_size": 256, "window": 128, "epoch_chars": 500_000}
+_BOOK_MODEL = {
+    "split_by": "book",
+    "embedding_size": 32,
+    "hidden_size": 256,
+    "window": 128,
+    "epoch_chars": 500_000,
+    "schedule": "constant",
+    "time_budget": None,
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,16 @@ class LMConfig:
         None, "train on the first N characters of the training text (none: all)", low=2
     )
     train: TrainSettings = option(
-        TrainSettings(epochs=8, minibatch_size=32, learning_rate=0.003, clip_norm=1.0, patience=3),
+        TrainSettings(
+            epochs=20,
+            minibatch_size=32,
+            learning_rate=0.003,
+            schedule="cosine",
+            clip_norm=1.0,
+            patience=3,
+            threads=1,  # two threads on a shared machine wait on each other (docs/lm.md)
+            time_budget=540.0,  # a run stays under 10 minutes on a loaded machine
+        ),
         "training settings",
     )
 
@@ -160,11 +177,11 @@ class LMRecipe(Recipe[LMConfig]):
     description = __doc__ or ""
     config = LMConfig
     presets = {
-        "kjv": {"split_by": "book", **_BOOK_MODEL, "epochs": 8},
-        "published": {"split_by": "book", **_BOOK_MODEL, "epochs": 5},
+        "kjv": {**_BOOK_MODEL, "epochs": 8},
+        "published": {**_BOOK_MODEL, "epochs": 5},
     }
     preset_help = {
-        "kjv": "a verse file split by book with the model of docs/results.md, 8 epochs",
+        "kjv": "a verse file split by book; the model, 8 constant-rate epochs of docs/results.md",
         "published": "docs/results.md: the kjv preset, 5 epochs of 500,000 characters",
     }
     input_streams = ("input",)
