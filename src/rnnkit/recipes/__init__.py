@@ -54,7 +54,7 @@ RECIPES: dict[str, RecipeEntry] = {
     ),
     "tag": RecipeEntry("rnnkit.recipes.tag", "tag every token: word/tag text or CoNLL columns"),
     "tree": RecipeEntry(
-        "rnnkit.recipes.tree", "ListOps: a Tree-LSTM on gold trees against an LSTM on the tokens"
+        "rnnkit.recipes.tree", "trees (ListOps or your files): Tree-LSTM against an LSTM on tokens"
     ),
     "visits": RecipeEntry(
         "rnnkit.recipes.visits", "next-visit diagnosis codes from visit histories"
