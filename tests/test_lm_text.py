@@ -112,7 +112,8 @@ def test_reading_other_encodings_and_empty_files(tmp_path):
 def _step_bits(run: Path, text: str, train_text: str) -> float:
     """The reference: the held-out ``text`` scored character by character through the saved
     model's cell, 16 streams each from a fresh state, ``<unk>`` for characters outside the
-    vocabulary plus ``log2`` of the code points it could be."""
+    vocabulary plus the bits of :func:`_cache_bits` for what each stream's unknown characters
+    are, a new one costing ``log2`` of the code points it could be."""
     info = json.loads((run / "run.json").read_text())["data"]
     vocab = info["vocabulary"]
     tokens = ([vocab["unk"]] if vocab["unk"] else []) + vocab["tokens"]
@@ -121,16 +122,31 @@ def _step_bits(run: Path, text: str, train_text: str) -> float:
     embed, recurrence, readout = model.layers
     bounds = [round(i * len(ids) / 16) for i in range(17)]
     total = 0.0
+    outside = math.log2(0x110000 - len(tokens))
     with torch.no_grad():
         for a, b in itertools.pairwise(bounds):
+            unknown = [c for c in text[a:b] if c not in train_text]
+            total += sum(_cache_bits(unknown, lambda _: outside))
             state, prev = None, tokens.index(info["start"]) if a == 0 else ids[a - 1]
             for i in range(a, b):
                 state = recurrence.cell(embed(torch.tensor([prev])), state)
                 logp = torch.log_softmax(readout(state[0]), -1)[0]
                 total -= float(logp[ids[i]]) / math.log(2)
                 prev = ids[i]
-    unknown = sum(c not in train_text for c in text)
-    return (total + unknown * math.log2(0x110000 - len(tokens))) / len(text)
+    return total / len(text)
+
+
+def _cache_bits(unknown, spell):
+    """The reference code of a stream's unknown tokens, in order: the n-th (from 0) is an
+    earlier one seen k times with probability k / (n + 1), else new (1 / (n + 1)) and spelled."""
+    bits, seen = [], {}
+    for n, token in enumerate(unknown):
+        if token in seen:
+            bits.append(math.log2((n + 1) / seen[token]))
+        else:
+            bits.append(math.log2(n + 1) + spell(token))
+        seen[token] = seen.get(token, 0) + 1
+    return bits
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +156,7 @@ def plain_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("plain")
     rng = random.Random(0)
     first, second = _paragraphs(rng, 50), _paragraphs(rng, 30)
-    second += "the Zealous queen\nof the café\n\nthe ghost Zed\n"
+    second += "the Zealous queen\nof the café\n\nthe ghost Zed\nZZ\n"
     (folder / "a.txt").write_text(first)
     (folder / "b.txt").write_text(second)
     run = folder / "run"
@@ -162,7 +178,7 @@ def test_a_plain_run_splits_several_files_and_maps_unseen_characters(plain_run):
     assert text[sizes["train"] - 1] == "\n" and text[len(text) - sizes["test"] - 1] == "\n"
     assert abs(sizes["test"] - 0.05 * len(text)) < 0.0125 * len(text)
     assert data["vocabulary"]["unk"] == "<unk>" and "Z" not in data["vocabulary"]["tokens"]
-    assert result["test_unknown"] == test.count("Z") + test.count("é") == 3
+    assert result["test_unknown"] == test.count("Z") + test.count("é") == 5
     assert result["test_chars"] == len(test) and result["validation_chars"] == len(validation)
     # the compressors, called directly on the held-out text
     for name, call in (
@@ -178,6 +194,7 @@ def test_a_plain_run_splits_several_files_and_maps_unseen_characters(plain_run):
     assert result["validation_bpc"] == pytest.approx(_step_bits(run, validation, train), rel=1e-4)
     rows = _rows(run)
     assert "".join(r["target"] for r in rows) == test.replace("Z", "<unk>").replace("é", "<unk>")
+    assert any("<unk><unk>" in r["target"] for r in rows)  # a repeat, coded from the cache
 
 
 def test_predict_and_sample_on_a_plain_run(plain_run, tmp_path):
@@ -251,7 +268,11 @@ def test_word_level_with_a_vocabulary_limit(tmp_path):
     # loss, nats per token), the unknown pieces spelled by the unigram of training characters
     nats = result["test_loss"] * len(pieces)
     speller = Speller({c: train.count(c) for c in set(train)})
-    spell = sum(speller.bits(p) for p in pieces if p not in vocabulary["tokens"])
+    bounds = [round(i * len(pieces) / 16) for i in range(17)]
+    spell = sum(
+        sum(_cache_bits([p for p in pieces[a:b] if p not in vocabulary["tokens"]], speller.bits))
+        for a, b in itertools.pairwise(bounds)
+    )
     assert result["test_word_perplexity"] == pytest.approx(
         math.exp(nats / result["test_words"]), rel=1e-6
     )

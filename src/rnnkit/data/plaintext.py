@@ -28,7 +28,7 @@ import lzma
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ __all__ = [
     "compressed_bits",
     "read_plain_text",
     "split_fractions",
+    "unknown_bits",
 ]
 
 LEVELS = ("paragraph", "line", "word", "character")
@@ -250,3 +251,22 @@ class Speller:
             else:
                 total += -math.log2((count + 1) / self.total)
         return total
+
+
+def unknown_bits(tokens: Sequence[str], spell: Callable[[str], float]) -> list[float]:
+    """The bits that say which token each ``<unk>`` of a stream stands for, coded in order and
+    adaptively, as a compressor codes a symbol it has not met before: the ``n``-th unknown
+    token (``n`` counted from 0) is one already coded ``k`` times with probability
+    ``k / (n + 1)``, or a new one with probability ``1 / (n + 1)``, which ``spell`` then
+    spells out.
+
+    >>> [round(b, 3) for b in unknown_bits(["x", "y", "x"], lambda token: 10.0)]
+    [10.0, 11.0, 1.585]
+    """
+    counts: Counter[str] = Counter()
+    bits = []
+    for n, token in enumerate(tokens):
+        seen = counts[token]
+        bits.append(-math.log2(seen / (n + 1)) if seen else math.log2(n + 1) + spell(token))
+        counts[token] += 1
+    return bits

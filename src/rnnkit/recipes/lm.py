@@ -496,30 +496,36 @@ def _start_token(vocab: Any) -> str:
 
 def _streams(vocab: Any, text: str, start: str, speller: Any) -> list[dict[str, Any]]:
     """``text`` in 16 contiguous scoring streams (:func:`~rnnkit.data.verses.text_streams`),
-    each with its tokens' characters (``"chars"``) and the bits that spell out its unknown
-    tokens (``"spell"``): for a character, ``log2`` of the number of Unicode code points outside
-    the vocabulary (which one it is, uniformly); for a word piece, ``speller``'s bits."""
+    each with its tokens' characters (``"chars"``) and the bits that say what its unknown
+    tokens are (``"spell"``, :func:`~rnnkit.data.plaintext.unknown_bits`, fresh for each
+    stream): a new unknown character is spelled as ``log2`` of the number of Unicode code
+    points outside the vocabulary (which one it is, uniformly), a new word piece by
+    ``speller``."""
     import torch
 
+    from rnnkit.data.plaintext import unknown_bits
     from rnnkit.data.verses import stream_bounds, text_streams
 
     pieces = vocab.tokenize(text)
     ids = vocab.encode(text)
     unk = vocab.vocabulary.unk_id
     chars = torch.tensor([len(p) for p in pieces], dtype=torch.int64)
-    if vocab.level == "characters":  # <unk> is one character: name which of the others
+    if vocab.level == "characters":
+        outside = math.log2(0x110000 - len(vocab))
 
         def spelled(piece: str) -> float:
-            return math.log2(0x110000 - len(vocab))
+            return outside  # which of the code points outside the vocabulary, uniformly
+
     else:
         spelled = speller.bits
-    spell = torch.tensor(
-        [spelled(p) if i == unk else 0.0 for p, i in zip(pieces, ids.tolist(), strict=True)],
-        dtype=torch.float64,
-    )
     streams = text_streams(ids, vocab.vocabulary.id(start))
+    is_unknown = (ids == unk).tolist() if unk is not None else [False] * len(pieces)
     for stream, (a, b) in zip(streams, stream_bounds(len(ids)), strict=True):
-        stream.update(chars=chars[a:b], spell=spell[a:b])
+        where = [i for i in range(a, b) if is_unknown[i]]
+        spell = torch.zeros(b - a, dtype=torch.float64)
+        for i, bits in zip(where, unknown_bits([pieces[i] for i in where], spelled), strict=True):
+            spell[i - a] = bits
+        stream.update(chars=chars[a:b], spell=spell)
     return streams
 
 
