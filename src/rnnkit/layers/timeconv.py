@@ -81,6 +81,11 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     Parameters and buffers are those of ``torch.nn.BatchNorm1d(num_features)``.
     """
 
+    def _running(self) -> tuple[Tensor, Tensor]:
+        if self.running_mean is None or self.running_var is None:
+            raise ValueError("MaskedBatchNorm1d: expected track_running_stats=True")
+        return self.running_mean, self.running_var
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None:
             mask = torch.ones_like(x[:, :1])
@@ -89,16 +94,15 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             mean = (x * mask).sum((0, 2)) / count
             var = (((x - mean[None, :, None]) * mask) ** 2).sum((0, 2)) / count
             with torch.no_grad():
-                assert self.running_mean is not None and self.running_var is not None
                 m = self.momentum if self.momentum is not None else 0.1
                 unbiased = var * count / (count - 1).clamp(min=1)
-                self.running_mean.mul_(1 - m).add_(m * mean)
-                self.running_var.mul_(1 - m).add_(m * unbiased)
+                running_mean, running_var = self._running()
+                running_mean.mul_(1 - m).add_(m * mean)
+                running_var.mul_(1 - m).add_(m * unbiased)
                 if self.num_batches_tracked is not None:
                     self.num_batches_tracked.add_(1)
         else:
-            assert self.running_mean is not None and self.running_var is not None
-            mean, var = self.running_mean, self.running_var
+            mean, var = self._running()
         y = (x - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.eps)
         if self.affine:
             y = y * self.weight[None, :, None] + self.bias[None, :, None]
