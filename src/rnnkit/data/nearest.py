@@ -62,11 +62,16 @@ def dtw_distances(a: Sequence[Tensor], b: Sequence[Tensor], *, block: int = 4096
             f"b: expected series of {xa.shape[2]} channels as in a, found {xb.shape[2]}"
         )
     pairs = torch.cartesian_prod(torch.arange(len(a)), torch.arange(len(b)))
-    out = torch.empty(len(pairs), dtype=torch.float64)
+    # pairs in order of their longer series, so that a block pads to little more than it needs
+    longer = torch.maximum(la[pairs[:, 0]], lb[pairs[:, 1]])
+    pairs = pairs[torch.sort(longer, stable=True).indices]
+    out = torch.empty(len(a), len(b), dtype=torch.float64)
     for start in range(0, len(pairs), block):
         p = pairs[start : start + block]
-        out[start : start + block] = _dtw_block(xa[p[:, 0]], la[p[:, 0]], xb[p[:, 1]], lb[p[:, 1]])
-    return out.view(len(a), len(b))
+        lx, ly = la[p[:, 0]], lb[p[:, 1]]
+        x, y = xa[p[:, 0], : int(lx.max())], xb[p[:, 1], : int(ly.max())]
+        out[p[:, 0], p[:, 1]] = _dtw_block(x, lx, y, ly)
+    return out
 
 
 def _dtw_block(x: Tensor, lx: Tensor, y: Tensor, ly: Tensor) -> Tensor:
