@@ -10,9 +10,10 @@ whole books of a verse file (``Ge1:1 In the beginning``, one verse a line). A ve
 references are dropped (``--format``). The vocabulary is the training text's characters
 (``--unit char``) or its most frequent words, whitespace runs and punctuation marks
 (``--unit word``, ``--vocab-size``); a held-out character or word outside it is read as
-``<unk>``, counted, and spelled out by a unigram model of the training characters so that the
-bits still code the text exactly. ``Embedding >> Recurrence(LSTMCell) >> Dense`` trains on
-windows of the training text (next token at every step). The held-out texts are cut into 16
+``<unk>``, counted, and coded as a compressor codes a new symbol (which earlier unknown token
+it repeats, or a new one spelled out) so that the bits still code the text exactly.
+``Embedding >> Recurrence(LSTMCell) >> Dense`` trains on windows of the training text (next
+token at every step). The held-out texts are cut into 16
 contiguous streams, each run from a fresh state with its state carried from token to token, so
 every token is predicted once: bits per character = (summed cross entropy / ln 2 + spelling
 bits) / characters, next to the compressors on exactly that text.
@@ -395,8 +396,8 @@ class LMRecipe(Recipe[LMConfig]):
         return [
             f"{data.description}.",
             f"Bits per character of the held-out parts, each in 16 streams carrying the state "
-            f"across their {unit}s; unknown {unit}s are spelled out by a unigram model of the "
-            "training characters. The compressors compress each held-out text alone (whole "
+            f"across their {unit}s; what each unknown {unit} is costs the bits of an adaptive "
+            "code (docs/lm.md). The compressors compress each held-out text alone (whole "
             f"files, headers included). The validation loss is in nats per {unit}.",
             f"Model: Embedding >> Recurrence(LSTMCell({config.embedding_size}, "
             f"{config.hidden_size})) >> Dense; windows of {config.window} {unit}s, "
