@@ -278,6 +278,15 @@ def test_word_level_with_a_vocabulary_limit(tmp_path):
     )
     bpc = (nats / math.log(2) + spell) / len(test)
     assert result["test_bpc"] == pytest.approx(bpc, rel=1e-6)
+    new = tmp_path / "new.txt"
+    new.write_text("the king, the unheard-of queen.\n")
+    out = tmp_path / "p.csv"
+    assert rnnkit.cli.main(["predict", str(run), str(new), "--out", str(out)]) == 0
+    with out.open(newline="", encoding="utf-8") as f:
+        targets = "".join(r["target"] for r in csv.DictReader(f))
+    known = set(vocabulary["tokens"])
+    pieces = re.findall(r"\w+|\s+|[^\w\s]", new.read_text())
+    assert targets == "".join(p if p in known else "<unk>" for p in pieces)
     drawn = sample(run, "the unheard king", length=5, seed=0)
     assert drawn.startswith("the unheard king") and len(drawn) > len("the unheard king")
 

@@ -187,6 +187,7 @@ class LMRecipe(Recipe[LMConfig]):
     }
     input_streams = ("input",)
     target_stream = "target"
+    stack_single = False  # a text of 16 tokens or fewer gives streams of one token
     metric = Metric("bits per token")
     actions = {"sample": "continue a prompt with a trained run"}
 
