@@ -5,9 +5,9 @@ Runs the experiments of ``docs/classify.md`` through the ``classify`` recipe
 line per run (test accuracy next to the baselines, CPU seconds of the process):
 
     nice -n 10 python examples/classify.py                  # the published figures
-    nice -n 10 python examples/classify.py --only uea       # GunPoint, ... (ts-published)
-    nice -n 10 python examples/classify.py --only uea-all   # every set, the ts default
-    nice -n 10 python examples/classify.py --only uea-cv    # how the ts preset was chosen
+    nice -n 10 python examples/classify.py --only uea       # GunPoint, ... (ts-rnn-published)
+    nice -n 10 python examples/classify.py --only uea-all   # every set, the ts-rnn preset
+    nice -n 10 python examples/classify.py --only uea-cv    # how the ts-rnn preset was chosen
     nice -n 10 python examples/classify.py --only fashion   # Fashion-MNIST (idx-published)
     nice -n 10 python examples/classify.py --only sentiment # Rotten Tomatoes (text)
 
@@ -16,7 +16,8 @@ Data: ``../shared/data/{uea,fashion-mnist,sentiment}`` beside the repository (``
 ``--only uea-cv`` reads the UEA training files only: it scores each of ``CANDIDATES`` by
 stratified 5-fold cross-validation (fold seed 0, model seed 0, one model per fold) and prints
 one JSON line per candidate and data set, then the mean over the four data sets. The
-candidate with the highest mean (ties: the first in the list) is the ``ts`` preset, which
+candidate with the highest mean (ties: the first in the list) is the ``ts-rnn`` preset (the
+``ts`` default before the convolutional families, see ``examples/classify_uea.py``), which
 ``--only uea`` then trains on each whole training file (an ensemble of 5 seeds) and tests
 once.
 """
@@ -84,12 +85,13 @@ def main() -> None:
     if args.only == "uea-all":
         for folder in sorted(p for p in uea.iterdir() if p.is_dir()):
             n = folder.name
-            run(n, [folder / f"{n}_TRAIN.ts", folder / f"{n}_TEST.ts"], args.runs / "default")
+            files = [folder / f"{n}_TRAIN.ts", folder / f"{n}_TEST.ts"]
+            run(n, files, args.runs / "default", "ts-rnn")
         return
     if args.only in (None, "uea"):
         for n in UEA:
             files = [uea / n / f"{n}_TRAIN.ts", uea / n / f"{n}_TEST.ts"]
-            run(n, files, args.runs, "ts-published")
+            run(n, files, args.runs, "ts-rnn-published")
     if args.only in (None, "fashion"):
         folder = args.data / "fashion-mnist"
         names = ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")
@@ -113,7 +115,7 @@ def select(folder: Path, runs: Path) -> None:
             else:
                 cpu = time.process_time()
                 config = config_for(
-                    [folder / name / f"{name}_TRAIN.ts"], "ts", folds=5, threads=1, **changes
+                    [folder / name / f"{name}_TRAIN.ts"], "ts-rnn", folds=5, threads=1, **changes
                 )
                 result = cross_validate(config, 5, runs / label / name)
                 scores = result["cv_folds"]

@@ -273,6 +273,7 @@ def toy_files(tmp_path_factory):
 def toy_run(toy_files, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "toy"
     argv = ["classify", str(toy_files[0]), str(toy_files[1]), "--epochs", "15"]
+    argv += ["--preset", "ts-rnn"]
     argv += ["--hidden-size", "8", "--conv-channels", "0", "--minibatch-size", "8"]
     argv += ["--learning-rate", "0.01", "--label-smoothing", "0", *QUIET]
     assert main([*argv, "--run-dir", str(run)]) == 0
@@ -346,6 +347,7 @@ def test_ensemble_convolutions_and_cosine_schedule_on_the_command(toy_files, tmp
     run = tmp_path / "run"
     a, b = toy_files[0], toy_files[1]
     argv = ["classify", str(a), str(b), "--epochs", "8", "--ensemble", "2", "--hidden-size", "4"]
+    argv += ["--preset", "ts-rnn"]
     argv += ["--conv-channels", "5,3", "--learning-rate", "0.01", "--minibatch-size", "40"]
     argv += ["--series-norm", *QUIET, "--run-dir", str(run)]
     assert main(argv) == 0
@@ -383,6 +385,8 @@ def test_label_smoothing_bounds_the_confidence_it_trains_to(tmp_path):
             tmp_path / f"run{eps}",
             hidden_size=8,
             conv_channels=(),
+            model="rnn",
+            train_steps=0,
             epochs=60,
             learning_rate=0.02,
             dropout=0.0,
@@ -401,6 +405,7 @@ def test_cross_validation_reads_only_the_training_file(tmp_path, capsys):
     series, y = toy_series(rng, 20)
     a = write_ts(tmp_path / "a_TRAIN.ts", series, y, "up down")
     argv = ["classify", "cv", str(a), "--folds", "4", "--epochs", "15", "--hidden-size", "8"]
+    argv += ["--preset", "ts-rnn"]
     argv += ["--conv-channels", "0", "--learning-rate", "0.01", *QUIET]
     assert main([*argv, "--run-dir", str(tmp_path / "cv")]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -531,4 +536,92 @@ def test_the_preset_follows_the_files_and_help_shows_it(capsys):
         main(["classify", "rt.csv.bz2", "--help"])
     text = capsys.readouterr().out
     assert "(default: text)" in text and "(default: lstm)" in text
-    assert config_for(["a.ts", "b.ts"], "ts-published").train.member_epochs == 100
+    assert config_for(["a.ts", "b.ts"], "ts-rnn-published").train.member_epochs == 100
+    published = config_for(["a.ts", "b.ts"], "ts-published")
+    assert published.train.ensemble == 5 and published.train_steps == 1_000_000
+
+
+# ----------------------------------------------------------------------------- conv families
+
+
+def short_series(rng: np.random.Generator, n: int, lengths: tuple[int, ...]) -> tuple:
+    """Class 'up' sits above zero, 'down' below; every series is one of ``lengths`` long."""
+    series, labels = [], []
+    for i in range(n):
+        sign = 1 if i % 2 == 0 else -1
+        t = int(rng.choice(lengths))
+        series.append(np.stack([sign * 2 + rng.normal(0, 0.5, t), rng.normal(0, 1, t)], 1))
+        labels.append("up" if sign > 0 else "down")
+    return series, labels
+
+
+@pytest.mark.parametrize("model", ["fcn", "resnet", "inception"])
+def test_series_shorter_than_every_kernel_train_and_predict(model, tmp_path):
+    # lengths 1-3 against kernels of 8 (fcn, resnet) and 40 (inception): zeros beyond the ends
+    rng = np.random.default_rng(21)
+    files = []
+    for name, n in (("s_TRAIN.ts", 24), ("s_TEST.ts", 12)):
+        files.append(write_ts(tmp_path / name, *short_series(rng, n, (1, 2, 3)), "up down"))
+    argv = ["classify", *map(str, files), "--model", model, "--train-steps", "3000"]
+    argv += ["--epochs", "5", "--minibatch-size", "8", *QUIET]
+    assert main([*argv, "--run-dir", str(tmp_path / "run")]) == 0
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    rows = read_rows(tmp_path / "run" / "predictions.csv")
+    assert info["result"]["test_accuracy"] == pytest.approx(
+        np.mean([r["target"] == r["prediction"] for r in rows])
+    )
+    assert info["result"]["test_accuracy"] >= 0.9  # the level tells the class
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path / "run"), str(files[1]), "--out", str(out)]) == 0
+    assert [r["prediction"] for r in read_rows(out)] == [r["prediction"] for r in rows]
+
+
+def test_train_steps_spread_one_cosine_over_the_run_and_long_series_are_averaged(tmp_path):
+    rng = np.random.default_rng(22)
+    series, labels = short_series(rng, 16, (250, 150))
+    train_file = write_ts(tmp_path / "l_TRAIN.ts", series, labels, "up down")
+    test_file = write_ts(tmp_path / "l_TEST.ts", *short_series(rng, 6, (200,)), "up down")
+    result = train(
+        [train_file, test_file],
+        tmp_path / "run",
+        model="fcn",
+        max_steps=100,
+        train_steps=15_000,
+        epochs=4,
+        minibatch_size=4,
+    )
+    model = rnnkit.load(tmp_path / "run")
+    assert model[0].downsample.factor == 3  # ceil(250 / 100)
+    # the series steps seen after averaging by 3: 8 of ceil(250/3) and 8 of ceil(150/3)
+    mean_length = (8 * 84 + 8 * 50) / 16
+    per_epoch = round(15_000 / 4 / mean_length)
+    rows = read_rows(tmp_path / "run" / "metrics.csv")
+    assert len(rows) == 4
+    for row in rows:  # epochs end on whole minibatches of 4
+        assert per_epoch - 4 < int(row["samples"]) <= per_epoch + 4
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] == 0.0  # one cosine, down to 0
+    assert result.figures["test_accuracy"] >= 0.8
+
+
+def test_cross_validation_compares_conv_models(tmp_path, capsys):
+    rng = np.random.default_rng(23)
+    a = write_ts(tmp_path / "a_TRAIN.ts", *toy_series(rng, 20), "up down")
+    for model in ("fcn", "rnn"):
+        argv = ["classify", "cv", str(a), "--folds", "4", "--model", model]
+        argv += ["--train-steps", "15000", "--epochs", "5", "--hidden-size", "8", *QUIET]
+        assert main([*argv, "--run-dir", str(tmp_path / model)]) == 0
+        line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert len(line["cv_folds"]) == 4 and line["cv_accuracy"] >= 0.8
+        saved = rnnkit.load(tmp_path / model / "fold-1")
+        assert (type(saved[0]).__name__ == "FCN") == (model == "fcn")
+
+
+def test_the_dtw_baseline_on_request_matches_the_module(toy_files, tmp_path):
+    from rnnkit.data.nearest import nearest_neighbour_dtw_accuracy
+
+    result = train(toy_files[:2], tmp_path / "run", model="fcn", train_steps=2000, dtw=True)
+    data = ts_data(toy_files[0], toy_files[1], validation=0.0)
+    expected = nearest_neighbour_dtw_accuracy(data.train, data.test)
+    assert result.figures["baselines"]["1-NN DTW"]["test_accuracy"] == pytest.approx(expected)
+    assert "1-NN DTW" in (tmp_path / "run" / "report.md").read_text()

@@ -4,10 +4,14 @@ Files: TRAIN.ts TEST.ts (UEA/UCR series, the official split); TRAIN_IMAGES TRAIN
 TEST_IMAGES TEST_LABELS (IDX, the MNIST family: 28 steps of 28 pixels); or one CSV of labelled
 sentences, split 0.8/0.1/0.1 by --group-column. The format, and with it the preset (ts, idx or
 text), comes from the first file's name (.ts, *ubyte*, .csv[.bz2|.gz]) unless --format says.
-Model: [Embedding >>] [Conv >> ...] Bidirectional(GRU or LSTM) >> Pool(mean, max) >> Dropout
->> Dense; cross entropy (optionally label-smoothed), Adam; an --ensemble averages the class
-probabilities of models of seeds SEED, SEED+1, ... that share --epochs. Baselines on the same
-test part: the majority class; 1-nearest neighbour (series, images); bag of words (sentences).
+Model (--model): rnn, [Embedding >>] [Conv >> ...] Bidirectional(GRU or LSTM) >> Pool(mean,
+max) >> Dropout >> Dense; or fcn, resnet, inception (rnnkit.layers.timeconv: convolutions over
+each series alone, global average pooling; series longer than --max-steps averaged in windows
+first) >> Dropout >> Dense. Cross entropy (optionally label-smoothed), Adam; --train-steps
+fixes the series steps training processes (the convolutional ts default); an --ensemble
+averages the class probabilities of models of seeds SEED, SEED+1, ... that share --epochs.
+Baselines on the same test part: the majority class; 1-nearest neighbour (series, images);
+bag of words (sentences).
 `rnnkit classify cv TRAIN.ts --folds K` scores settings by stratified K-fold cross-validation
 on a training file alone.
 """
@@ -69,6 +73,8 @@ def _folds(text: str) -> int:
     return int(text)
 
 
+MODELS = ("rnn", "fcn", "resnet", "inception")
+
 _TRAIN = TrainSettings(
     epochs=150, minibatch_size=16, learning_rate=0.003, clip_norm=5.0, patience=30
 )
@@ -86,7 +92,13 @@ class ClassifyConfig:
         "the files' format (auto: from the first name)",
         choices=("auto", "ts", "idx", "text"),
     )
-    cell: str = option("gru", "the recurrent cell", choices=("gru", "lstm"))
+    model: str = option(
+        "rnn",
+        "the network: rnn ([Conv >>] Bidirectional RNN >> Pool), fcn, resnet or inception "
+        "(convolutions, global average pooling; docs/classify.md)",
+        choices=MODELS,
+    )
+    cell: str = option("gru", "rnn: the recurrent cell", choices=("gru", "lstm"))
     hidden_size: int = option(64, "hidden units of each direction", low=1)
     layers: int = option(1, "bidirectional recurrent layers", low=1)
     embedding_dim: int = option(100, "text: word vector size", low=1)
@@ -97,6 +109,21 @@ class ClassifyConfig:
         (), "output channels of convolution blocks before the recurrent layers (0: none)"
     )
     conv_kernels: tuple[int, ...] = option((8, 5, 3), "kernel size of each convolution block")
+    max_steps: int = option(
+        512,
+        "fcn, resnet, inception: series are averaged in windows of ceil(longest training "
+        "length / this) steps first",
+        low=1,
+    )
+    inception_kernel: int = option(
+        40, "inception: the longest kernel (the others are a half and a quarter)", low=4
+    )
+    train_steps: int = option(
+        0,
+        "series steps (after averaging) that training processes in all, spread over --epochs "
+        "(0: each epoch is one sweep of the training series)",
+        low=0,
+    )
     label_smoothing: float = option(
         0.0, "target mass spread evenly over the classes", low=0.0, high=0.95
     )
@@ -108,6 +135,9 @@ class ClassifyConfig:
         high=0.95,
     )
     series_norm: bool = option(False, "ts: z-normalise each series on its own first")
+    dtw: bool = option(
+        False, "ts: also the 1-NN DTW baseline (full window; minutes on long series)"
+    )
     validation_images: int = option(5000, "idx: the last training images held out", low=1)
     text_column: str = option("text", "text: the column of the sentences")
     label_column: str = option("category", "text: the column of the labels")
@@ -153,6 +183,8 @@ class ClassifyConfig:
 _TS = dict(
     conv_channels=(64, 64, 64), validation=0.0, schedule="cosine", label_smoothing=0.1, threads=1
 )
+# The ts default, chosen by cross-validation on the training files (docs/classify.md).
+_DEFAULT = dict(model="fcn", train_steps=1_000_000)
 _IDX = dict(hidden_size=128, dropout=0.1, minibatch_size=128, learning_rate=0.002, patience=3)
 _TEXT = dict(
     cell="lstm", dropout=0.5, patience=3, minibatch_size=32, learning_rate=0.001, threads=1
@@ -165,15 +197,20 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
     description = __doc__ or ""
     config = ClassifyConfig
     presets = {
-        "ts": {**_TS, "epochs": 20},
-        "ts-published": {**_TS, "epochs": 500, "ensemble": 5},
+        "ts": {**_TS, **_DEFAULT, "epochs": 20},
+        "ts-published": {**_TS, **_DEFAULT, "epochs": 100, "ensemble": 5},
+        "ts-rnn": {**_TS, "epochs": 20},
+        "ts-rnn-published": {**_TS, "epochs": 500, "ensemble": 5},
         "idx": {**_IDX, "epochs": 4},
         "idx-published": {**_IDX, "epochs": 15},
         "text": {**_TEXT, "epochs": 12, "l2": 1e-5},
     }
     preset_help = {
-        "ts": "Conv x 3 >> GRU, whole training file, 20 epochs (under 5 min on 2 cores)",
-        "ts-published": "the same, an ensemble of 5 models of 100 epochs (docs/results.md)",
+        "ts": "FCN, 1,000,000 series steps in 20 epochs (chosen by cross-validation on the "
+        "training files; docs/classify.md)",
+        "ts-published": "the same, an ensemble of 5 such models",
+        "ts-rnn": "Conv x 3 >> GRU, whole training file, 20 epochs",
+        "ts-rnn-published": "the same, an ensemble of 5 models of 100 epochs",
         "idx": "GRU 128, 4 epochs",
         "idx-published": "GRU 128, 15 epochs (docs/results.md)",
         "text": "LSTM 64 over word vectors, up to 12 epochs (docs/results.md)",
@@ -237,6 +274,8 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
         from rnnkit.layers.conv import Conv, Pool
         from rnnkit.recurrence import Bidirectional
 
+        if config.model != "rnn":
+            return self._conv_model(config, data)
         cell = LSTMCell if config.cell == "lstm" else GRUCell
         h, size = config.hidden_size, int(data.info["input_size"])
         layers: list[nn.Module] = []
@@ -251,6 +290,57 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
             size = 2 * h
         layers += [Pool(), Dropout(config.dropout), Dense(2 * size, len(data.info["classes"]))]
         return Sequential(layers)
+
+    def _conv_model(self, config: ClassifyConfig, data: RecipeData) -> nn.Module:
+        from rnnkit.layers import Dense, Dropout, Sequential
+        from rnnkit.layers.timeconv import FCN, InceptionTime, ResNet
+
+        if "vocabulary" in data.info:
+            raise ValueError(f"model: {config.model} is for series and images, not sentences")
+        size, factor = int(data.info["input_size"]), downsample_factor(config, data.train)
+        body: FCN | ResNet | InceptionTime
+        if config.model == "fcn":
+            body = FCN(size, downsample=factor)
+        elif config.model == "resnet":
+            body = ResNet(size, downsample=factor)
+        else:
+            k = config.inception_kernel
+            body = InceptionTime(size, kernels=(k, k // 2, k // 4), downsample=factor)
+        head = Dense(body.out_features, len(data.info["classes"]))
+        return Sequential([body, Dropout(config.dropout), head])
+
+    def source(
+        self, config: ClassifyConfig, examples: Sequence[Any], *, training: bool, seed: int = 0
+    ) -> Any:
+        """The harness's minibatches, except for training with ``train_steps`` or a
+        convolutional model: samples counted by the label stream (one a series, as the
+        trainer counts ``epoch_size``, so that the schedule spans the epochs) and, for the
+        convolutional models, minibatches of series of similar lengths (buckets of 4
+        minibatches), so that little padding is computed."""
+        from rnnkit.data.minibatch import MinibatchSource
+
+        if not training or (config.model == "rnn" and not config.train_steps):
+            return super().source(config, examples, training=training, seed=seed)
+        return MinibatchSource.for_fit(
+            examples,
+            config.train.minibatch_size,
+            training=True,
+            unit=self.unit,
+            size_stream=self.target_stream,
+            seed=seed,
+            stack_single=self.stack_single,
+            bucket=4 if config.model != "rnn" else None,
+        )
+
+    def epoch_size(self, config: ClassifyConfig, data: RecipeData) -> int | None:
+        """With ``train_steps``: the series per epoch that make ``train_steps`` steps (after
+        the model's averaging) over ``epochs`` epochs; else None (one sweep)."""
+        if not config.train_steps:
+            return None
+        factor = downsample_factor(config, data.train) if config.model != "rnn" else 1
+        steps = sum(-(-int(e["features"].shape[0]) // factor) for e in data.train)
+        per_epoch = config.train_steps / config.train.member_epochs
+        return max(1, round(per_epoch * len(data.train) / steps))
 
     def criterion(self, config: ClassifyConfig, data: RecipeData) -> Any:
         from rnnkit.training import (
@@ -298,6 +388,11 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
         else:
             accuracy = d.nearest_neighbour_accuracy([*data.train, *data.validation], data.test)
             out["1-NN Euclidean"] = {"test_accuracy": accuracy}
+            if config.dtw and config.data_format == "ts":
+                from rnnkit.data.nearest import nearest_neighbour_dtw_accuracy
+
+                dtw = nearest_neighbour_dtw_accuracy([*data.train, *data.validation], data.test)
+                out["1-NN DTW"] = {"test_accuracy": dtw}
         return out
 
     def notes(
@@ -377,6 +472,13 @@ def cross_validate(
         "cv_folds": [round(s, 4) for s in scores],
         "cv_accuracy": round(mean, 4),
     }
+
+
+def downsample_factor(config: ClassifyConfig, train: Sequence[Mapping[str, Any]]) -> int:
+    """The averaging window of the convolutional models: ``ceil(longest / max_steps)`` over the
+    training series' lengths (1 when none is longer than ``max_steps``)."""
+    longest = max(int(e["features"].shape[0]) for e in train)
+    return max(1, -(-longest // config.max_steps))
 
 
 def config_for(
