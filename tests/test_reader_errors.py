@@ -213,6 +213,17 @@ def test_copy_file_huge_or_non_ascii_digits(tmp_path: Path) -> None:
         assert str(err).startswith(f"{path}:1:{column}: expected a symbol id 0-9, found")
 
 
+def test_copy_file_zeros_beyond_int_digit_limit(tmp_path: Path) -> None:
+    """The long fuzz run's finding: 20,000 zeros are the symbol 0 (int() refuses them)."""
+    path = write(tmp_path, "c.txt", b"1 " + b"0" * 20000 + b" 2\n3 " + b"0" * 5000 + b"4\n")
+    first, second = read_copy_file(path)
+    assert first.tolist() == [1, 0, 2]
+    assert str(refused(read_copy_file, write(tmp_path, "d.txt", b"0" * 5000 + b"12\n"))).startswith(
+        f"{tmp_path / 'd.txt'}:1:1: expected a symbol id 0-9, found"
+    )
+    assert second.tolist() == [3, 4]
+
+
 def test_listops_label_digit_that_int_refuses(tmp_path: Path) -> None:
     path = write(tmp_path, "l.tsv", "\u00b2\t[MAX 1 ]\n".encode())
     assert str(refused(read_listops_tsv, path)).startswith(f"{path}:1:1: expected a label 0-9")

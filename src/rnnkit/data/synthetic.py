@@ -274,14 +274,15 @@ def read_copy_file(path: PathArg, num_symbols: int = 8) -> list[Tensor]:
         for piece in line.split(" "):
             if piece:
                 digits = piece.isascii() and piece.isdigit()
-                if not digits or len(piece.lstrip("0")) > 18 or int(piece) > num_symbols + 1:
+                significant = piece.lstrip("0") or "0"  # int() refuses 4,300+ digits, zeros too
+                if not digits or len(significant) > 18 or int(significant) > num_symbols + 1:
                     raise ReaderError(
                         f"expected a symbol id 0-{num_symbols + 1}, found {piece!r}",
                         path=path,
                         line=number,
                         column=column,
                     )
-                ids.append(int(piece))
+                ids.append(int(significant))
             column += len(piece) + 1
         sequences.append(torch.tensor(ids, dtype=torch.int64))
     if not sequences:
