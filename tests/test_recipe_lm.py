@@ -316,3 +316,30 @@ def test_a_short_run_beats_the_unigram_model_on_held_out_books(tmp_path):
     assert figures["test_chars"] == len(test) == 13_004
     assert figures["baselines"]["xz -9e"]["test_bpc"] == pytest.approx(2.857, abs=0.01)
     assert figures["test_bpc"] < unigram - 0.5, (figures["test_bpc"], unigram)
+
+
+def test_a_run_recorded_before_plain_text_still_predicts_and_rebuilds_its_split(lm_run, tmp_path):
+    import shutil
+
+    from rnnkit.recipes.harness import load_run
+
+    run, _, folder = lm_run
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    info = json.loads((old / "run.json").read_text())
+    new_keys = ("valid", "test", "split", "split_by", "format", "encoding", "lowercase", "unit")
+    for key in (*new_keys, "vocab_size"):
+        info["config"].pop(key)
+    info["config"]["text"] = str(folder / "verses.txt")
+    for key in ("start", "spelling", "format", "unit", "files", "encoding", "lowercase"):
+        info["data"].pop(key)
+    (old / "run.json").write_text(json.dumps(info))
+    _, config, _ = load_run(old)
+    assert config.split_by == "book" and config.text == (folder / "verses.txt",)
+    lines = (folder / "verses.txt").read_text().splitlines()
+    new = tmp_path / "cc.txt"
+    new.write_text("\n".join(line for line in lines if line.startswith("Cc")) + "\n")
+    out = tmp_path / "p.csv"
+    assert rnnkit.cli.main(["predict", str(old), str(new), "--out", str(out)]) == 0
+    got, expected = _read_csv(out), _read_csv(run / "predictions.csv")
+    assert [g["bits_per_character"] for g in got] == [e["bits_per_character"] for e in expected]

@@ -291,6 +291,16 @@ class LMRecipe(Recipe[LMConfig]):
         kept = [{"input": e["input"], "target": e["target"]} for e in examples]
         return super().source(config, kept, training=training, seed=seed)
 
+    def config_from_run(self, values: Mapping[str, Any], data_info: Mapping[str, Any]) -> LMConfig:
+        """A run recorded before ``split_by`` existed split its one verse file (``text``, a
+        path or null) by book."""
+        from rnnkit.recipes.options import config_from_dict
+
+        if "split_by" not in values:
+            text = values.get("text")
+            values = {**values, "split_by": "book", "text": [] if text is None else [text]}
+        return config_from_dict(LMConfig, values)
+
     # ------------------------------------------------------------------ model
     def build_model(self, config: LMConfig, data: RecipeData) -> nn.Module:
         from rnnkit.cells import LSTMCell
@@ -386,7 +396,7 @@ class LMRecipe(Recipe[LMConfig]):
                             line=int(line),
                             column=int(column),
                         )
-            streams = _streams(vocab, corpus.text, info["start"], speller)
+            streams = _streams(vocab, corpus.text, info.get("start", "\n"), speller)
             examples += streams
             tokens = sum(len(e["target"]) for e in streams)
             ids += [f"{path.name}:{a}:{b}" for a, b in stream_bounds(tokens)]
