@@ -299,3 +299,22 @@ def test_a_subclass_that_redefines_the_computation_loses_the_kernel(base, method
     assert isinstance(own_start(3, 4).fused_kernel(), FusedKernel)
     unchanged = type("Unchanged", (base,), {})
     assert isinstance(unchanged(3, 4).fused_kernel(), FusedKernel)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda i, h: RNNCell(i, h),
+        lambda i, h: LSTMCell(i, h),
+        lambda i, h: GRUCell(i, h),
+        lambda i, h: MinGRUCell(i, h),
+        lambda i, h: GRUDCell(i, h),
+    ],
+)
+@pytest.mark.parametrize(
+    ("sizes", "name"),
+    [((3, 0), "hidden_size"), ((0, 3), "(input_size|num_variables)"), ((3, -1), "hidden_size")],
+)
+def test_sizes_must_be_positive_integers(make, sizes, name):
+    with pytest.raises(ValueError, match=rf"^{name}: expected a positive integer, found"):
+        make(*sizes)

@@ -100,6 +100,28 @@ def test_a_weights_reference_outside_the_directory_is_refused(saved: Path, refer
     assert repr(reference) in str(error.value)
 
 
+def test_a_weights_reference_too_long_for_the_file_system_is_refused(saved: Path) -> None:
+    """The long fuzz run's finding: a name of thousands of characters raised OSError."""
+    edit_json(saved / "model.json", lambda h: h["weights"].update(file="w" * 5000))
+    with pytest.raises(CorruptFileError, match=r"model\.json: the file reference 'w+'\.\.\. "):
+        rnnkit.load(saved)
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True])
+def test_a_cell_size_that_cannot_be_built_is_refused_naming_model_json(
+    saved: Path, size: Any
+) -> None:
+    """The long fuzz run's finding: a hidden size of 0 raised ZeroDivisionError."""
+    edit_json(
+        saved / "model.json",
+        lambda h: h["model"]["config"]["layers"][0]["config"]["cell"]["config"].update(
+            hidden_size=size
+        ),
+    )
+    with pytest.raises(CorruptFileError, match=r"model\.json: .*hidden_size: expected a positive"):
+        rnnkit.load(saved)
+
+
 def test_a_symbolic_link_leaving_the_directory_is_refused(saved: Path, tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere.safetensors"
     shutil.move(saved / "model.safetensors", outside)

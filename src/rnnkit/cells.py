@@ -139,6 +139,13 @@ def _check_input(name: str, x: Tensor, size: int) -> None:
         raise ValueError(f"{name}: expected input of shape [B, {size}], found {tuple(x.shape)}")
 
 
+def _check_sizes(**sizes: int) -> None:
+    """Refuse a size that is not a positive integer, naming the argument."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, found {value!r}")
+
+
 class _StepCell(nn.Module):
     """Shared parts: uniform init (as torch.nn), ``__call__`` = step(input_projection(x))."""
 
@@ -209,6 +216,7 @@ class RNNCell(_StepCell):
         nonlinearity: Literal["tanh", "relu", "sigmoid"] = "tanh",
     ) -> None:
         super().__init__()
+        _check_sizes(input_size=input_size, hidden_size=hidden_size)
         if nonlinearity not in _ACTIVATIONS:
             raise ValueError(
                 f"nonlinearity: expected one of {sorted(_ACTIVATIONS)}, found {nonlinearity!r}"
@@ -265,6 +273,7 @@ class LSTMCell(_StepCell):
         layer_norm: bool = False,
     ) -> None:
         super().__init__()
+        _check_sizes(input_size=input_size, hidden_size=hidden_size)
         if proj_size < 0 or (proj_size >= hidden_size and proj_size != 0):
             raise ValueError(
                 f"proj_size: expected 0 (no projection) or 0 < proj_size < hidden_size="
@@ -356,6 +365,7 @@ class GRUCell(_StepCell):
         reset: Literal["after", "before"] = "after",
     ) -> None:
         super().__init__()
+        _check_sizes(input_size=input_size, hidden_size=hidden_size)
         if reset not in ("after", "before"):
             raise ValueError(f"reset: expected 'after' or 'before', found {reset!r}")
         self.input_size, self.hidden_size, self.reset = input_size, hidden_size, reset
@@ -413,6 +423,7 @@ class _LinearRecurrenceCell(_StepCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__()
+        _check_sizes(input_size=input_size, hidden_size=hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.weight_ih = nn.Parameter(torch.empty(self.gates * hidden_size, input_size))
         self.bias_ih = nn.Parameter(torch.empty(self.gates * hidden_size)) if bias else None
@@ -502,6 +513,7 @@ class GRUDCell(_StepCell):
 
     def __init__(self, num_variables: int, hidden_size: int, x_mean: Tensor | None = None) -> None:
         super().__init__()
+        _check_sizes(num_variables=num_variables, hidden_size=hidden_size)
         d, h = num_variables, hidden_size
         self.num_variables, self.hidden_size, self.input_size = d, h, 3 * d
         self.weight_ih = nn.Parameter(torch.empty(3 * h, d))

@@ -500,7 +500,7 @@ def _build(node: Any, where: str, tensors: Mapping[str, Tensor], source: Path) -
     arguments = {k: _decode(v, f"{where}.{k}", tensors, source) for k, v in config.items()}
     try:
         module = handler.from_config(arguments)
-    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError) as error:
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, ArithmeticError) as error:
         raise CorruptFileError(
             f"{where}: cannot rebuild {type_name} from its config {config}: {error}", path=source
         ) from error
@@ -678,10 +678,19 @@ def _check_inside(directory: Path, name: str, description: Path) -> Path:
         )
     path = directory / relative
     root = directory.resolve()
-    if not path.resolve().is_relative_to(root):
+    try:
+        resolved = path.resolve()
+        resolved.is_file()
+    except OSError as error:  # a name too long for the file system, say
+        shown = repr(name) if len(name) <= 80 else f"{name[:80]!r}... ({len(name):,} characters)"
+        raise CorruptFileError(
+            f"the file reference {shown} cannot be a file here ({error.strerror})",
+            path=description,
+        ) from None
+    if not resolved.is_relative_to(root):
         raise CorruptFileError(
             f"refusing the file reference {name!r}: it leads outside {directory} (to "
-            f"{path.resolve()}, through a symbolic link)",
+            f"{resolved}, through a symbolic link)",
             path=description,
         )
     return path
