@@ -44,7 +44,7 @@ RECIPES: dict[str, RecipeEntry] = {
         "rnnkit.recipes.g2p", "grapheme to phoneme: encoder-decoder with attention on CMUdict"
     ),
     "lm": RecipeEntry(
-        "rnnkit.recipes.lm", "character language model on verses, split by book, against xz"
+        "rnnkit.recipes.lm", "language model on any text, bits per character against xz and bzip2"
     ),
     "longrange": RecipeEntry(
         "rnnkit.recipes.longrange", "the adding and copy tasks with long time lags"
