@@ -794,7 +794,13 @@ class Worker:
         if self.process is None or not self.process.is_alive():
             self.start()
         assert self.conn is not None
-        self.conn.send(item)
+        try:
+            self.conn.send(item)
+        except OSError:  # the worker died after its last answer: start another
+            self.stop()
+            self.start()
+            assert self.conn is not None
+            self.conn.send(item)
         if not self.conn.poll(seconds):
             self.stop()
             return "hang", f"no answer within {seconds} s"
@@ -847,12 +853,33 @@ def run(
     ``progress(name, tallies)`` is called after each target."""
     targets = _targets()
     tallies = {name: Tally() for name in names}
+    if "model" in names:
+        _model_folder()  # made before any worker forks, so that all of them share it
     pool = [Worker(memory_mb) for _ in range(workers)]
     lock = threading.Lock()
 
-    def drive(worker: Worker, name: str, numbers: range, deadline: float | None) -> None:
+    errors: list[BaseException] = []
+
+    def drive(
+        worker: Worker,
+        name: str,
+        seeds: list[tuple[str, bytes]],
+        numbers: range,
+        deadline: float | None,
+    ) -> None:
+        try:
+            feed(worker, name, seeds, numbers, deadline)
+        except BaseException as error:  # the main thread raises it: no input is lost unseen
+            errors.append(error)
+
+    def feed(
+        worker: Worker,
+        name: str,
+        seeds: list[tuple[str, bytes]],
+        numbers: range,
+        deadline: float | None,
+    ) -> None:
         target, tally = targets[name], tallies[name]
-        seeds = target.seeds()
         for number in numbers:
             if deadline is not None and time.perf_counter() > deadline:
                 break
@@ -874,10 +901,13 @@ def run(
         for name in names:
             t0 = time.perf_counter()
             deadline = None if budget is None else t0 + budget / len(names)
+            # the seeds are made once, here: threads making them at once would race on torch's
+            # global random generator (two different "saved models")
+            seeds = targets[name].seeds()
             threads = [
                 threading.Thread(
                     target=drive,
-                    args=(w, name, range(start + k, start + inputs, workers), deadline),
+                    args=(w, name, seeds, range(start + k, start + inputs, workers), deadline),
                 )
                 for k, w in enumerate(pool)
             ]
@@ -885,6 +915,8 @@ def run(
                 thread.start()
             for thread in threads:
                 thread.join()
+            if errors:
+                raise RuntimeError(f"fuzzing {name} stopped: {errors[0]!r}") from errors[0]
             tallies[name].seconds = time.perf_counter() - t0
             if progress is not None:
                 progress(name, tallies)
