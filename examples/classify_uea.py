@@ -89,10 +89,11 @@ def cv(
     )
 
 
-def table(folder: Path, runs: Path, sets: tuple[str, ...]) -> None:
+def table(folder: Path, runs: Path, sets: tuple[str, ...], train_steps: int | None) -> None:
+    changes = {"train_steps": train_steps} if train_steps else {}
     for name in sets:
         cpu, wall = time.process_time(), time.perf_counter()
-        config = config_for(files(folder, name), "ts", threads=1)
+        config = config_for(files(folder, name), "ts", threads=1, **changes)
         result = run_recipe(
             RECIPE, config, runs / "table" / name, progress=False, log=lambda _: None
         )
@@ -142,6 +143,9 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=Path("../shared/data/uea"))
     parser.add_argument("--runs", type=Path, default=Path("runs/classify-uea"))
+    parser.add_argument(
+        "--train-steps", type=int, default=None, help="table: instead of the preset's budget"
+    )
     parser.add_argument("--sets", nargs="+", choices=SETS, help="only these sets (default: all)")
     args = parser.parse_args()
     sets = tuple(args.sets or SETS)
@@ -149,7 +153,7 @@ def main() -> None:
     if args.step == "cv":
         cv(args.data, args.runs, args.candidate, args.folds, args.scale, sets)
     elif args.step == "table":
-        table(args.data, args.runs, sets)
+        table(args.data, args.runs, sets, args.train_steps)
     else:
         baselines(args.data, sets)
 
