@@ -360,3 +360,17 @@ def test_progress_on_a_terminal_is_one_bar_and_no_table(tmp_path):
     assert "epoch 1/2" in screen and "samples/s" in screen and "loss=" in screen
     assert "epoch 2/2: loss " in screen  # the line each finished epoch leaves above the bar
     assert "Finished Epoch" not in stdout and "Finished Epoch" not in screen
+
+
+def test_cosine_schedule_spans_an_epoch_size_counted_in_label_samples(tmp_path):
+    """The solar files have one target per sequence: ``--epoch-size`` counts those label
+    samples (as the trainer does), not time steps, so the cosine rate falls once over the
+    whole run, to about zero at its last update, instead of cycling every few updates."""
+    run = tmp_path / "cosine"
+    argv = ["solar", "--epochs", "3", "--epoch-size", "3000", "--schedule", "cosine"]
+    assert main([*argv, "--threads", "1", "--quiet", "--run-dir", str(run)]) == 0
+    with open(run / "metrics.csv", newline="") as f:
+        rates = [float(row["lr"]) for row in csv.DictReader(f)]
+    start = SolarConfig().train.learning_rate
+    assert len(rates) == 3 and rates[0] > rates[1] > rates[2]
+    assert rates[2] < 1e-3 * start

@@ -376,7 +376,7 @@ def _train_member(
     if data.validation:
         validation = recipe.source(config, data.validation, training=False)
     epoch_size = recipe.epoch_size(config, data)
-    steps_per_epoch = _steps_per_epoch(train_source, epoch_size)
+    steps_per_epoch = _steps_per_epoch(train_source, epoch_size, recipe.target_stream)
     scheduler = recipe.scheduler(config, optimizer, steps_per_epoch * epochs)
     callbacks: list[Any] = []
     if progress:
@@ -426,11 +426,18 @@ def _train_member(
     return model, trainer, facts
 
 
-def _steps_per_epoch(source: MinibatchSource, epoch_size: int | None) -> int:
+def _steps_per_epoch(source: MinibatchSource, epoch_size: int | None, target_stream: str) -> int:
+    """Updates in one epoch: a sweep's minibatches, or as many as ``epoch_size`` label samples
+    take (the trainer counts an epoch in samples of the target stream, which differ from the
+    source's own count, its longest stream's steps, when there is one label a sequence)."""
     steps = max(1, source.minibatches_per_sweep)
     if epoch_size is None:
         return steps
-    return max(1, math.ceil(epoch_size / max(1, source.samples_per_sweep // steps)))
+    labels = sum(
+        int(v.shape[0]) if getattr(v, "ndim", 0) > 0 else int(getattr(v, "num_samples", 1))
+        for v in (example[target_stream] for example in source.examples)
+    )
+    return max(1, math.ceil(epoch_size * steps / max(1, labels)))
 
 
 def evaluator(
