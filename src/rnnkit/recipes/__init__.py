@@ -35,7 +35,7 @@ RECIPES: dict[str, RecipeEntry] = {
         "rnnkit.recipes.demo", "forecast the CO2 series shipped with rnnkit a year ahead"
     ),
     "forecast": RecipeEntry(
-        "rnnkit.recipes.forecast", "forecast columns of a CSV file against persistence and seasonal naive"
+        "rnnkit.recipes.forecast", "forecast CSV columns against persistence and seasonal naive"
     ),
     "grud": RecipeEntry(
         "rnnkit.recipes.grud", "GRU-D against GRU baselines on series with missing values"
