@@ -172,6 +172,7 @@ class _Family(Layer):
     """Shared input handling: optional downsampling, then the padded layout with its mask."""
 
     out_features: int
+    blocks: nn.ModuleList
 
     def __init__(self, in_channels: int, downsample: int) -> None:
         super().__init__()
@@ -188,6 +189,13 @@ class _Family(Layer):
                 f"found {padded.shape[1]}"
             )
         return padded, mask
+
+    def forward(self, x: SequenceBatch) -> Tensor:
+        """Each of ``blocks`` in turn over the padded steps, then the mean over real steps."""
+        h, mask = self._inputs(x)
+        for block in self.blocks:
+            h = block(h, mask)
+        return masked_mean(h, mask)
 
 
 def _sizes(name: str, values: Sequence[int], count: int | None = None) -> tuple[int, ...]:
@@ -221,12 +229,6 @@ class FCN(_Family):
             _ConvNorm(a, b, k) for a, b, k in zip(sizes, sizes[1:], self.kernels, strict=False)
         )
         self.out_features = self.channels[-1]
-
-    def forward(self, x: SequenceBatch) -> Tensor:
-        h, mask = self._inputs(x)
-        for block in self.blocks:
-            h = block(h, mask)
-        return masked_mean(h, mask)
 
 
 class _Residual(nn.Module):
@@ -275,12 +277,6 @@ class ResNet(_Family):
             _Residual(a, b, self.kernels) for a, b in itertools.pairwise(sizes)
         )
         self.out_features = self.channels[-1]
-
-    def forward(self, x: SequenceBatch) -> Tensor:
-        h, mask = self._inputs(x)
-        for block in self.blocks:
-            h = block(h, mask)
-        return masked_mean(h, mask)
 
 
 class _Inception(nn.Module):
