@@ -39,15 +39,17 @@ Sentence = dict[str, list[str]]
 # Text files
 
 
-def decode_text(data: bytes, path: PathArg) -> str:
-    """UTF-8 text of ``data`` (a leading byte-order mark is dropped); bad bytes are located."""
+def decode_text(data: bytes, path: PathArg, encoding: str = "utf-8") -> str:
+    """The text of ``data`` in ``encoding`` (UTF-8: a leading byte-order mark is dropped); a
+    byte that is not valid in it is located."""
+    utf8 = encoding == "utf-8"
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise ReaderError(
-            f"expected UTF-8 text, found the byte 0x{data[e.start]:02x}",
+            f"expected {'UTF-8' if utf8 else encoding} text, found the byte 0x{data[e.start]:02x}",
             path=path,
             line=line,
             column=column,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnkit.data.errors import ReaderError
-from rnnkit.data.files import PathArg, read_text
+from rnnkit.data.files import PathArg, decode_text
 
 __all__ = [
     "LEVELS",
@@ -61,21 +61,8 @@ def read_plain_text(path: PathArg, encoding: str = "utf-8") -> str:
             column), or a file with nothing but whitespace.
         LookupError: an encoding Python does not know.
     """
-    if codecs.lookup(encoding).name == "utf-8":
-        text = read_text(path)
-    else:
-        data = Path(path).read_bytes()
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError as e:
-            line = data.count(b"\n", 0, e.start) + 1
-            column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-            raise ReaderError(
-                f"expected {encoding} text, found the byte 0x{data[e.start]:02x}",
-                path=path,
-                line=line,
-                column=column,
-            ) from None
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    text = decode_text(Path(path).read_bytes(), path, "utf-8" if utf8 else encoding)
     if not text.strip():
         found = "an empty file" if not text else "only whitespace"
         raise ReaderError(f"expected text, found {found}", path=path, line=1, column=1)
