@@ -575,7 +575,8 @@ def _targets() -> dict[str, Target]:
         return [("brown-ca01 as CoNLL", ("\n".join(rows) + "\n").encode())]
 
     def lines_of(read: Callable[[str], Any]) -> Callable[[Path], Any]:
-        """A string parser applied to each line of a file, the file named in its errors."""
+        """A string parser applied to each non-blank line of a file (its errors locate the
+        column within the line and do not name the file: these targets set names_file=False)."""
 
         def call(path: Path) -> Any:
             from rnnkit.data.files import read_lines
