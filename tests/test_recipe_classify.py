@@ -531,14 +531,16 @@ def test_the_preset_follows_the_files_and_help_shows_it(capsys):
     with pytest.raises(SystemExit):
         main(["classify", "x_TRAIN.ts", "x_TEST.ts", "--help"])
     text = capsys.readouterr().out
-    assert "(default: ts)" in text and "(default: 64,64,64)" in text and "(default: 20)" in text
+    assert "(default: ts)" in text and "(default: 64,64,64)" in text and "(default: rocket)" in text
     with pytest.raises(SystemExit):
         main(["classify", "rt.csv.bz2", "--help"])
     text = capsys.readouterr().out
     assert "(default: text)" in text and "(default: lstm)" in text
     assert config_for(["a.ts", "b.ts"], "ts-rnn-published").train.member_epochs == 100
     published = config_for(["a.ts", "b.ts"], "ts-published")
-    assert published.train.ensemble == 5 and published.train_steps == 1_000_000
+    assert published.train.ensemble == 5 and published.model == "rocket"
+    assert config_for(["a.ts", "b.ts"]).model == "rocket"
+    assert config_for(["a.ts", "b.ts"], "ts-fcn").train_steps == 1_000_000
 
 
 # ----------------------------------------------------------------------------- conv families
@@ -555,9 +557,10 @@ def short_series(rng: np.random.Generator, n: int, lengths: tuple[int, ...]) -> 
     return series, labels
 
 
-@pytest.mark.parametrize("model", ["fcn", "resnet", "inception"])
+@pytest.mark.parametrize("model", ["fcn", "resnet", "inception", "rocket"])
 def test_series_shorter_than_every_kernel_train_and_predict(model, tmp_path):
-    # lengths 1-3 against kernels of 8 (fcn, resnet) and 40 (inception): zeros beyond the ends
+    # lengths 1-3 against kernels of 8 (fcn, resnet), 40 (inception) and 7-11 (rocket): zeros
+    # beyond the ends
     rng = np.random.default_rng(21)
     files = []
     for name, n in (("s_TRAIN.ts", 24), ("s_TEST.ts", 12)):
@@ -625,3 +628,29 @@ def test_the_dtw_baseline_on_request_matches_the_module(toy_files, tmp_path):
     expected = nearest_neighbour_dtw_accuracy(data.train, data.test)
     assert result.figures["baselines"]["1-NN DTW"]["test_accuracy"] == pytest.approx(expected)
     assert "1-NN DTW" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_rocket_default_fits_without_gradient_steps_and_ensembles(toy_files, tmp_path):
+    a, b = toy_files[0], toy_files[1]
+    argv = ["classify", str(a), str(b), "--rocket-kernels", "300", "--ensemble", "2", *QUIET]
+    assert main([*argv, "--run-dir", str(tmp_path / "run")]) == 0  # the ts preset: rocket
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["config"]["model"] == "rocket" and info["result"]["epochs"] == [0, 0]
+    assert [t["stop"] for t in info["training"]] == ["fitted without gradient steps"] * 2
+    assert info["result"]["test_accuracy"] >= 0.9  # measured 1.00; the slope tells the class
+    model = rnnkit.load(tmp_path / "run")
+    first, second = (m[0] for m in model.members)
+    assert first.seed != second.seed and not torch.equal(first.weight, second.weight)
+    # each member's head is the ridge classifier of its own kernels' training features
+    from rnnkit.layers.rocket import fit_ridge
+
+    data = ts_data(a, b, validation=0.0)
+    x = SequenceBatch.from_list([e["features"] for e in data.train])
+    labels = torch.tensor([int(e["label"]) for e in data.train])
+    with torch.no_grad():
+        ridge = fit_ridge(first(x), labels, 2)
+    torch.testing.assert_close(model.members[0][1].weight, ridge.weight, rtol=1e-4, atol=1e-5)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path / "run"), str(b), "--out", str(out)]) == 0
+    rows = read_rows(tmp_path / "run" / "predictions.csv")
+    assert [r["prediction"] for r in read_rows(out)] == [r["prediction"] for r in rows]

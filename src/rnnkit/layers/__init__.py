@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 # Submodules with recipe layers; each defines SAVED_MODULES = [(cls, to_config, name), ...].
-SUBMODULES: tuple[str, ...] = ("trees", "tokens", "visits", "conv", "attention")
+SUBMODULES: tuple[str, ...] = ("trees", "tokens", "visits", "conv", "attention", "rocket")
 
 SavedModule = tuple[type, Callable[[Any], Mapping[str, Any]], str]
 

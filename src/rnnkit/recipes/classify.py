@@ -73,7 +73,7 @@ def _folds(text: str) -> int:
     return int(text)
 
 
-MODELS = ("rnn", "fcn", "resnet", "inception")
+MODELS = ("rnn", "fcn", "resnet", "inception", "rocket")
 
 _TRAIN = TrainSettings(
     epochs=150, minibatch_size=16, learning_rate=0.003, clip_norm=5.0, patience=30
@@ -95,7 +95,8 @@ class ClassifyConfig:
     model: str = option(
         "rnn",
         "the network: rnn ([Conv >>] Bidirectional RNN >> Pool), fcn, resnet or inception "
-        "(convolutions, global average pooling; docs/classify.md)",
+        "(convolutions, global average pooling), or rocket (random kernels and a ridge "
+        "classifier, fitted in closed form; docs/classify.md)",
         choices=MODELS,
     )
     cell: str = option("gru", "rnn: the recurrent cell", choices=("gru", "lstm"))
@@ -118,6 +119,7 @@ class ClassifyConfig:
     inception_kernel: int = option(
         40, "inception: the longest kernel (the others are a half and a quarter)", low=4
     )
+    rocket_kernels: int = option(10_000, "rocket: random kernels (two features each)", low=1)
     train_steps: int = option(
         0,
         "series steps (after averaging) that training processes in all, spread over --epochs "
@@ -184,7 +186,8 @@ _TS = dict(
     conv_channels=(64, 64, 64), validation=0.0, schedule="cosine", label_smoothing=0.1, threads=1
 )
 # The ts default, chosen by cross-validation on the training files (docs/classify.md).
-_DEFAULT = dict(model="fcn", train_steps=1_000_000)
+_DEFAULT = dict(model="rocket")
+_FCN = dict(model="fcn", train_steps=1_000_000)
 _IDX = dict(hidden_size=128, dropout=0.1, minibatch_size=128, learning_rate=0.002, patience=3)
 _TEXT = dict(
     cell="lstm", dropout=0.5, patience=3, minibatch_size=32, learning_rate=0.001, threads=1
@@ -197,8 +200,9 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
     description = __doc__ or ""
     config = ClassifyConfig
     presets = {
-        "ts": {**_TS, **_DEFAULT, "epochs": 20},
-        "ts-published": {**_TS, **_DEFAULT, "epochs": 100, "ensemble": 5},
+        "ts": {**_TS, **_DEFAULT},
+        "ts-published": {**_TS, **_DEFAULT, "ensemble": 5},
+        "ts-fcn": {**_TS, **_FCN, "epochs": 20},
         "ts-rnn": {**_TS, "epochs": 20},
         "ts-rnn-published": {**_TS, "epochs": 500, "ensemble": 5},
         "idx": {**_IDX, "epochs": 4},
@@ -206,9 +210,10 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
         "text": {**_TEXT, "epochs": 12, "l2": 1e-5},
     }
     preset_help = {
-        "ts": "FCN, 1,000,000 series steps in 20 epochs (chosen by cross-validation on the "
-        "training files; docs/classify.md)",
-        "ts-published": "the same, an ensemble of 5 such models",
+        "ts": "ROCKET: 10,000 random kernels and a ridge classifier (chosen by "
+        "cross-validation on the training files; docs/classify.md)",
+        "ts-published": "the same, an ensemble of 5 (kernels of seeds SEED .. SEED+4)",
+        "ts-fcn": "FCN, 1,000,000 series steps in 20 epochs",
         "ts-rnn": "Conv x 3 >> GRU, whole training file, 20 epochs",
         "ts-rnn-published": "the same, an ensemble of 5 models of 100 epochs",
         "idx": "GRU 128, 4 epochs",
@@ -274,6 +279,8 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
         from rnnkit.layers.conv import Conv, Pool
         from rnnkit.recurrence import Bidirectional
 
+        if config.model == "rocket":
+            return self._rocket_model(config, data)
         if config.model != "rnn":
             return self._conv_model(config, data)
         cell = LSTMCell if config.cell == "lstm" else GRUCell
@@ -308,6 +315,46 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
             body = InceptionTime(size, kernels=(k, k // 2, k // 4), downsample=factor)
         head = Dense(body.out_features, len(data.info["classes"]))
         return Sequential([body, Dropout(config.dropout), head])
+
+    def _rocket_model(self, config: ClassifyConfig, data: RecipeData) -> nn.Module:
+        import torch
+
+        from rnnkit.layers import Dense
+        from rnnkit.layers.rocket import Rocket
+
+        if "vocabulary" in data.info:
+            raise ValueError("model: rocket is for series and images, not sentences")
+        longest = max(int(e["features"].shape[0]) for e in data.train)
+        rocket = Rocket(
+            int(data.info["input_size"]),
+            longest,
+            config.rocket_kernels,
+            seed=int(torch.randint(2**31 - 1, ()).item()),
+        )
+        return rocket >> Dense(rocket.out_features, len(data.info["classes"]))
+
+    def fit_directly(self, config: ClassifyConfig, model: nn.Module, data: RecipeData) -> bool:
+        """rocket: the ridge classifier on the training series' features (the penalty by
+        leave-one-out error), written into the Dense layer; other models train."""
+        if config.model != "rocket":
+            return False
+        import torch
+
+        from rnnkit.layers import Dense, Sequential
+        from rnnkit.layers.rocket import Rocket, fit_ridge, rocket_features
+        from rnnkit.sequences import SequenceBatch
+
+        assert isinstance(model, Sequential)
+        rocket, head = model[0], model[1]
+        assert isinstance(rocket, Rocket) and isinstance(head, Dense)
+        series = [e["features"] for e in data.train]
+        batches = (SequenceBatch.from_list(series[i : i + 64]) for i in range(0, len(series), 64))
+        labels = torch.tensor([int(e["label"]) for e in data.train])
+        ridge = fit_ridge(rocket_features(rocket, batches), labels, head.out_features)
+        with torch.no_grad():
+            head.linear.weight.copy_(ridge.weight)
+            head.linear.bias.copy_(ridge.bias)
+        return True
 
     def source(
         self, config: ClassifyConfig, examples: Sequence[Any], *, training: bool, seed: int = 0

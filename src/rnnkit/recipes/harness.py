@@ -262,6 +262,12 @@ class Recipe(ABC, Generic[C]):
         value = getattr(config, "epoch_size", None)
         return value if isinstance(value, int) else None
 
+    def fit_directly(self, config: C, model: nn.Module, data: RecipeData) -> bool:
+        """Fit ``model`` (fresh from :meth:`build_model`) without gradient steps, e.g. in
+        closed form; True when it did, and the trainer then does not run for it. Default:
+        False (train)."""
+        return False
+
     def callbacks(self, config: C, data: RecipeData) -> list[Callback]:
         """More callbacks for the trainer (after the harness's own)."""
         return []
@@ -370,6 +376,19 @@ def _train_member(
     seed = settings.seed + member
     torch.manual_seed(seed)
     model = recipe.build_model(config, data)
+    if recipe.fit_directly(config, model, data):
+        trainer = evaluator(recipe, config, data, model, recipe.input_streams, settings.device)
+        facts = {
+            "member": member + 1,
+            "seed": seed,
+            "epochs_run": 0,
+            "steps": 0,
+            "stop": "fitted without gradient steps",
+            "best_epoch": None,
+            "best_weights_kept": False,
+            "time_budget_reached": False,
+        }
+        return model, trainer, facts
     optimizer = recipe.optimizer(config, model)
     train_source = recipe.source(config, data.train, training=True, seed=seed)
     validation = None
