@@ -5,6 +5,7 @@ beside the figures):
 
     python examples/classify_uea.py cv --candidate fcn --folds 2 --scale 0.25   # TRAIN files only
     python examples/classify_uea.py cv --candidate inception --folds 2 --scale 0.25
+    python examples/classify_uea.py cv --candidate rocket --folds 2
     python examples/classify_uea.py table              # the ts default, trained and tested once
     python examples/classify_uea.py baselines          # 1-NN Euclidean and 1-NN DTW
 
@@ -93,11 +94,13 @@ def cv(
     )
 
 
-def table(folder: Path, runs: Path, sets: tuple[str, ...], train_steps: int | None) -> None:
+def table(
+    folder: Path, runs: Path, sets: tuple[str, ...], train_steps: int | None, preset: str
+) -> None:
     changes = {"train_steps": train_steps} if train_steps else {}
     for name in sets:
         cpu, wall = time.process_time(), time.perf_counter()
-        config = config_for(files(folder, name), "ts", threads=1, **changes)
+        config = config_for(files(folder, name), preset, threads=1, **changes)
         result = run_recipe(
             RECIPE, config, runs / "table" / name, progress=False, log=lambda _: None
         )
@@ -150,6 +153,9 @@ def main() -> None:
     parser.add_argument(
         "--train-steps", type=int, default=None, help="table: instead of the preset's budget"
     )
+    parser.add_argument(
+        "--preset", default="ts", help="table: the preset (ts-fcn: the FCN default before ROCKET)"
+    )
     parser.add_argument("--sets", nargs="+", choices=SETS, help="only these sets (default: all)")
     args = parser.parse_args()
     sets = tuple(args.sets or SETS)
@@ -157,7 +163,7 @@ def main() -> None:
     if args.step == "cv":
         cv(args.data, args.runs, args.candidate, args.folds, args.scale, sets)
     elif args.step == "table":
-        table(args.data, args.runs, sets, args.train_steps)
+        table(args.data, args.runs, sets, args.train_steps, args.preset)
     else:
         baselines(args.data, sets)
 

@@ -7,8 +7,10 @@ text), comes from the first file's name (.ts, *ubyte*, .csv[.bz2|.gz]) unless --
 Model (--model): rnn, [Embedding >>] [Conv >> ...] Bidirectional(GRU or LSTM) >> Pool(mean,
 max) >> Dropout >> Dense; or fcn, resnet, inception (rnnkit.layers.timeconv: convolutions over
 each series alone, global average pooling; series longer than --max-steps averaged in windows
-first) >> Dropout >> Dense. Cross entropy (optionally label-smoothed), Adam; --train-steps
-fixes the series steps training processes (the convolutional ts default); an --ensemble
+first) >> Dropout >> Dense; or rocket (the .ts default: rnnkit.layers.rocket, 10,000 random
+kernels and a ridge classifier fitted in closed form, no epochs). Cross entropy (optionally
+label-smoothed), Adam; --train-steps fixes the series steps training processes (the
+convolutional models); an --ensemble
 averages the class probabilities of models of seeds SEED, SEED+1, ... that share --epochs.
 Baselines on the same test part: the majority class; 1-nearest neighbour (series, images);
 bag of words (sentences).
