@@ -211,7 +211,7 @@ class TrainSettings:
     )
     patience: int = option(0, "stop after this many epochs without improvement (0: never)", low=0)
     seed: int = option(0, "random seed (data order and initial weights)", low=0)
-    threads: int | None = option(None, "CPU threads for torch (default: torch's choice)", low=1)
+    threads: int | None = option(None, "CPU threads for torch (none: torch's choice)", low=1)
     time_budget: float | None = option(
         None,
         "stop training after this many seconds (at a step boundary, best weights kept)",
