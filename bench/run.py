@@ -14,6 +14,7 @@ and compare the growth of its peak resident set (``ru_maxrss``; on CUDA the peak
     .venv/bin/python bench/run.py --quick --cases lstm ragged   # fewer repeats, some cases
     .venv/bin/python bench/run.py --check            # exit 1 when a ratio misses its target
     .venv/bin/python bench/run.py --device cuda      # the same cases on the GPU (cuDNN peer)
+    .venv/bin/python bench/run.py --json out.json    # write the results there, README untouched
 
 Shapes: main B=64, T=100, I=128, H=256; tiny B=19 sequences of 2..13 steps, I=1, H=15;
 ragged B=64 with lengths uniform in 10..100.
@@ -756,6 +757,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=0, help="rounds per case (default 9)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument("--write", action="store_true", help="write results JSON and README")
+    parser.add_argument("--json", type=Path, help="write the results JSON here (no README)")
     parser.add_argument(
         "--render", type=Path, help="rewrite the README section from a results JSON, no run"
     )
@@ -791,17 +793,20 @@ def main() -> None:
             print(f"{result.name:32s} ratio {result.ratio:.3f}  {result.passed}", flush=True)
     info = machine()
     print(table(results))
+    record = {
+        "machine": info,
+        "device": args.device,
+        "rounds": rounds,
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "results": [asdict(r) for r in results],
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
     if args.write:
         slug = machine_slug(info, args.device)
         out = HERE / "results" / f"{slug}.json"
         out.parent.mkdir(exist_ok=True)
-        record = {
-            "machine": info,
-            "device": args.device,
-            "rounds": rounds,
-            "command": " ".join(["bench/run.py", *sys.argv[1:]]),
-            "results": [asdict(r) for r in results],
-        }
         out.write_text(json.dumps(record, indent=1) + "\n")
         write_section(section(info, str(record["command"]), results))
         print(f"wrote {out} and the {SECTION!r} section of {README}")

@@ -140,6 +140,10 @@ class MinibatchSource:
             source as a plain ``[B, *F]`` tensor (decided once, for the whole source, so a
             stream's type never changes from one minibatch to the next). ``False`` gives a
             :class:`~rnnkit.SequenceBatch` for every tensor stream.
+        pin_memory: put every tensor of a minibatch (a SequenceBatch's data, a stacked
+            stream) in page-locked memory, so that ``mb.to("cuda", non_blocking=True)`` copies
+            while the GPU computes. Needs an accelerator: ``True`` without one is a ValueError.
+            Object streams (``collate`` results) are left as they are.
 
     Partition. Every rank builds the same list of minibatches for a sweep (each of
     ``minibatch_size``, from the same seed: the list one process would make) and takes every
@@ -183,8 +187,14 @@ class MinibatchSource:
         partition: tuple[int, int] = (0, 1),
         bucket: int | None = None,
         stack_single: bool = True,
+        pin_memory: bool = False,
     ) -> None:
         _check_positive("minibatch_size", minibatch_size)
+        if pin_memory and not torch.accelerator.is_available():
+            raise ValueError(
+                "pin_memory: expected a machine with an accelerator (CUDA) to pin memory for, "
+                "found none; pass pin_memory=False"
+            )
         if unit not in _UNITS:
             raise ValueError(f"unit: expected one of {_UNITS}, found {unit!r}")
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -208,6 +218,7 @@ class MinibatchSource:
         self.max_samples = max_samples
         self.bucket = bucket
         self.stack_single = stack_single
+        self.pin_memory = pin_memory
         self._sizes = sizes
         self._units = sizes if unit == "samples" else np.ones_like(sizes)
 
@@ -381,6 +392,10 @@ class MinibatchSource:
                 streams[name] = torch.cat(values)
             else:
                 streams[name] = SequenceBatch.from_list(values)
+            if self.pin_memory and isinstance(streams[name], Tensor):
+                streams[name] = streams[name].pin_memory()
+            elif self.pin_memory and isinstance(streams[name], SequenceBatch):
+                streams[name] = streams[name].map(Tensor.pin_memory)
         return streams
 
     def __repr__(self) -> str:
