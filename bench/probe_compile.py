@@ -12,6 +12,14 @@ gradients, one torch thread. Three ways, all from the same weights and checked e
 
 Prints one JSON line: microseconds per step for each, and the seconds each compilation took.
 The figures are quoted in bench/README.md (batch 1). Needs a C++ compiler for inductor.
+
+    python bench/probe_compile.py --train [--repeats 10]
+
+The training case instead (issue 18, item 1): ``torch.compile(Bidirectional(LSTMCell,
+LSTMCell))`` against the eager layer, forward and backward over a ragged batch (B=64, lengths
+10..100, I=128, H=256), both on the fused kernel (compiled: the custom operator
+``rnnkit::fused_rnn``). One JSON line: seconds per step of each, the first compiled call (the
+compile time) and the number of steps after which compiling has paid for itself, if it does.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from rnnkit import LSTMCell, Recurrence, SequenceBatch
+from rnnkit import Bidirectional, LSTMCell, Recurrence, SequenceBatch
 
 
 def per_step(fn: Callable[[], Tensor], steps: int, repeats: int) -> float:
@@ -36,12 +44,54 @@ def per_step(fn: Callable[[], Tensor], steps: int, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats / steps * 1e6
 
 
+def train_case(repeats: int) -> dict[str, object]:
+    """Eager against compiled Bidirectional LSTM training steps, the compile time included."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(10, 101, (64,), generator=g).tolist()
+    x = SequenceBatch.from_list([torch.randn(n, 128, generator=g) for n in lengths])
+    layer = Bidirectional(LSTMCell(128, 256), LSTMCell(128, 256))
+    compiled = torch.compile(layer)
+
+    def step(fn: Callable[[SequenceBatch], SequenceBatch]) -> Tensor:
+        layer.zero_grad()
+        out = fn(x).data
+        out.square().sum().backward()
+        return out.detach()
+
+    start = time.perf_counter()
+    got = step(compiled)
+    compile_s = time.perf_counter() - start
+    want = step(layer)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    times = {}
+    for name, fn in (("eager", layer), ("compiled", compiled)):
+        step(fn)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step(fn)
+        times[name] = (time.perf_counter() - start) / repeats
+    saved = times["eager"] - times["compiled"]
+    return {
+        "case": "Bidirectional LSTM B=64 T=10..100 I=128 H=256, forward+backward",
+        "threads": torch.get_num_threads(),
+        "eager_s_per_step": round(times["eager"], 4),
+        "compiled_s_per_step": round(times["compiled"], 4),
+        "first_compiled_call_s": round(compile_s, 1),
+        "break_even_steps": round(compile_s / saved) if saved > 0 else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--train", action="store_true", help="the training case instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.train:
+        print(json.dumps(train_case(args.repeats)))
+        return
     torch.manual_seed(0)
     t = args.steps
     cell = LSTMCell(128, 256, layer_norm=True)

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.cells import FusedKernel, State, as_tuple, check_cell
+from rnnkit.compiled_ops import fused_rnn
 from rnnkit.layers import Layer
 from rnnkit.sequences import SequenceBatch
 
@@ -214,7 +215,14 @@ def _fused_call(
     final: bool = True,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer, one direction of ``torch``'s fused RNN on padded ``[T, B, I]`` or packed data
-    from ``state`` (``[B, ...]`` per tensor); the final state too unless ``final=False``."""
+    from ``state`` (``[B, ...]`` per tensor); the final state too unless ``final=False``. Under
+    ``torch.compile`` the kernel runs as the custom operator ``rnnkit::fused_rnn``, which Dynamo
+    keeps whole (:mod:`rnnkit.compiled_ops`)."""
+    if torch.compiler.is_compiling():
+        hx_list = [s.unsqueeze(0) for s in state[: 2 if plan.pair else 1]]
+        name = plan.kernel.__name__
+        out = fused_rnn(name, x, batch_sizes, hx_list, plan.weights, cell.training)
+        return out[0], tuple(s.squeeze(0) for s in out[1:]) if final else ()
     hx = [s.unsqueeze(0) for s in state] if plan.pair else state[0].unsqueeze(0)
     flags = (plan.has_bias, 1, 0.0, cell.training, False)
     args: tuple[Any, ...] = (hx, plan.weights, *flags)
@@ -263,6 +271,32 @@ def _segment_costs(weights: list[Tensor]) -> tuple[float, float, float]:
 def _run_fused(
     cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need
 ) -> RecurrenceResult:
+    if torch.compiler.is_compiling():
+        # Dynamo misreads the cache of plans (a WeakKeyDictionary keyed by cells gave one
+        # cell's plan to another), so a compiled graph builds the plan from the cell.
+        kernel = declared_kernel(cell)
+        if isinstance(kernel, str):
+            raise ValueError(f"backend='fused' cannot run {kernel}; use 'loop' or 'auto'")
+        weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
+        if cell.bias_ih is not None:
+            weights += [cell.bias_ih, cell.bias_hh]
+        vf: Any = torch._VF
+        kernel_fn = getattr(vf, kernel.name)
+        plan = _FusedPlan(kernel_fn, weights, len(weights) == 4, kernel.pair, ())
+        # One call whatever the lengths, so the graph holds no choice made from their values
+        # (the segments below are planned from them): padded (oneDNN's fast path on CPU),
+        # packed where the final state is more than the last output (an LSTM's c) or on CUDA.
+        if x.data.is_cuda or (need == "final" and plan.pair):
+            out, final = _fused_call(cell, x.data, x.batch_sizes, state, plan)
+            return _fused_result(out, final, x, need)
+        out, _ = _fused_call(cell, x.to_padded_time_major(), None, state, plan, final=False)
+        flat = out.reshape(-1, out.shape[-1])
+        if need == "last":
+            return RecurrenceResult((), (flat.index_select(0, x.last_padded_index_caller),))
+        picked = flat.index_select(0, x.padded_index)
+        if need != "final":
+            return RecurrenceResult((picked,), ())
+        return RecurrenceResult((picked,), _to_caller((picked[x.last_rows_sorted()],), x))
     plan = _fused_plan(cell)
     sizes = x._sizes
     t, b = len(sizes), x.batch_size
