@@ -47,7 +47,7 @@ def _run(model: nn.Module, fn: Callable[..., Any], *inputs: Any) -> tuple[Tensor
     """Outputs and the parameter gradients of a loss that weighs every output differently."""
     model.zero_grad()
     out = _outputs(fn(*inputs))
-    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    weights = torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)
     (out * weights).sum().backward()
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     return out.detach(), grads
@@ -159,3 +159,13 @@ def test_fused_op_gradients_match_numerical(kernel: str, packed: bool) -> None:
         return tuple(fused_rnn(kernel, x, batch_sizes, list(rest[:n]), list(rest[n:]), True))
 
     assert torch.autograd.gradcheck(f, (x, *hx, *weights), atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_bidirectional_cuda_equals_eager() -> None:
+    """On a GPU the compiled layer runs cuDNN on packed input through the custom operator."""
+    torch.manual_seed(6)
+    model, x = LAYERS["bidirectional"]().cuda(), _batch(seed=6).to("cuda")
+    want = _run(model, model, x)
+    torch._dynamo.reset()
+    _assert_same(_run(model, torch.compile(model), x), want)
