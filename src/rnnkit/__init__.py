@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rnnkit.data.errors import ReaderError
     from rnnkit.data.minibatch import MinibatchSource
     from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
-    from rnnkit.onnx_export import export_onnx
+    from rnnkit.onnx_export import export_onnx, export_step_onnx
     from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
     from rnnkit.recursive import (
         ChildSumTreeLSTMCell,
@@ -106,6 +106,7 @@ __all__ = [
     "classification_error",
     "cross_entropy_with_softmax",
     "export_onnx",
+    "export_step_onnx",
     "load",
     "register_module",
     "save",
@@ -132,6 +133,7 @@ _SOURCES: dict[str, str] = {
     "Layer": "rnnkit.layers",
     "Sequential": "rnnkit.layers",
     "export_onnx": "rnnkit.onnx_export",
+    "export_step_onnx": "rnnkit.onnx_export",
     "Bidirectional": "rnnkit.recurrence",
     "Fold": "rnnkit.recurrence",
     "Recurrence": "rnnkit.recurrence",

@@ -9,10 +9,15 @@ each sequence's last valid step with a gather. Supported: Recurrence, Fold and B
 over standard RNN (tanh/relu), LSTM and GRU cells, in either direction, with Embedding,
 Dense, Dropout, Activation and the per-step ``torch.nn`` layers; anything else is refused
 naming the layer. The outputs are checked against onnxruntime in ``tests/test_saving.py``.
+
+:func:`export_step_onnx` exports the step function of any cell built from standard torch
+operations (state in, state out, dynamic batch) for streaming; :mod:`rnnkit.serving` drives
+it over whole padded batches. Checked against onnxruntime in ``tests/test_onnx_cells.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -27,7 +32,9 @@ from rnnkit.recurrence import Bidirectional, Fold, Recurrence
 from rnnkit.saving import NAMED_FUNCTIONS, function_to_config, qualified_name
 from rnnkit.sequences import SequenceBatch
 
-__all__ = ["export_onnx"]
+__all__ = ["export_onnx", "export_step_onnx"]
+
+INITIAL_STATE_KEY = "rnnkit.initial_state"
 
 
 def _fused_kind(cell: nn.Module) -> str | None:
@@ -304,3 +311,140 @@ def export_onnx(
         )
     for module, training in modes:
         module.training = training
+
+
+class _ExportStep(nn.Module):
+    """``(x [B, I], state_0 [B, H_0], ...) -> (state_0', ...)``: one step of ``cell``."""
+
+    def __init__(self, cell: nn.Module, num_states: int) -> None:
+        super().__init__()
+        self.cell, self.num_states = cell, num_states
+
+    def forward(self, x: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        state = states if self.num_states > 1 else states[0]
+        return _tuple(self.cell(x, state))
+
+
+def _logaddexp_symbolic(g: Any, a: Any, b: Any) -> Any:
+    """``aten::logaddexp`` (minLSTM's gate normaliser), which the TorchScript exporter lacks,
+    as ``max(a, b) + log(1 + exp(-|a - b|))``."""
+    high = g.op("Max", a, b)
+    gap = g.op("Neg", g.op("Abs", g.op("Sub", a, b)))
+    one = g.op("Constant", value_t=torch.tensor(1.0))
+    return g.op("Add", high, g.op("Log", g.op("Add", g.op("CastLike", one, gap), g.op("Exp", gap))))
+
+
+def export_step_onnx(
+    cell: nn.Module,
+    path: str | os.PathLike[str],
+    input_size: int | None = None,
+    opset_version: int = 17,
+) -> None:
+    """Write one step of ``cell`` (``cell(x, state) -> state``) as an ONNX graph, for streaming.
+
+    Inputs ``x [B, I]`` and ``state_0 .. state_{K-1}`` (the cell's K state tensors, in the
+    order of ``cell.initial_state``), outputs ``new_state_0 ..`` (``new_state_0`` is the
+    output); the batch size is dynamic. Any cell built from standard torch operations
+    exports: rnnkit's cells and a user's module following the step protocol (see
+    :class:`~rnnkit.cells.Cell`). The cell's initial state for one row is stored in the
+    model's metadata (``rnnkit.initial_state``), where :class:`rnnkit.serving.OnnxStepper`
+    reads it (GRU-D starts from the training means, not zeros).
+
+    ``input_size`` is needed for a cell without an ``input_size`` attribute. A step whose
+    operations depend on values through Python (``if`` on a tensor, ``.item()``) or use an
+    operator ONNX lacks is refused with ``ValueError`` naming the cell and the reason.
+
+    >>> import tempfile, os, torch
+    >>> from rnnkit import GRUCell
+    >>> path = os.path.join(tempfile.mkdtemp(), "step.onnx")
+    >>> export_step_onnx(GRUCell(3, 4, reset="before"), path)
+    """
+    name = qualified_name(type(cell))
+    size = getattr(cell, "input_size", None) if input_size is None else input_size
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(
+            f"input_size: expected a positive integer (the cell {name} has no input_size "
+            f"attribute to read), found {size!r}"
+        )
+    init = getattr(cell, "initial_state", None)
+    if not callable(init):
+        raise ValueError(f"cell: expected a cell with initial_state(batch_size), found {name}")
+    weights = next(iter(cell.parameters()), None)
+    dtype = weights.dtype if weights is not None else torch.float32
+    one = _tuple(init(1, None, dtype))
+    states = tuple(torch.randn(2, *s.shape[1:], dtype=s.dtype) for s in one)
+    x = torch.randn(2, size, dtype=dtype)
+    names = [f"state_{k}" for k in range(len(states))]
+    outputs = [f"new_{n}" for n in names]
+    wrapper = _ExportStep(cell, len(states))
+    torch.onnx.register_custom_op_symbolic("aten::logaddexp", _logaddexp_symbolic, 15)
+    modes = [(module, module.training) for module in cell.modules()]
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", "You are using the legacy TorchScript", DeprecationWarning
+            )
+            warnings.filterwarnings(
+                "ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\."
+            )
+            # Shape checks warn while traced; a value read through Python is caught below,
+            # where the graph is run against the cell on other inputs and another batch size.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                wrapper,
+                (x, *states),
+                str(path),
+                dynamo=False,
+                input_names=["x", *names],
+                output_names=outputs,
+                dynamic_axes={n: {0: "batch"} for n in ["x", *names, *outputs]},
+                opset_version=opset_version,
+            )
+    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"cell: {name} cannot be exported to ONNX as a step function: {first}"
+        ) from e
+    finally:
+        for module, training in modes:
+            module.training = training
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key = INITIAL_STATE_KEY
+    entry.value = json.dumps([s[0].detach().cpu().tolist() for s in one])
+    onnx.save(model, str(path))
+    _check_step(cell, wrapper, path, size, states, dtype, name)
+
+
+def _check_step(
+    cell: nn.Module,
+    wrapper: _ExportStep,
+    path: str | os.PathLike[str],
+    size: int,
+    states: tuple[Tensor, ...],
+    dtype: torch.dtype,
+    name: str,
+) -> None:
+    """Run the written graph on 3 fresh rows against the cell; refuse it if they differ."""
+    import onnxruntime as ort
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, size, dtype=dtype, generator=generator)
+    fresh = [torch.randn(3, *s.shape[1:], dtype=s.dtype, generator=generator) for s in states]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy(), **{f"state_{k}": s.numpy() for k, s in enumerate(fresh)}}
+    with torch.no_grad():
+        expected = wrapper(x, *fresh)
+    found = session.run(None, feed)
+    for k, (e, f) in enumerate(zip(expected, found, strict=True)):
+        if e.shape != f.shape or not bool(
+            torch.allclose(torch.from_numpy(f), e, rtol=1e-4, atol=1e-4)
+        ):
+            os.remove(path)
+            raise ValueError(
+                f"cell: {name} cannot be exported to ONNX as a step function: the graph's "
+                f"new_state_{k} differs from the cell's on other inputs (a value read through "
+                "Python, such as an `if` on a tensor or `.item()`, is frozen in the traced graph)"
+            )
