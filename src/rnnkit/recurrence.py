@@ -555,6 +555,24 @@ def _to_caller(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...
     return tuple(s.index_select(0, x.unsorted_indices) for s in state)
 
 
+def _check_parameters(cell: nn.Module, data: Tensor) -> None:
+    """A one-line error when ``data`` and ``cell``'s parameters differ in dtype or device."""
+    weight = next(cell.parameters(), None)
+    if weight is None:
+        return
+    name = type(cell).__name__
+    if weight.dtype != data.dtype:
+        raise TypeError(
+            f"x: {name} expected input of dtype {weight.dtype} (its parameters'), "
+            f"found {data.dtype}"
+        )
+    if weight.device != data.device:
+        raise ValueError(
+            f"x: {name} expected input on device {weight.device} (its parameters'), "
+            f"found {data.device}"
+        )
+
+
 def _unwrap(state: tuple[Tensor, ...]) -> State:
     return state[0] if len(state) == 1 else state
 
@@ -627,6 +645,7 @@ class Recurrence(Layer):
                 f"x: {type(self.cell).__name__} expected input of shape [B, {size}] per step, "
                 f"found steps of shape {tuple(x.feature_shape)}"
             )
+        _check_parameters(self.cell, x.data)
         start = self._start(x, state)
         backend = self._backend(x, need == "states" and len(start) > 1)
         if not self.go_backwards:
@@ -728,11 +747,20 @@ class Bidirectional(Layer):
             )
         self.merge = merge
 
-    def forward(self, x: SequenceBatch) -> SequenceBatch:
-        f, b = self.forward_layer(x), self.backward_layer(x)
+    def _merged(self, f: SequenceBatch, b: SequenceBatch) -> SequenceBatch:
         if self.merge == "sum":
             return f.with_data(f.data + b.data)
         return f.with_data(torch.cat([f.data, b.data], dim=-1))
+
+    def forward(self, x: SequenceBatch) -> SequenceBatch:
+        return self._merged(self.forward_layer(x), self.backward_layer(x))
+
+    def with_final_state(self, x: SequenceBatch) -> tuple[SequenceBatch, tuple[State, State]]:
+        """The merged outputs and ``(forward final state, backward final state)``, caller
+        order; the backward one is the state after each sequence's *first* step."""
+        f, f_state = self.forward_layer.with_final_state(x)
+        b, b_state = self.backward_layer.with_final_state(x)
+        return self._merged(f, b), (f_state, b_state)
 
 
 class Unfold(Layer):

@@ -290,9 +290,26 @@ class SequenceBatch:
         out.index_copy_(0, self.padded_index, self.data)
         return out.view(t, b, *features)
 
-    def to_padded(self, padding_value: float = 0.0) -> tuple[Tensor, Tensor]:
-        """``([B, T, *F] padded, [B] lengths)``, both in the caller's order."""
+    def to_padded(
+        self, padding_value: float = 0.0, total_length: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``([B, T, *F] padded, [B] lengths)``, both in the caller's order.
+
+        ``total_length`` pads the time axis to that many steps (as
+        ``torch.nn.utils.rnn.pad_packed_sequence``); it may not be below the longest length.
+        """
         padded = self.to_padded_time_major(padding_value).transpose(0, 1)
+        if total_length is not None:
+            longest = padded.shape[1]
+            if total_length < longest:
+                raise ValueError(
+                    f"total_length: expected at least the longest length {longest}, "
+                    f"found {total_length}"
+                )
+            extra = padded.new_full(
+                (padded.shape[0], total_length - longest, *padded.shape[2:]), padding_value
+            )
+            padded = torch.cat([padded, extra], dim=1)
         return padded.index_select(0, self.unsorted_indices), self.lengths
 
     def to_list(self) -> list[Tensor]:
