@@ -275,3 +275,63 @@ def test_hx_shape_error():
         ValueError, match=r"hx: LSTM expected h_0 of shape \(2, 4, 5\), found \(1, 4, 5\)"
     ):
         model(torch.randn(T, B, IN), (torch.zeros(1, B, H), torch.zeros(2, B, H)))
+
+
+def _plain_regularized_loop(cell, x, mask, rate_z):
+    """h_in = mask ⊙ h at every step (mask None: none); zoneout's evaluation mean at rate_z."""
+    state = as_tuple(cell.initial_state(x.shape[1], dtype=x.dtype))
+    outs = []
+    for t in range(x.shape[0]):
+        h = state[0] * mask if mask is not None else state[0]
+        new = as_tuple(cell(x[t], (h, *state[1:]) if len(state) > 1 else h))
+        if rate_z:
+            new = tuple(rate_z * o + (1 - rate_z) * n for o, n in zip(state, new, strict=True))
+        state = new
+        outs.append(state[0])
+    return torch.stack(outs), state
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_zoneout_in_evaluation_equals_a_plain_loop(mode):
+    torch.manual_seed(0)
+    model = getattr(rnn, mode)(IN, H, zoneout=0.3, dtype=torch.float64).eval()
+    x = torch.randn(T, B, IN, dtype=torch.float64)
+    out, st = model(x)
+    ref, ref_state = _plain_regularized_loop(model._layers[0][0].cell.inner[0], x, None, 0.3)
+    torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+    torch.testing.assert_close(as_tuple(st)[-1][0], ref_state[-1], atol=TOL, rtol=0)
+
+
+def test_zoneout_in_training_keeps_the_rate_of_units():
+    torch.manual_seed(0)
+    model = rnn.GRU(IN, 64, zoneout=0.25, dtype=torch.float64).train()
+    x = torch.randn(200, 8, IN, dtype=torch.float64)
+    out = model(x)[0]
+    kept = (out[1:] == out[:-1]).double().mean().item()  # a unit equal to its previous value
+    # 199 * 8 * 64 = 101,888 Bernoulli(0.25) draws: standard error 0.0014
+    assert abs(kept - 0.25) < 0.01
+
+
+def test_recurrent_dropout_uses_one_mask_per_sequence():
+    torch.manual_seed(0)
+    model = rnn.LSTM(IN, H, recurrent_dropout=0.5, dtype=torch.float64).train()
+    x = torch.randn(T, B, IN, dtype=torch.float64)
+    out, _ = model(x)
+    wrapper = model._layers[0][0].cell
+    mask = wrapper._mask  # sorted order is the caller's order for equal lengths
+    assert set(mask.unique().tolist()) <= {0.0, 2.0}
+    ref, _ = _plain_regularized_loop(wrapper.inner[0], x, mask, 0)
+    torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+    model.eval()
+    theirs = nn.LSTM(IN, H, dtype=torch.float64)
+    theirs.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(x)[0], theirs(x)[0], atol=TOL, rtol=0)
+
+
+def test_recurrent_dropout_keeps_about_one_minus_the_rate():
+    torch.manual_seed(0)
+    model = rnn.GRU(IN, 256, recurrent_dropout=0.3).train()
+    model(torch.randn(2, 64, IN))
+    mask = model._layers[0][0].cell._mask
+    # 64 * 256 = 16,384 draws of Bernoulli(0.7): standard error 0.0036
+    assert abs((mask > 0).float().mean().item() - 0.7) < 0.02

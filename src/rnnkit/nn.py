@@ -9,7 +9,10 @@ directions. The input is a padded tensor (``[T, B, I]``, ``[B, T, I]`` with ``ba
 
 What torch.nn lacks, as constructor options: ``layer_norm`` (LSTM only: Ba et al. 2016, see
 :class:`rnnkit.cells.LSTMCell`) and ``learned_initial_state`` (one trainable ``h_0`` (and
-``c_0``) per layer and direction, used when no initial state is passed).
+``c_0``) per layer and direction, used when no initial state is passed), ``recurrent_dropout``
+(variational: one mask per sequence on the state entering the recurrent product, Gal &
+Ghahramani 2016) and ``zoneout`` (Krueger et al. 2017); with either, the layers run on the
+step loop instead of the fused kernel.
 
 >>> import torch
 >>> from rnnkit.nn import LSTM
@@ -38,6 +41,59 @@ from rnnkit.sequences import SequenceBatch
 Input = Tensor | PackedSequence | SequenceBatch
 
 
+class _Regularized(nn.Module):
+    r"""A cell with variational recurrent dropout and zoneout around its step.
+
+    .. code-block:: text
+
+        recurrent dropout (Gal & Ghahramani 2016), rate q:  h_in = m ⊙ h / (1 - q), one mask
+            m ~ Bernoulli(1 - q) per sequence and unit, the same at every step (training only)
+        zoneout (Krueger et al. 2017), rate p:  s' = z ⊙ s + (1 - z) ⊙ cell(x, s), z ~
+            Bernoulli(p) per step and unit for every state tensor; in evaluation
+            s' = p s + (1 - p) cell(x, s)
+
+    The mask of recurrent dropout is drawn at the first step after :meth:`new_mask` (the engine
+    gives the active rows of a step as a prefix of the sorted batch, so rows keep their mask).
+    """
+
+    def __init__(self, cell: nn.Module, recurrent_dropout: float, zoneout: float) -> None:
+        super().__init__()
+        self.inner: list[Any] = [cell]  # its parameters are registered by the owner
+        self.input_size, self.hidden_size = cell.input_size, cell.hidden_size
+        self.recurrent_dropout, self.zoneout = recurrent_dropout, zoneout
+        self._mask: Tensor | None = None
+
+    def new_mask(self) -> None:
+        self._mask = None
+
+    def initial_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Any:
+        return self.inner[0].initial_state(batch_size, device, dtype)
+
+    def forward(self, x: Tensor, state: Any = None) -> Any:
+        cell = self.inner[0]
+        old = as_tuple(
+            cell.initial_state(x.shape[0], x.device, x.dtype) if state is None else state
+        )
+        h = old[0]
+        if self.training and self.recurrent_dropout > 0:
+            if self._mask is None or self._mask.shape[0] < h.shape[0]:
+                keep = 1.0 - self.recurrent_dropout
+                self._mask = torch.bernoulli(torch.full_like(h, keep)) / keep
+            h = h * self._mask[: h.shape[0]]
+        new = as_tuple(cell(x, h if len(old) == 1 else (h, *old[1:])))
+        p = self.zoneout
+        if p > 0:
+            if self.training:
+                new = tuple(
+                    torch.where(torch.rand_like(n) < p, o, n) for o, n in zip(old, new, strict=True)
+                )
+            else:
+                new = tuple(p * o + (1 - p) * n for o, n in zip(old, new, strict=True))
+        return new[0] if len(new) == 1 else new
+
+
 class _RNNBase(nn.Module):
     """A stack of (bidirectional) recurrences over rnnkit cells with torch.nn's interface."""
 
@@ -56,6 +112,8 @@ class _RNNBase(nn.Module):
         nonlinearity: Literal["tanh", "relu"] = "tanh",
         layer_norm: bool = False,
         learned_initial_state: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -64,6 +122,10 @@ class _RNNBase(nn.Module):
             raise ValueError(f"num_layers: expected an integer >= 1, found {num_layers!r}")
         if not 0.0 <= float(dropout) <= 1.0 or isinstance(dropout, bool):
             raise ValueError(f"dropout: expected a number in [0, 1], found {dropout!r}")
+        for name, rate in (("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout)):
+            if isinstance(rate, bool) or not 0.0 <= float(rate) < 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1), found {rate!r}")
+        self.recurrent_dropout, self.zoneout = float(recurrent_dropout), float(zoneout)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', found {nonlinearity!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -76,6 +138,7 @@ class _RNNBase(nn.Module):
         # this module under torch.nn's names (the same Parameter objects), so state_dict and
         # load_state_dict speak torch.nn.
         self._layers: list[list[RecurrenceFrom]] = []
+        self._regularized: list[_Regularized] = []
         for layer in range(num_layers):
             size = input_size if layer == 0 else out_size * self.num_directions
             row = []
@@ -89,6 +152,9 @@ class _RNNBase(nn.Module):
                 if layer_norm:
                     for name in ("layer_norm_ih", "layer_norm_hh", "layer_norm_c"):
                         self.add_module(name + suffix, getattr(cell, name))
+                if recurrent_dropout or zoneout:
+                    cell = _Regularized(cell, self.recurrent_dropout, self.zoneout)
+                    self._regularized.append(cell)
                 row.append(RecurrenceFrom(cell, go_backwards=bool(direction)))
             self._layers.append(row)
         self.learned_initial_state = learned_initial_state
@@ -201,6 +267,9 @@ class _RNNBase(nn.Module):
         """
         x, unbatched = self._sequences(input)
         self._check_input(x)
+        for cell in self._regularized:
+            cell.new_mask()
+            cell.training = self.training
         start = self._start(hx, x.batch_size, unbatched, x)
         finals: list[tuple[Tensor, ...]] = []
         layer_input = x
@@ -248,6 +317,8 @@ class _RNNBase(nn.Module):
             ("proj_size", 0),
             ("layer_norm", False),
             ("learned_initial_state", False),
+            ("recurrent_dropout", 0.0),
+            ("zoneout", 0.0),
         ):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
@@ -274,6 +345,8 @@ class LSTM(_RNNBase):
         dtype: torch.dtype | None = None,
         layer_norm: bool = False,
         learned_initial_state: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         super().__init__(
             input_size,
@@ -286,6 +359,8 @@ class LSTM(_RNNBase):
             proj_size,
             layer_norm=layer_norm,
             learned_initial_state=learned_initial_state,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
             device=device,
             dtype=dtype,
         )
@@ -314,6 +389,8 @@ class GRU(_RNNBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         learned_initial_state: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         super().__init__(
             input_size,
@@ -324,6 +401,8 @@ class GRU(_RNNBase):
             dropout,
             bidirectional,
             learned_initial_state=learned_initial_state,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
             device=device,
             dtype=dtype,
         )
@@ -351,6 +430,8 @@ class RNN(_RNNBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         learned_initial_state: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         super().__init__(
             input_size,
@@ -362,6 +443,8 @@ class RNN(_RNNBase):
             bidirectional,
             nonlinearity=nonlinearity,
             learned_initial_state=learned_initial_state,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
             device=device,
             dtype=dtype,
         )
