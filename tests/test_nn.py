@@ -335,3 +335,13 @@ def test_recurrent_dropout_keeps_about_one_minus_the_rate():
     mask = model._layers[0][0].cell._mask
     # 64 * 256 = 16,384 draws of Bernoulli(0.7): standard error 0.0036
     assert abs((mask > 0).float().mean().item() - 0.7) < 0.02
+
+
+def test_autocast_is_not_a_dtype_mismatch():
+    torch.manual_seed(0)
+    model = rnn.LSTM(IN, H)
+    x = torch.randn(T, B, IN, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)[0]
+        ref = model(x.float())[0]
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0)

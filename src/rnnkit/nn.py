@@ -207,7 +207,7 @@ class _RNNBase(nn.Module):
 
     def _check_input(self, x: SequenceBatch) -> None:
         weight = self.weight_ih_l0
-        if x.data.dtype != weight.dtype:
+        if x.data.dtype != weight.dtype and not torch.is_autocast_enabled(x.data.device.type):
             raise TypeError(
                 f"input: {self.mode} expected dtype {weight.dtype} (its parameters'), "
                 f"found {x.data.dtype}"

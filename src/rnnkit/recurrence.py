@@ -556,12 +556,13 @@ def _to_caller(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...
 
 
 def _check_parameters(cell: nn.Module, data: Tensor) -> None:
-    """A one-line error when ``data`` and ``cell``'s parameters differ in dtype or device."""
+    """A one-line error when ``data`` and ``cell``'s parameters differ in dtype (outside
+    autocast, which casts inside the operations) or device."""
     weight = next(cell.parameters(), None)
     if weight is None:
         return
     name = type(cell).__name__
-    if weight.dtype != data.dtype:
+    if weight.dtype != data.dtype and not torch.is_autocast_enabled(data.device.type):
         raise TypeError(
             f"x: {name} expected input of dtype {weight.dtype} (its parameters'), "
             f"found {data.dtype}"
