@@ -25,34 +25,11 @@ from rnnkit import (
 )
 from rnnkit.cells import as_tuple
 from rnnkit.serving import OnnxStepper
+from rnnkit.testing import CoupledLSTMCell
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ATOL = 1e-5
-
-
-class CoupledLSTMCell(nn.Module):
-    """A user's cell on the step protocol: an LSTM whose input gate is ``1 - f``."""
-
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.linear = nn.Linear(input_size + hidden_size, 3 * hidden_size)
-
-    def initial_state(
-        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> tuple[Tensor, Tensor]:
-        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
-        return zeros, zeros.clone()
-
-    def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, Tensor]:
-        h, c = self.initial_state(x.shape[0], x.device, x.dtype) if state is None else state
-        f, g, o = self.linear(torch.cat([x, h], dim=-1)).chunk(3, dim=-1)
-        f = torch.sigmoid(f)
-        c = f * c + (1 - f) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class Decaying(nn.Module):
