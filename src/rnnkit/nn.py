@@ -28,6 +28,7 @@ step loop instead of the fused kernel.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import torch
@@ -94,7 +95,7 @@ class _Regularized(nn.Module):
         return new[0] if len(new) == 1 else new
 
 
-class _RNNBase(nn.Module):
+class _RNNBase(nn.Module, ABC):
     """A stack of (bidirectional) recurrences over rnnkit cells with torch.nn's interface."""
 
     mode: str = ""
@@ -167,8 +168,9 @@ class _RNNBase(nn.Module):
                 )
         self.reset_parameters()
 
+    @abstractmethod
     def _cell(self, input_size: int) -> nn.Module:
-        raise NotImplementedError
+        """A fresh cell of this layer's kind reading ``input_size`` features."""
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation: every weight and bias ``U(-1/√H, 1/√H)``; layer-norm
