@@ -193,7 +193,14 @@ def _fused_plan(cell: Any) -> _FusedPlan:
             and params.get("bias_hh") is b_hh
         ):
             return plan
-    current = tuple(params.get(name) for name in _FUSED_NAMES)
+    plan = _build_plan(cell)
+    _PLANS[cell] = plan
+    return plan
+
+
+def _build_plan(cell: Any) -> _FusedPlan:
+    """The cell's :class:`_FusedPlan`, built now (not cached)."""
+    current = tuple(cell._parameters.get(name) for name in _FUSED_NAMES)
     weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
     if cell.bias_ih is not None:
         weights += [cell.bias_ih, cell.bias_hh]
@@ -201,9 +208,7 @@ def _fused_plan(cell: Any) -> _FusedPlan:
     if isinstance(kernel, str):
         raise ValueError(f"backend='fused' cannot run {kernel}; use 'loop' or 'auto'")
     vf: Any = torch._VF
-    plan = _FusedPlan(getattr(vf, kernel.name), weights, len(weights) == 4, kernel.pair, current)
-    _PLANS[cell] = plan
-    return plan
+    return _FusedPlan(getattr(vf, kernel.name), weights, len(weights) == 4, kernel.pair, current)
 
 
 def _fused_call(
@@ -274,15 +279,7 @@ def _run_fused(
     if torch.compiler.is_compiling():
         # Dynamo misreads the cache of plans (a WeakKeyDictionary keyed by cells gave one
         # cell's plan to another), so a compiled graph builds the plan from the cell.
-        kernel = declared_kernel(cell)
-        if isinstance(kernel, str):
-            raise ValueError(f"backend='fused' cannot run {kernel}; use 'loop' or 'auto'")
-        weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
-        if cell.bias_ih is not None:
-            weights += [cell.bias_ih, cell.bias_hh]
-        vf: Any = torch._VF
-        kernel_fn = getattr(vf, kernel.name)
-        plan = _FusedPlan(kernel_fn, weights, len(weights) == 4, kernel.pair, ())
+        plan = _build_plan(cell)
         # One call whatever the lengths, so the graph holds no choice made from their values
         # (the segments below are planned from them): padded (oneDNN's fast path on CPU),
         # packed where the final state is more than the last output (an LSTM's c) or on CUDA.
