@@ -13,7 +13,13 @@ samples stays within ``minibatch_size`` (at least one sequence per minibatch, so
 than ``minibatch_size`` makes a minibatch of its own). The size of an example is the number of
 samples of its longest stream, or of ``size_stream`` when one is named. With ``unit="sequences"``
 the size counts sequences instead. Every *sweep* (one pass over the data) visits each example once,
-in an order shuffled from ``(seed, sweep)``.
+in an order shuffled from ``(seed, sweep)``. A minibatch ends at the end of its sweep.
+
+CNTK's other rules are options (``cntk_compatible=True`` turns them all on): minibatches that run
+on into the next sweep (``cross_sweeps``), a last minibatch cut at ``max_samples``
+(``exact_limits``), sweep ``k`` shuffled from ``seed + k`` (``consecutive_seeds``), and each
+stream's samples counted on their own (``count_per_stream``); ``next_minibatch(size)`` takes a
+size per call. docs/data.md sets each beside rnnkit's default.
 
 Per stream, a minibatch holds a :class:`~rnnkit.SequenceBatch`, or a plain ``[B, *F]`` tensor for
 a stream that has exactly one sample in every example of the source, or the result of
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from typing import Any
 
 import numpy as np
@@ -53,6 +60,8 @@ _STATE_CONFIG = (
     "bucket",
     "world_size",
 )
+# Options added with CNTK's semantics: a state saved before they existed has them off.
+_STATE_OPTIONS = ("cross_sweeps", "exact_limits", "consecutive_seeds", "count_per_stream")
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class Minibatch:
         repeated: True when this minibatch repeats one given earlier in the same sweep, to give
             every rank the same number of minibatches (only with ``partition``; see
             :class:`MinibatchSource`).
+        stream_samples: stream name -> the samples of that stream in this minibatch (CNTK's
+            per-stream ``num_samples``).
     """
 
     streams: dict[str, Any]
@@ -81,6 +92,7 @@ class Minibatch:
     sweep: int
     end_of_sweep: bool
     repeated: bool = False
+    stream_samples: dict[str, int] = dataclass_field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.streams:
@@ -124,8 +136,9 @@ class MinibatchSource:
         size_stream: the stream whose samples count; ``None`` counts each example as its
             longest stream, which is CNTK's rule ("tensors are added until one of the inputs
             exceeds the minibatch size").
-        randomize: shuffle every sweep; sweep ``k`` uses a generator seeded from ``(seed, k)``,
-            so the order of any sweep is known without replaying the ones before it.
+        randomize: shuffle every sweep; sweep ``k`` uses a generator seeded from ``(seed, k)``
+            (``seed + k`` with ``consecutive_seeds``), so the order of any sweep is known without
+            replaying the ones before it.
         seed: a non-negative integer.
         max_sweeps: stop after this many sweeps; ``None`` for no limit.
         max_samples: stop once this many samples have been delivered (all ranks together;
@@ -144,6 +157,27 @@ class MinibatchSource:
             stream) in page-locked memory, so that ``mb.to("cuda", non_blocking=True)`` copies
             while the GPU computes. Needs an accelerator: ``True`` without one is a ValueError.
             Object streams (``collate`` results) are left as they are.
+        cross_sweeps: a minibatch that reaches the end of a sweep goes on into the next one
+            (CNTK's reader), instead of ending there; it never goes past the last of
+            ``max_sweeps``. Its ``sweep`` is the sweep of its first sequence and its
+            ``end_of_sweep`` says whether it holds the end of one.
+        exact_limits: cut the minibatch that reaches ``max_samples`` to the samples left, so
+            the total stops there (less than one sequence over, since sequences are whole),
+            as CNTK does. Needs ``unit="samples"``.
+        consecutive_seeds: shuffle sweep ``k`` with the generator seeded ``seed + k`` (numpy's
+            ``default_rng``), CNTK's rule: sweep ``k + 1`` of seed ``s`` is sweep ``k`` of seed
+            ``s + 1``. The orders are not CNTK's own (its generator differs), only the rule.
+        count_per_stream: count each stream's samples separately; a minibatch is full when
+            adding the next sequence would take any one stream past ``minibatch_size`` (CNTK's
+            count). Without it the count is each sequence's longest stream, summed. Ignored
+            when ``size_stream`` is named (that stream alone counts, in both).
+        cntk_compatible: turn on ``cross_sweeps``, ``exact_limits``, ``consecutive_seeds`` and
+            ``count_per_stream`` together.
+
+    The four CNTK options (and a per-call size in :meth:`next_minibatch`) read the sweep
+    sequence by sequence from a cursor, so they need ``partition=(0, 1)`` and ``bucket=None``.
+    docs/data.md ("CNTK compatibility") sets each beside rnnkit's default and says why the
+    defaults differ.
 
     Partition. Every rank builds the same list of minibatches for a sweep (each of
     ``minibatch_size``, from the same seed: the list one process would make) and takes every
@@ -171,6 +205,16 @@ class MinibatchSource:
     >>> c.load_state_dict(b.state_dict())  # c continues where b stopped
     >>> [mb.indices for mb in c]
     [(1, 3), (3, 0), (2,), (1,), (4,)]
+
+    CNTK's semantics: four one-sample sequences, three sweeps, minibatches of 5 samples.
+
+    >>> four = [{"x": torch.full((1, 1), float(i))} for i in range(4)]
+    >>> d = MinibatchSource(four, 5, max_sweeps=3, cntk_compatible=True)
+    >>> [(mb.num_samples, mb.end_of_sweep) for mb in d]  # rnnkit's default: 4, 4, 4
+    [(5, True), (5, True), (2, True)]
+    >>> e = MinibatchSource(four, 5, randomize=False, cntk_compatible=True)
+    >>> [e.next_minibatch(n).indices for n in (3, 2, 6)]  # a size per call
+    [(0, 1, 2), (3, 0), (1, 2, 3, 0, 1, 2)]
     """
 
     def __init__(
@@ -188,8 +232,22 @@ class MinibatchSource:
         bucket: int | None = None,
         stack_single: bool = True,
         pin_memory: bool = False,
+        cross_sweeps: bool = False,
+        exact_limits: bool = False,
+        consecutive_seeds: bool = False,
+        count_per_stream: bool = False,
+        cntk_compatible: bool = False,
     ) -> None:
         _check_positive("minibatch_size", minibatch_size)
+        for name, flag in (
+            ("cross_sweeps", cross_sweeps),
+            ("exact_limits", exact_limits),
+            ("consecutive_seeds", consecutive_seeds),
+            ("count_per_stream", count_per_stream),
+            ("cntk_compatible", cntk_compatible),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}: expected a bool, found {flag!r}")
         if pin_memory and not torch.accelerator.is_available():
             raise ValueError(
                 "pin_memory: expected a machine with an accelerator (CUDA) to pin memory for, "
@@ -206,9 +264,31 @@ class MinibatchSource:
         if bucket is not None:
             _check_positive("bucket", bucket)
         self.rank, self.world_size = _check_partition(partition)
+        self.cross_sweeps = cross_sweeps or cntk_compatible
+        self.exact_limits = exact_limits or cntk_compatible
+        self.consecutive_seeds = consecutive_seeds or cntk_compatible
+        self.count_per_stream = count_per_stream or cntk_compatible
+        if self.exact_limits and unit != "samples":
+            raise ValueError(
+                "exact_limits: cuts at max_samples, which counts samples; it needs "
+                f"unit='samples', found unit={unit!r}"
+            )
+        cursor_options = [
+            name
+            for name in ("cross_sweeps", "exact_limits", "count_per_stream")
+            if getattr(self, name)
+        ]
+        if cursor_options and (self.world_size > 1 or bucket is not None):
+            raise ValueError(
+                f"{cursor_options[0]}: reads the sweep from a cursor, which needs "
+                f"partition=(0, 1) and bucket=None, found partition={partition!r}, "
+                f"bucket={bucket!r}"
+            )
 
         self.examples: list[Mapping[str, Any]] = list(examples)
-        self.stream_names, self.single_sample, sizes = _inspect(self.examples, size_stream)
+        self.stream_names, self.single_sample, sizes, stream_sizes = _inspect(
+            self.examples, size_stream
+        )
         self.minibatch_size = minibatch_size
         self.unit = unit
         self.size_stream = size_stream
@@ -220,12 +300,22 @@ class MinibatchSource:
         self.stack_single = stack_single
         self.pin_memory = pin_memory
         self._sizes = sizes
+        self._stream_sizes = stream_sizes  # [num_examples, streams]
         self._units = sizes if unit == "samples" else np.ones_like(sizes)
+        # What the cursor counts per example: one number, or one per stream.
+        counted = stream_sizes if self.count_per_stream and size_stream is None else sizes[:, None]
+        if unit != "samples":
+            counted = np.ones((len(sizes), 1), dtype=np.int64)
+        self._counted: list[tuple[int, ...]] = [tuple(row) for row in counted.tolist()]
 
         self._sweep = 0
         self._round = 0
         self._samples_seen = 0
+        # The cursor (the next example's place in the sweep's order) replaces the round once a
+        # CNTK option or a per-call size is in use.
+        self._position: int | None = 0 if cursor_options else None
         self._plan_cache: tuple[int, list[_Round]] | None = None
+        self._order_cache: tuple[int, np.ndarray] | None = None
 
     @classmethod
     def for_fit(
@@ -285,10 +375,23 @@ class MinibatchSource:
             raise StopIteration
         return mb
 
-    def next_minibatch(self) -> Minibatch | None:
-        """This rank's next minibatch, or ``None`` once the source is exhausted."""
+    def next_minibatch(self, minibatch_size: int | None = None) -> Minibatch | None:
+        """This rank's next minibatch, or ``None`` once the source is exhausted.
+
+        ``minibatch_size`` sets the size of this minibatch alone (as CNTK's
+        ``next_minibatch(minibatch_size_in_samples)``); ``None`` uses the source's. A size
+        other than the source's reads from the current place in the sweep on (it needs
+        ``partition=(0, 1)`` and ``bucket=None``), and so do the calls after it.
+        """
+        if minibatch_size is not None:
+            _check_positive("minibatch_size", minibatch_size)
         if self.exhausted:
             return None
+        size = self.minibatch_size if minibatch_size is None else minibatch_size
+        if self._position is None and size != self.minibatch_size:
+            self._enter_cursor()
+        if self._position is not None:
+            return self._next_from_cursor(size)
         sweep = self._sweep
         rounds = self._plan(sweep)
         current = rounds[self._round]
@@ -307,7 +410,68 @@ class MinibatchSource:
             sweep,
             end_of_sweep,
             current.repeated[self.rank],
+            self._stream_samples(indices),
         )
+
+    def _enter_cursor(self) -> None:
+        """Switch from the plan's rounds to a cursor at the same place in the sweep."""
+        if self.world_size > 1 or self.bucket is not None:
+            raise ValueError(
+                "minibatch_size: a size per call reads the sweep from a cursor, which needs "
+                f"partition=(0, 1) and bucket=None, found partition=({self.rank}, "
+                f"{self.world_size}), bucket={self.bucket!r}"
+            )
+        rounds = self._plan(self._sweep)
+        self._position = sum(len(r.batches[0]) for r in rounds[: self._round])
+        self._round = 0
+
+    def _next_from_cursor(self, size: int) -> Minibatch | None:
+        """The next minibatch of at most ``size`` units, sequence by sequence from the cursor
+        (across sweeps with ``cross_sweeps``, cut at ``max_samples`` with ``exact_limits``)."""
+        assert self._position is not None
+        limit = size
+        if self.exact_limits and self.max_samples is not None:
+            limit = min(limit, self.max_samples - self._samples_seen)
+        first_sweep = self._sweep
+        totals = [0] * len(self._counted[0])
+        indices: list[int] = []
+        end_of_sweep = False
+        while self.max_sweeps is None or self._sweep < self.max_sweeps:
+            order = self._order(self._sweep)
+            item = int(order[self._position])
+            units = self._counted[item]
+            if indices and any(t + u > limit for t, u in zip(totals, units, strict=True)):
+                break
+            indices.append(item)
+            totals = [t + u for t, u in zip(totals, units, strict=True)]
+            self._position += 1
+            if self._position == len(order):
+                self._sweep += 1
+                self._position = 0
+                end_of_sweep = True
+                if not self.cross_sweeps:
+                    break
+        chosen = tuple(indices)
+        stream_samples = self._stream_samples(chosen)
+        if self.count_per_stream and self.size_stream is None:
+            num_samples = max(stream_samples.values())
+        else:
+            num_samples = int(self._sizes[list(chosen)].sum())
+        self._samples_seen += num_samples
+        return Minibatch(
+            self._collate(chosen),
+            chosen,
+            num_samples,
+            len(chosen),
+            first_sweep,
+            end_of_sweep,
+            False,
+            stream_samples,
+        )
+
+    def _stream_samples(self, indices: tuple[int, ...]) -> dict[str, int]:
+        totals = self._stream_sizes[list(indices)].sum(axis=0).tolist()
+        return dict(zip(self.stream_names, totals, strict=True))
 
     # ------------------------------------------------------------------ resuming
     def state_dict(self) -> dict[str, Any]:
@@ -317,10 +481,11 @@ class MinibatchSource:
         """
         state: dict[str, Any] = {
             "sweep": self._sweep,
-            "round": self._round,
+            "round": None if self._position is not None else self._round,
+            "position": self._position,
             "samples_seen": self._samples_seen,
         }
-        state.update({key: getattr(self, key) for key in _STATE_CONFIG})
+        state.update({key: getattr(self, key) for key in (*_STATE_CONFIG, *_STATE_OPTIONS)})
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -328,23 +493,46 @@ class MinibatchSource:
         for key in (*_STATE_CONFIG, "sweep", "round", "samples_seen"):
             if key not in state:
                 raise KeyError(f"state: missing key {key!r}; expected the output of state_dict()")
-        for key in _STATE_CONFIG:
-            if state[key] != getattr(self, key):
+        saved = {key: state[key] for key in _STATE_CONFIG}
+        saved.update({key: state.get(key, False) for key in _STATE_OPTIONS})
+        for key, value in saved.items():
+            if value != getattr(self, key):
                 raise ValueError(
                     f"state[{key!r}]: the state was saved from a source with {key}="
-                    f"{state[key]!r}, this source has {key}={getattr(self, key)!r}; the "
+                    f"{value!r}, this source has {key}={getattr(self, key)!r}; the "
                     "minibatches would differ"
                 )
-        sweep, round_ = int(state["sweep"]), int(state["round"])
+        sweep = int(state["sweep"])
         if sweep < 0:
             raise ValueError(f"state['sweep']: expected a non-negative integer, found {sweep}")
-        rounds = len(self._plan(sweep))
-        if not 0 <= round_ < rounds:
-            raise ValueError(
-                f"state['round']: expected 0 <= round < {rounds} (the rounds of sweep {sweep}), "
-                f"found {round_}"
-            )
-        self._sweep, self._round = sweep, round_
+        position = state.get("position")
+        if position is not None:
+            position = int(position)
+            if self.world_size > 1 or self.bucket is not None:
+                raise ValueError(
+                    "state['position']: the state was saved from a cursor, which needs "
+                    "partition=(0, 1) and bucket=None"
+                )
+            if not 0 <= position < self.num_examples:
+                raise ValueError(
+                    f"state['position']: expected 0 <= position < {self.num_examples} (the "
+                    f"examples of a sweep), found {position}"
+                )
+            self._sweep, self._round, self._position = sweep, 0, position
+        else:
+            if any(saved[key] for key in ("cross_sweeps", "exact_limits", "count_per_stream")):
+                raise ValueError(
+                    "state['position']: expected the cursor of a source with CNTK options, "
+                    "found None"
+                )
+            round_ = int(state["round"])
+            rounds = len(self._plan(sweep))
+            if not 0 <= round_ < rounds:
+                raise ValueError(
+                    f"state['round']: expected 0 <= round < {rounds} (the rounds of sweep "
+                    f"{sweep}), found {round_}"
+                )
+            self._sweep, self._round, self._position = sweep, round_, None
         self._samples_seen = int(state["samples_seen"])
 
     # ------------------------------------------------------------------ planning
@@ -353,9 +541,8 @@ class MinibatchSource:
         key = sweep if self.randomize else 0  # without shuffling every sweep is the same
         if self._plan_cache is not None and self._plan_cache[0] == key:
             return self._plan_cache[1]
-        n = len(self.examples)
-        rng = np.random.default_rng((self.seed, sweep)) if self.randomize else None
-        order = rng.permutation(n) if rng is not None else np.arange(n)
+        rng = self._generator(sweep)
+        order = self._shuffle(rng)
         if self.bucket is None:
             batches = _pack(order, self._units, self.minibatch_size)
         else:
@@ -382,6 +569,25 @@ class MinibatchSource:
         self._plan_cache = (key, rounds)
         return rounds
 
+    def _generator(self, sweep: int) -> np.random.Generator | None:
+        """The generator that shuffles ``sweep`` (None without shuffling)."""
+        if not self.randomize:
+            return None
+        if self.consecutive_seeds:
+            return np.random.default_rng(self.seed + sweep)
+        return np.random.default_rng((self.seed, sweep))
+
+    def _shuffle(self, rng: np.random.Generator | None) -> np.ndarray:
+        n = len(self.examples)
+        return rng.permutation(n) if rng is not None else np.arange(n)
+
+    def _order(self, sweep: int) -> np.ndarray:
+        """The order of ``sweep``'s examples (the plan's order before it is cut)."""
+        key = sweep if self.randomize else 0
+        if self._order_cache is None or self._order_cache[0] != key:
+            self._order_cache = (key, self._shuffle(self._generator(sweep)))
+        return self._order_cache[1]
+
     def _collate(self, indices: tuple[int, ...]) -> dict[str, Any]:
         streams: dict[str, Any] = {}
         for name in self.stream_names:
@@ -402,7 +608,12 @@ class MinibatchSource:
         return (
             f"MinibatchSource({self.num_examples} examples, streams={self.stream_names}, "
             f"minibatch_size={self.minibatch_size} {self.unit}, sweep={self._sweep}, "
-            f"samples_seen={self._samples_seen}, partition=({self.rank}, {self.world_size}))"
+            f"samples_seen={self._samples_seen}, partition=({self.rank}, {self.world_size})"
+            + (", cross_sweeps" if self.cross_sweeps else "")
+            + (", exact_limits" if self.exact_limits else "")
+            + (", consecutive_seeds" if self.consecutive_seeds else "")
+            + (", count_per_stream" if self.count_per_stream else "")
+            + ")"
         )
 
 
@@ -452,9 +663,10 @@ def _value_size(value: Any) -> int:
 
 def _inspect(
     examples: list[Mapping[str, Any]], size_stream: str | None
-) -> tuple[list[str], dict[str, bool], np.ndarray]:
+) -> tuple[list[str], dict[str, bool], np.ndarray, np.ndarray]:
     """Check every example; return the stream names, which streams have one sample per
-    example, and every example's size in samples."""
+    example, every example's size in samples, and the samples of each of its streams
+    (``[num_examples, streams]``)."""
     if not examples:
         raise ValueError("examples: expected at least one example, found none")
     if not isinstance(examples[0], Mapping) or not examples[0]:
@@ -471,6 +683,7 @@ def _inspect(
         raise ValueError(f"size_stream: expected one of the streams {names}, found {size_stream!r}")
     first = examples[0]
     sizes = np.empty(len(examples), dtype=np.int64)
+    stream_sizes = np.empty((len(examples), len(names)), dtype=np.int64)
     single = dict.fromkeys(names, True)
     for i, example in enumerate(examples):
         if not isinstance(example, Mapping):
@@ -499,7 +712,8 @@ def _inspect(
         sizes[i] = (
             max(example_sizes) if size_stream is None else example_sizes[names.index(size_stream)]
         )
-    return names, single, sizes
+        stream_sizes[i] = example_sizes
+    return names, single, sizes, stream_sizes
 
 
 def _check_value(i: int, name: str, value: Any, ref: Any) -> None:
