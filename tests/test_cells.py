@@ -167,8 +167,8 @@ def test_cell_options_are_checked():
         RNNCell(3, 4, nonlinearity="gelu")
     with pytest.raises(ValueError, match="reset: expected 'after' or 'before', found 'middle'"):
         GRUCell(3, 4, reset="middle")
-    with pytest.raises(ValueError, match="proj_size: .* found 4"):
-        LSTMCell(3, 4, proj_size=4)
+    with pytest.raises(ValueError, match="proj_size: .* found -1"):
+        LSTMCell(3, 4, proj_size=-1)
     with pytest.raises(ValueError, match=r"expected input of shape \[B, 3\], found \(2, 5\)"):
         LSTMCell(3, 4)(torch.zeros(2, 5))
 

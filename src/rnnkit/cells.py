@@ -32,6 +32,9 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
+
+from rnnkit.lazy import input_weight
 
 __all__ = [
     "Cell",
@@ -134,34 +137,128 @@ def _own_kernel(
     return FusedKernel(name) if unfit is None else unfit
 
 
-def _check_input(name: str, x: Tensor, size: int) -> None:
+_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+
+
+def _check_input(name: str, x: Tensor, size: int | None) -> None:
     if x.dim() != 2 or x.shape[1] != size:
         raise ValueError(f"{name}: expected input of shape [B, {size}], found {tuple(x.shape)}")
 
 
-def _check_sizes(**sizes: int) -> None:
+def _check_sizes(**sizes: int | None) -> None:
     """Refuse a size that is not a positive integer, naming the argument."""
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive integer, found {value!r}")
 
 
-class _StepCell(nn.Module):
-    """Shared parts: uniform init (as torch.nn), ``__call__`` = step(input_projection(x))."""
+def _required_size(name: str, value: int | None) -> int:
+    """``value``, refused unless a positive integer (a size that cannot be inferred)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, found {value!r}")
+    return value
 
-    input_size: int
+
+def _check_input_size(input_size: int | None) -> None:
+    """None (inferred at the first call) or a positive integer."""
+    if input_size is not None:
+        _check_sizes(input_size=input_size)
+
+
+def _activation(argument: str, name: str) -> Callable[[Tensor], Tensor]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"{argument}: expected one of {sorted(_ACTIVATIONS)}, found {name!r}")
+    return _ACTIVATIONS[name]
+
+
+# Droppo's self-stabiliser (CNTK's Stabilizer): beta = softplus(4 p) / 4, a scalar per use,
+# starting at p = log(e^4 - 1) / 4, where beta = 1.
+STABILIZER_STEEPNESS = 4.0
+STABILIZER_INIT = math.log(math.expm1(STABILIZER_STEEPNESS)) / STABILIZER_STEEPNESS
+
+
+def stabilizer_scale(p: Tensor) -> Tensor:
+    """``beta = log(1 + exp(4 p)) / 4`` (CNTK's ``Stabilizer`` with steepness 4): positive,
+    about linear near ``p = 1``, and 1 at the initial ``p``."""
+    return nn.functional.softplus(p, beta=STABILIZER_STEEPNESS)
+
+
+ParameterInit: TypeAlias = Callable[[str, nn.Parameter], None]
+
+
+class _StepCell(nn.Module):
+    """Shared parts: uniform init (as torch.nn), ``__call__`` = step(input_projection(x)),
+    shape inference (``input_size=None``: ``weight_ih`` materialised at the first call).
+
+    ``initializer``: None (torch.nn's uniform) or ``fn(name, parameter)`` drawing one
+    parameter in place; :meth:`reset_parameters` and the first call of a cell built without
+    its input size use it (``rnnkit.cntk``'s blocks set CNTK's Glorot initialisation so).
+    """
+
+    input_size: int | None
     hidden_size: int
     weight_ih: nn.Parameter
     bias_ih: nn.Parameter | None
     step: Callable[[Tensor, State], State]
+    initializer: ParameterInit | None = None
+    # weight_ih's rows, [rows, input_size]; set by each cell from its sizes
+    _input_rows: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_load_state_dict_pre_hook(_materialize_from_state)
+
+    def _input_weight(self, rows: int, input_size: int | None) -> nn.Parameter:
+        """``weight_ih [rows, I]``, uninitialised until the first call when I is not known."""
+        self._input_rows = rows
+        return input_weight((rows,), input_size)
+
+    def materialize(self, input_size: int) -> None:
+        """Give a cell built without its input size its ``weight_ih [G*H, input_size]``, drawn
+        by the cell's initialisation (what its first call does with the input's size)."""
+        if self.input_size is not None:
+            if input_size != self.input_size:
+                raise ValueError(
+                    f"input_size: {type(self).__name__} has input size {self.input_size}, "
+                    f"found {input_size}"
+                )
+            return
+        _check_sizes(input_size=input_size)
+        weight = self.weight_ih
+        if isinstance(weight, nn.parameter.UninitializedParameter):
+            weight.materialize((self._input_rows, input_size))
+        self.input_size = input_size
+        with torch.no_grad():
+            self._init_parameter("weight_ih", self.weight_ih)
 
     def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every weight, as ``torch.nn`` cells do."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for name, p in self.named_parameters():
-            if name.startswith("layer_norm") or name == "stabilizer":
-                continue
+        """Draw every parameter: with :attr:`initializer` when set, else Uniform(-1/sqrt(H),
+        1/sqrt(H)) for every weight, as ``torch.nn`` cells do (a stabiliser starts at 1, a
+        layer norm at its own reset). A weight that waits for the input size is drawn at the
+        first call."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if not is_lazy(p):
+                    self._init_parameter(name, p)
+
+    def _init_parameter(self, name: str, p: nn.Parameter) -> None:
+        if self.initializer is not None:
+            self.initializer(name, p)
+        elif name.startswith("stabilizer"):
+            nn.init.constant_(p, STABILIZER_INIT)
+        elif not name.startswith("layer_norm"):
+            bound = 1.0 / math.sqrt(self.hidden_size)
             nn.init.uniform_(p, -bound, bound)
+
+    def _stabilizer(self, name: str, enabled: bool) -> None:
+        """Register the scalar stabiliser parameter ``name`` when ``enabled``, None otherwise."""
+        value = nn.Parameter(torch.full((1,), STABILIZER_INIT)) if enabled else None
+        self.register_parameter(name, value)
+
+    def _stabilized(self, name: str, x: Tensor) -> Tensor:
+        """``beta * x`` with the stabiliser ``name``, or ``x`` when the cell has none."""
+        p = getattr(self, name)
+        return x if p is None else stabilizer_scale(p) * x
 
     def initial_state(
         self,
@@ -173,7 +270,10 @@ class _StepCell(nn.Module):
         return self._zeros(batch_size, self.hidden_size, device, dtype)
 
     def input_projection(self, x: Tensor) -> Tensor:
-        """``[N, I] -> [N, G*H]``: ``x W_ih^T + b_ih`` for all steps at once."""
+        """``[N, I] -> [N, G*H]``: ``x W_ih^T + b_ih`` for all steps at once (the first call
+        of a cell built without its input size takes I from ``x``)."""
+        if self.input_size is None and x.dim() == 2:
+            self.materialize(x.shape[1])
         _check_input(f"{type(self).__name__} input", x, self.input_size)
         return nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
@@ -195,7 +295,17 @@ class _StepCell(nn.Module):
         return torch.zeros(batch_size, size, device=device, dtype=dtype)
 
 
-_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+def _materialize_from_state(
+    module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: object
+) -> None:
+    """Before ``load_state_dict``: a cell that has not run yet takes its input size from the
+    stored ``weight_ih``."""
+    stored = state_dict.get(f"{prefix}weight_ih")
+    if isinstance(module, _StepCell) and module.input_size is None and stored is not None:
+        module.materialize(int(stored.shape[-1]))
+
+
+Activation: TypeAlias = Literal["tanh", "relu", "sigmoid"]
 
 
 class RNNCell(_StepCell):
@@ -203,42 +313,75 @@ class RNNCell(_StepCell):
 
     ``nonlinearity`` is ``'tanh'`` (default, as ``torch.nn.RNNCell``), ``'relu'`` (IRNN when
     ``weight_hh`` is the identity, Le et al. 2015) or ``'sigmoid'`` (CNTK's ``RNNStep``).
+    ``input_size=None``: inferred at the first call. ``proj_size > 0`` (CNTK's ``cell_shape``):
+    the output is ``h' = W_hr f(...)``, ``weight_hr [P, H]``, and the recurrent state has size
+    P. ``self_stabilization`` (CNTK's ``enable_self_stabilization``, Droppo's stabiliser): the
+    previous state is scaled by a trained scalar ``softplus(4 s) / 4`` before its product,
+    ``stabilizer_dh``, and the output before its projection, ``stabilizer_p``.
 
-    Shapes: ``weight_ih [H, I]``, ``weight_hh [H, H]``, biases ``[H]``; x ``[B, I]``,
-    state ``[B, H]``.
+    Shapes: ``weight_ih [H, I]``, ``weight_hh [H, P or H]``, biases ``[H]``; x ``[B, I]``,
+    state ``[B, P or H]``; ``hidden_size`` is the output size (P when projected).
     """
 
     def __init__(
         self,
-        input_size: int,
-        hidden_size: int,
+        input_size: int | None = None,
+        hidden_size: int | None = None,
         bias: bool = True,
-        nonlinearity: Literal["tanh", "relu", "sigmoid"] = "tanh",
+        nonlinearity: Activation = "tanh",
+        proj_size: int = 0,
+        self_stabilization: bool = False,
     ) -> None:
         super().__init__()
-        _check_sizes(input_size=input_size, hidden_size=hidden_size)
-        if nonlinearity not in _ACTIVATIONS:
-            raise ValueError(
-                f"nonlinearity: expected one of {sorted(_ACTIVATIONS)}, found {nonlinearity!r}"
-            )
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.nonlinearity = nonlinearity
-        self.activation = _ACTIVATIONS[nonlinearity]
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(hidden_size)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        _check_input_size(input_size)
+        hidden_size = _required_size("hidden_size", hidden_size)
+        self.activation = _activation("nonlinearity", nonlinearity)
+        _check_projection(proj_size, hidden_size, square=False)
+        self.input_size, self.cell_size, self.proj_size = input_size, hidden_size, proj_size
+        self.hidden_size = proj_size or hidden_size
+        self.nonlinearity, self.self_stabilization = nonlinearity, self_stabilization
+        h, r = hidden_size, self.hidden_size
+        self.weight_ih = self._input_weight(h, input_size)
+        self.weight_hh = nn.Parameter(torch.empty(h, r))
+        self.bias_ih = nn.Parameter(torch.empty(h)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(h)) if bias else None
+        self.weight_hr = nn.Parameter(torch.empty(r, h)) if proj_size else None
+        self._stabilizer("stabilizer_dh", self_stabilization)
+        self._stabilizer("stabilizer_p", self_stabilization and proj_size > 0)
         self.reset_parameters()
 
     def step(self, px: Tensor, state: State) -> Tensor:
         (h,) = as_tuple(state)
-        return self.activation(px + nn.functional.linear(h, self.weight_hh, self.bias_hh))
+        h = self._stabilized("stabilizer_dh", h)
+        h_next = self.activation(px + nn.functional.linear(h, self.weight_hh, self.bias_hh))
+        if self.weight_hr is not None:
+            h_next = nn.functional.linear(self._stabilized("stabilizer_p", h_next), self.weight_hr)
+        return h_next
 
     def fused_kernel(self) -> FusedKernel | str:
-        """``rnn_tanh`` or ``rnn_relu`` (``torch.nn.RNN``); none for ``'sigmoid'``."""
-        unfit = "a sigmoid RNNCell" if self.nonlinearity == "sigmoid" else None
+        """``rnn_tanh`` or ``rnn_relu`` (``torch.nn.RNN``); none for ``'sigmoid'``, a
+        projection or self-stabilisation."""
+        unfit = None
+        if self.nonlinearity == "sigmoid":
+            unfit = "a sigmoid RNNCell"
+        elif self.proj_size or self.self_stabilization:
+            unfit = "an RNNCell with proj_size or self_stabilization"
         name: FusedKernelName = "rnn_relu" if self.nonlinearity == "relu" else "rnn_tanh"
         return _own_kernel(self, RNNCell, name, unfit)
+
+
+def _check_projection(proj_size: int, hidden_size: int, square: bool) -> None:
+    """``proj_size``: 0 (none) or a positive size (equal to ``hidden_size`` when ``square``)."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+        raise ValueError(
+            f"proj_size: expected 0 (no projection) or a positive integer, found {proj_size!r}"
+        )
+    if square and proj_size not in (0, hidden_size):
+        raise ValueError(
+            f"proj_size: a GRU's update mixes its cell and its previous output elementwise, so "
+            f"its projection is square: expected 0 or hidden_size={hidden_size}, found "
+            f"{proj_size}"
+        )
 
 
 class LSTMCell(_StepCell):
@@ -254,10 +397,17 @@ class LSTMCell(_StepCell):
         h' = o ⊙ tanh(c')            [then h' = W_hr h' when proj_size > 0]
 
     Options: ``peepholes`` (Gers & Schmidhuber 2000; diagonal weights ``weight_ci``,
-    ``weight_cf``, ``weight_co`` of shape ``[H]``), ``proj_size`` (Sak et al. 2014, as
-    ``torch.nn.LSTM``: ``weight_hr [P, H]``, the output and recurrent state have size P), and
-    ``layer_norm`` (Ba et al. 2016: the input and recurrent gate pre-activations and the cell
-    are normalised separately, each with its own gain and bias).
+    ``weight_cf``, ``weight_co`` of shape ``[H]``), ``proj_size`` (Sak et al. 2014:
+    ``weight_hr [P, H]``, the output and recurrent state have size P; torch.nn.LSTM wants
+    ``P < H``, CNTK's ``cell_shape`` allows any P), ``layer_norm`` (Ba et al. 2016: the input
+    and recurrent gate pre-activations and the cell are normalised separately, each with its
+    own gain and bias), ``activation`` (in place of both tanh, as CNTK's ``activation=``) and
+    ``self_stabilization`` (CNTK's ``enable_self_stabilization``: trained scalars
+    ``beta = softplus(4 s) / 4`` scale the previous ``h`` before its product,
+    ``stabilizer_dh``, the previous ``c`` in the input and forget peepholes, ``stabilizer_dc``,
+    the new ``c`` in the output peephole, ``stabilizer_c``, and ``h`` before the projection,
+    ``stabilizer_p``; the forget product ``f ⊙ c`` keeps the raw ``c``, as CNTK's blocks.py).
+    ``input_size=None``: inferred at the first call.
 
     Shapes: ``weight_ih [4H, I]``, ``weight_hh [4H, P or H]``, biases ``[4H]``.
     State: ``(h [B, P or H], c [B, H])``; ``hidden_size`` of the cell is the output size.
@@ -265,25 +415,26 @@ class LSTMCell(_StepCell):
 
     def __init__(
         self,
-        input_size: int,
-        hidden_size: int,
+        input_size: int | None = None,
+        hidden_size: int | None = None,
         bias: bool = True,
         proj_size: int = 0,
         peepholes: bool = False,
         layer_norm: bool = False,
+        activation: Activation = "tanh",
+        self_stabilization: bool = False,
     ) -> None:
         super().__init__()
-        _check_sizes(input_size=input_size, hidden_size=hidden_size)
-        if proj_size < 0 or (proj_size >= hidden_size and proj_size != 0):
-            raise ValueError(
-                f"proj_size: expected 0 (no projection) or 0 < proj_size < hidden_size="
-                f"{hidden_size}, found {proj_size}"
-            )
+        _check_input_size(input_size)
+        hidden_size = _required_size("hidden_size", hidden_size)
+        _check_projection(proj_size, hidden_size, square=False)
+        self._activate = _activation("activation", activation)
         self.input_size, self.cell_size, self.proj_size = input_size, hidden_size, proj_size
         self.hidden_size = proj_size or hidden_size
         self.peepholes, self.layer_norm = peepholes, layer_norm
+        self.activation, self.self_stabilization = activation, self_stabilization
         h, r = hidden_size, self.hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * h, input_size))
+        self.weight_ih = self._input_weight(4 * h, input_size)
         self.weight_hh = nn.Parameter(torch.empty(4 * h, r))
         self.bias_ih = nn.Parameter(torch.empty(4 * h)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(4 * h)) if bias else None
@@ -296,17 +447,27 @@ class LSTMCell(_StepCell):
             self.layer_norm_ih = nn.LayerNorm(4 * h)
             self.layer_norm_hh = nn.LayerNorm(4 * h)
             self.layer_norm_c = nn.LayerNorm(h)
+        self._stabilizer("stabilizer_dh", self_stabilization)
+        self._stabilizer("stabilizer_dc", self_stabilization and peepholes)
+        self._stabilizer("stabilizer_c", self_stabilization and peepholes)
+        self._stabilizer("stabilizer_p", self_stabilization and proj_size > 0)
         self.reset_parameters()
 
     @property
     def is_standard(self) -> bool:
         """True when ``torch.nn.LSTM``'s oneDNN/cuDNN kernel computes exactly this cell
         (oneDNN has no projection kernel, so a projected LSTM runs on the loop)."""
-        return not (self.peepholes or self.layer_norm or self.proj_size)
+        options = (self.peepholes, self.layer_norm, self.proj_size, self.self_stabilization)
+        return not any(options) and self.activation == "tanh"
 
     def fused_kernel(self) -> FusedKernel | str:
         """``lstm`` (``torch.nn.LSTM``) when :attr:`is_standard`."""
-        unfit = None if self.is_standard else "an LSTMCell with peepholes, layer_norm or proj_size"
+        unfit = (
+            None
+            if self.is_standard
+            else "an LSTMCell with peepholes, layer_norm or proj_size (or self_stabilization, "
+            "or an activation other than tanh)"
+        )
         return _own_kernel(self, LSTMCell, "lstm", unfit)
 
     def initial_state(
@@ -326,18 +487,22 @@ class LSTMCell(_StepCell):
 
     def step(self, px: Tensor, state: State) -> tuple[Tensor, Tensor]:
         h, c = as_tuple(state)
-        ph = nn.functional.linear(h, self.weight_hh, self.bias_hh)
+        ph = nn.functional.linear(
+            self._stabilized("stabilizer_dh", h), self.weight_hh, self.bias_hh
+        )
         gates = px + (self.layer_norm_hh(ph) if self.layer_norm else ph)
         i, f, g, o = gates.chunk(4, dim=1)
+        act = self._activate
         if self.peepholes:
-            i, f = i + self.weight_ci * c, f + self.weight_cf * c
-        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            cs = self._stabilized("stabilizer_dc", c)
+            i, f = i + self.weight_ci * cs, f + self.weight_cf * cs
+        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * act(g)
         if self.peepholes:
-            o = o + self.weight_co * c_next
+            o = o + self.weight_co * self._stabilized("stabilizer_c", c_next)
         c_out = self.layer_norm_c(c_next) if self.layer_norm else c_next
-        h_next = torch.sigmoid(o) * torch.tanh(c_out)
+        h_next = torch.sigmoid(o) * act(c_out)
         if self.weight_hr is not None:
-            h_next = nn.functional.linear(h_next, self.weight_hr)
+            h_next = nn.functional.linear(self._stabilized("stabilizer_p", h_next), self.weight_hr)
         return h_next, c_next
 
 
@@ -354,53 +519,83 @@ class GRUCell(_StepCell):
             n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)
         h' = (1 - z) ⊙ n + z ⊙ h
 
+    Options: ``activation`` (in place of tanh, CNTK's ``activation=``), ``proj_size``
+    (CNTK's ``cell_shape``: ``h' = W_hr ((1 - z) ⊙ n + z ⊙ h)``, ``weight_hr [H, H]``; square,
+    since the update mixes the cell with the previous output elementwise) and
+    ``self_stabilization`` (CNTK's ``enable_self_stabilization``: the previous ``h`` is scaled
+    by a trained ``beta = softplus(4 s) / 4``, ``stabilizer_dh``, everywhere it is used, in the
+    products and in ``z ⊙ h``, and the output before its projection, ``stabilizer_p``; the
+    ``z ⊙ h`` term is why no fixed weights can stand in for a trained stabiliser).
+    ``input_size=None``: inferred at the first call.
+
     Shapes: ``weight_ih [3H, I]``, ``weight_hh [3H, H]``, biases ``[3H]``; state ``[B, H]``.
     """
 
     def __init__(
         self,
-        input_size: int,
-        hidden_size: int,
+        input_size: int | None = None,
+        hidden_size: int | None = None,
         bias: bool = True,
         reset: Literal["after", "before"] = "after",
+        activation: Activation = "tanh",
+        proj_size: int = 0,
+        self_stabilization: bool = False,
     ) -> None:
         super().__init__()
-        _check_sizes(input_size=input_size, hidden_size=hidden_size)
+        _check_input_size(input_size)
+        hidden_size = _required_size("hidden_size", hidden_size)
         if reset not in ("after", "before"):
             raise ValueError(f"reset: expected 'after' or 'before', found {reset!r}")
+        self._activate = _activation("activation", activation)
+        _check_projection(proj_size, hidden_size, square=True)
         self.input_size, self.hidden_size, self.reset = input_size, hidden_size, reset
-        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.activation, self.proj_size = activation, proj_size
+        self.self_stabilization = self_stabilization
+        self.weight_ih = self._input_weight(3 * hidden_size, input_size)
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
+        self.weight_hr = nn.Parameter(torch.empty(hidden_size, hidden_size)) if proj_size else None
+        self._stabilizer("stabilizer_dh", self_stabilization)
+        self._stabilizer("stabilizer_p", self_stabilization and proj_size > 0)
         self.reset_parameters()
 
     @property
     def is_standard(self) -> bool:
         """True when ``torch.nn.GRU``'s fused kernel computes exactly this cell."""
-        return self.reset == "after"
+        options = (self.proj_size, self.self_stabilization)
+        return self.reset == "after" and self.activation == "tanh" and not any(options)
 
     def fused_kernel(self) -> FusedKernel | str:
         """``gru`` (``torch.nn.GRU``) when :attr:`is_standard`."""
-        unfit = None if self.is_standard else "a GRUCell with reset='before'"
+        unfit = (
+            None
+            if self.is_standard
+            else "a GRUCell with reset='before', proj_size, self_stabilization or an "
+            "activation other than tanh"
+        )
         return _own_kernel(self, GRUCell, "gru", unfit)
 
     def step(self, px: Tensor, state: State) -> Tensor:
         (h,) = as_tuple(state)
+        h = self._stabilized("stabilizer_dh", h)
         x_r, x_z, x_n = px.chunk(3, dim=1)
         hidden = self.hidden_size
         if self.reset == "after":
             h_r, h_z, h_n = nn.functional.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
             r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            n = torch.tanh(x_n + r * h_n)
+            n = self._activate(x_n + r * h_n)
         else:
             w_rz, w_n = self.weight_hh[: 2 * hidden], self.weight_hh[2 * hidden :]
             b_rz = None if self.bias_hh is None else self.bias_hh[: 2 * hidden]
             b_n = None if self.bias_hh is None else self.bias_hh[2 * hidden :]
             h_r, h_z = nn.functional.linear(h, w_rz, b_rz).chunk(2, dim=1)
             r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            n = torch.tanh(x_n + nn.functional.linear(r * h, w_n, b_n))
-        return (1 - z) * n + z * h
+            n = self._activate(x_n + nn.functional.linear(r * h, w_n, b_n))
+        h_next = (1 - z) * n + z * h
+        if self.weight_hr is not None:
+            h_next = nn.functional.linear(self._stabilized("stabilizer_p", h_next), self.weight_hr)
+        return h_next
 
 
 def _log_positive(v: Tensor) -> Tensor:
@@ -421,11 +616,14 @@ class _LinearRecurrenceCell(_StepCell):
     log_coefficients: Callable[[Tensor], tuple[Tensor, Tensor]]
     gates: int  # rows of weight_ih per hidden unit
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+    def __init__(
+        self, input_size: int | None = None, hidden_size: int | None = None, bias: bool = True
+    ) -> None:
         super().__init__()
-        _check_sizes(input_size=input_size, hidden_size=hidden_size)
+        _check_input_size(input_size)
+        hidden_size = _required_size("hidden_size", hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(self.gates * hidden_size, input_size))
+        self.weight_ih = self._input_weight(self.gates * hidden_size, input_size)
         self.bias_ih = nn.Parameter(torch.empty(self.gates * hidden_size)) if bias else None
         self.reset_parameters()
 

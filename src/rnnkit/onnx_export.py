@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells import FusedKernel
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Sequential
+from rnnkit.lazy import check_initialized
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence
 from rnnkit.saving import NAMED_FUNCTIONS, function_to_config, qualified_name
 from rnnkit.sequences import SequenceBatch
@@ -257,7 +258,9 @@ def export_onnx(
     learned or fixed ``[H]`` initial states, and per-step ``Dense``, ``Dropout`` (exported as
     the identity), ``Activation`` (tanh, relu, sigmoid) and torch.nn Linear, Identity, Tanh,
     ReLU, Sigmoid, Dropout, LayerNorm. Anything else is refused with ``ValueError`` naming the
-    layer. The recurrent layers become ONNX LSTM/GRU/RNN operators.
+    layer. The recurrent layers become ONNX LSTM/GRU/RNN operators. A model with a layer
+    built without its input size exports after its first call (before it, the error names
+    the layer: :mod:`rnnkit.lazy`).
 
     ``example`` is a SequenceBatch the model accepts; it fixes the input dtype. The export uses
     torch's TorchScript-based exporter (``dynamo=False``): it maps the fused RNN functions to
@@ -265,6 +268,7 @@ def export_onnx(
     """
     if not isinstance(example, SequenceBatch):
         raise TypeError(f"example: expected a SequenceBatch, found {type(example).__name__}")
+    check_initialized(model, "export")
     token_ids = not example.data.is_floating_point()
     if token_ids and example.data.dim() != 1:
         raise ValueError(
@@ -359,6 +363,7 @@ def export_step_onnx(
     >>> path = os.path.join(tempfile.mkdtemp(), "step.onnx")
     >>> export_step_onnx(GRUCell(3, 4, reset="before"), path)
     """
+    check_initialized(cell, "export", root="cell")
     name = qualified_name(type(cell))
     size = getattr(cell, "input_size", None) if input_size is None else input_size
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:

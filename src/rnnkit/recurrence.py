@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from rnnkit.cells import FusedKernel, State, as_tuple, check_cell
 from rnnkit.compiled_ops import fused_rnn
 from rnnkit.layers import Layer
+from rnnkit.lazy import materialize_input
 from rnnkit.sequences import SequenceBatch
 
 __all__ = [
@@ -638,6 +639,8 @@ class Recurrence(Layer):
         ``state`` (caller order; None: the initial state); the outputs in the rows of ``x``."""
         x = _check_sequence_batch(x)
         size = self._input_size
+        if size is None:  # a cell built without its input size takes it from its first input
+            size = self._input_size = materialize_input(self.cell, x.data)
         if isinstance(size, int) and x.data.shape[1:] != (size,):
             raise ValueError(
                 f"x: {type(self.cell).__name__} expected input of shape [B, {size}] per step, "

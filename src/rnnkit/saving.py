@@ -55,9 +55,11 @@ from rnnkit.layers import (
     Dense,
     Dropout,
     Embedding,
+    Lambda,
     Sequential,
     saved_modules,
 )
+from rnnkit.lazy import check_initialized
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
 from rnnkit.recursive import (
     ChildSumTreeLSTMCell,
@@ -297,6 +299,16 @@ def _activation_from_config(config: dict[str, Any]) -> Activation:
     return Activation(fn)
 
 
+def _lambda_config(module: Lambda) -> dict[str, Any]:
+    fn = module.fn
+    raise TypeError(
+        f"cannot save the plain function {getattr(fn, '__qualname__', repr(fn))} that a "
+        "Sequential holds (a Lambda): a function is not rebuilt from a file. Replace it by a "
+        "module (rnnkit.Activation for tanh/relu/sigmoid, or your own registered with "
+        "rnnkit.register_module)"
+    )
+
+
 def _attributes(*names: str, **computed: Callable[[Any], Any]) -> Callable[[Any], dict[str, Any]]:
     """A ``to_config`` reading constructor arguments kept as attributes of the same names, and
     ``computed`` ones (``bias=_present("bias_ih")``)."""
@@ -308,6 +320,22 @@ def _attributes(*names: str, **computed: Callable[[Any], Any]) -> Callable[[Any]
     return to_config
 
 
+def _with_options(
+    to_config: Callable[[Any], dict[str, Any]], **defaults: Any
+) -> Callable[[Any], dict[str, Any]]:
+    """``to_config`` plus the options (attributes of the same names) that differ from their
+    ``defaults``: a model without them is described as before they existed."""
+
+    def with_options(module: Any) -> dict[str, Any]:
+        config = to_config(module)
+        for name, default in defaults.items():
+            if getattr(module, name) != default:
+                config[name] = getattr(module, name)
+        return config
+
+    return with_options
+
+
 def _present(attribute: str) -> Callable[[Any], bool]:
     return lambda module: getattr(module, attribute) is not None
 
@@ -315,22 +343,43 @@ def _present(attribute: str) -> Callable[[Any], bool]:
 def _register_builtins() -> None:
     sizes = ("input_size", "hidden_size")
     with_bias = _present("bias_ih")
+    stabilized = {"proj_size": 0, "self_stabilization": False}
     register_module(
-        RNNCell, _attributes(*sizes, "nonlinearity", bias=with_bias), name="rnnkit.RNNCell"
+        RNNCell,
+        _with_options(
+            _attributes(
+                "input_size",
+                "nonlinearity",
+                hidden_size=lambda m: m.cell_size,  # the output size is proj_size or this
+                bias=with_bias,
+            ),
+            **stabilized,
+        ),
+        name="rnnkit.RNNCell",
     )
     register_module(
         LSTMCell,
-        _attributes(
-            "input_size",
-            "proj_size",
-            "peepholes",
-            "layer_norm",
-            hidden_size=lambda m: m.cell_size,  # hidden_size is the output size (proj or cell)
-            bias=with_bias,
+        _with_options(
+            _attributes(
+                "input_size",
+                "proj_size",
+                "peepholes",
+                "layer_norm",
+                hidden_size=lambda m: m.cell_size,  # hidden_size is the output size (proj or cell)
+                bias=with_bias,
+            ),
+            activation="tanh",
+            self_stabilization=False,
         ),
         name="rnnkit.LSTMCell",
     )
-    register_module(GRUCell, _attributes(*sizes, "reset", bias=with_bias), name="rnnkit.GRUCell")
+    register_module(
+        GRUCell,
+        _with_options(
+            _attributes(*sizes, "reset", bias=with_bias), activation="tanh", **stabilized
+        ),
+        name="rnnkit.GRUCell",
+    )
     for min_cell in (MinGRUCell, MinLSTMCell):
         register_module(
             min_cell, _attributes(*sizes, bias=with_bias), name=f"rnnkit.{min_cell.__name__}"
@@ -380,6 +429,7 @@ def _register_builtins() -> None:
         name="rnnkit.Activation",
     )
     register_module(Average, _attributes(members=lambda m: list(m.members)), name="rnnkit.Average")
+    register_module(Lambda, _lambda_config, name="rnnkit.Lambda")
     for cls, to_config, name in saved_modules():
         register_module(cls, to_config, name=name)
     register_module(
@@ -595,7 +645,9 @@ def _refuse_pickle(path: Path) -> ValueError:
 def save(model: nn.Module, directory: str | os.PathLike[str]) -> None:
     """Write ``model.safetensors`` and ``model.json`` into ``directory`` (created if needed).
 
-    Raises ``TypeError`` naming the module path and type for a module type that is not
+    Raises :class:`~rnnkit.lazy.UninitializedModelError` (a ``ValueError``) naming the layer
+    when a layer built without its input size has not run yet (:mod:`rnnkit.lazy`), and
+    ``TypeError`` naming the module path and type for a module type that is not
     registered (see :func:`register_module`), and ``ValueError`` when the description would not
     rebuild a module with the same ``state_dict`` keys and shapes (checked by building it once,
     so a saved model always loads). Existing files of the same names are replaced, each
@@ -605,6 +657,7 @@ def save(model: nn.Module, directory: str | os.PathLike[str]) -> None:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, found {type(model).__name__}")
+    check_initialized(model, "save")
     target = Path(directory)
     if target.suffix.lower() in PICKLE_SUFFIXES and not target.is_dir():
         raise ValueError(
