@@ -45,7 +45,15 @@ __all__ = [
 ]
 
 # Submodules with recipe layers; each defines SAVED_MODULES = [(cls, to_config, name), ...].
-SUBMODULES: tuple[str, ...] = ("trees", "tokens", "visits", "conv", "attention", "rocket")
+SUBMODULES: tuple[str, ...] = (
+    "trees",
+    "tokens",
+    "visits",
+    "conv",
+    "attention",
+    "rocket",
+    "sequence",
+)
 
 SavedModule = tuple[type, Callable[[Any], Mapping[str, Any]], str]
 
