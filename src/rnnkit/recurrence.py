@@ -70,6 +70,7 @@ __all__ = [
     "Unfold",
     "run_recurrence",
     "select_backend",
+    "state_from_data",
 ]
 
 Backend: TypeAlias = Literal["auto", "fused", "scan", "loop", "reference"]
@@ -476,7 +477,8 @@ class InitialState(nn.Module):
 
     ``None`` zeros; a float, every state tensor filled with it (CNTK's ``initial_state=0.1``);
     a tensor (or a tuple, one per state tensor) of shape ``[H]`` or ``[B, H]``; ``'learned'``,
-    one trainable vector per state tensor, starting at zero.
+    one trainable vector per state tensor, starting at zero. ``Recurrence`` turns a
+    SequenceBatch given as initial state into its last steps (:func:`state_from_data`).
     """
 
     def __init__(self, cell: Any, spec: InitialSpec) -> None:
@@ -537,6 +539,22 @@ class InitialState(nn.Module):
                 f.to(device, dtype).expand_as(z) for f, z in zip(self.fixed, zeros, strict=True)
             )
         return zeros
+
+
+def state_from_data(state: Any, go_backwards: bool = False) -> tuple[Tensor, ...]:
+    """A state given as data, as a tuple of ``[B, ...]`` tensors: a SequenceBatch (alone or in
+    the tuple) stands for its last step per sequence, its first when ``go_backwards``, as CNTK
+    uses a sequence as initial state.
+
+    >>> s = SequenceBatch.from_list([torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0]])])
+    >>> [t.squeeze(1).tolist() for t in state_from_data(s)]
+    [[2.0, 3.0]]
+    """
+    parts = state if isinstance(state, tuple) else (state,)
+    return tuple(
+        (p.first() if go_backwards else p.last()) if isinstance(p, SequenceBatch) else p
+        for p in parts
+    )
 
 
 def _to_sorted(state: tuple[Tensor, ...], x: SequenceBatch, argument: str) -> tuple[Tensor, ...]:
@@ -607,6 +625,8 @@ class Recurrence(Layer):
         check_cell(cell)
         self.cell = cell
         self.go_backwards = go_backwards
+        if isinstance(initial_state, (SequenceBatch, tuple)):
+            initial_state = state_from_data(initial_state, go_backwards)
         self.initial = InitialState(cell, initial_state)
         select_backend(cell, backend)
         self.backend = backend
@@ -632,7 +652,7 @@ class Recurrence(Layer):
             start = initial.make(x.batch_size, x.data.device, x.data.dtype)
             # Zeros, a constant or a learned vector are the same in every row: no reordering.
             return start if initial.fixed is None else _to_sorted(start, x, "state")
-        return _to_sorted(as_tuple(state), x, "initial_state")
+        return _to_sorted(state_from_data(state, self.go_backwards), x, "initial_state")
 
     def _run(self, x: SequenceBatch, state: State | None, need: Need) -> RecurrenceResult:
         """:func:`run_recurrence` on ``x`` (reversed and back when ``go_backwards``) from
@@ -676,7 +696,8 @@ class RecurrenceFrom(Recurrence):
     """A :class:`Recurrence` whose initial state is data, called as ``(initial_state, x)``.
 
     ``initial_state`` is a tensor ``[B, H]`` or a tuple of them in the caller's order, e.g. an
-    encoder's final state (``Fold.final_state``) for a decoder.
+    encoder's final state (``Fold.final_state``) for a decoder. A SequenceBatch in its place
+    stands for its last step per sequence (its first when ``go_backwards``), as in CNTK.
     """
 
     def __init__(self, cell: nn.Module, go_backwards: bool = False, backend: Backend = "auto"):
