@@ -26,18 +26,22 @@ The grammar, as this module reads it:
 - A comment starts with ``|#`` and runs to the end of the line or to the next ``|`` that is not
   followed by ``#``: inside a comment ``|#`` is an escaped pipe.
 - A line without samples (blank, or only comments, with or without an id) belongs to no sequence;
-  only its syntax is checked.
+  only its syntax is checked (``blank_line_errors=True``: it is an error, as in CNTK).
 
 Each example is a dict ``name -> float32 tensor [T_k, dim]`` over all the requested streams, where
 ``T_k`` counts the lines of the sequence carrying stream ``k`` (CNTK requires 1 ≤ T_k; here a
 stream without samples in a sequence gives a ``[0, dim]`` tensor). Sparse streams are stored
 dense in the tensor, so memory is ``T_k * dim * 4`` bytes. A stream of the file that is not
-requested is an error, not skipped.
+requested is an error (``skip_unknown=True``: skipped with a :class:`CTFWarning`, as in CNTK), and
+so is a dense sample of fewer than ``dim`` values (``pad_dense=True``: zeros fill it, as in CNTK).
 
 Malformed input raises :class:`~rnnkit.data.errors.ReaderError` with ``path:line:column``
 (1-based, columns count characters; invalid UTF-8 bytes count one each), the stream and what was
 found. With ``skip_bad=True`` the sequences holding a malformed line are skipped and their errors
-collected (``CTFReader.errors``, or the ``errors`` list given to :func:`read_ctf`).
+collected (``CTFReader.errors``, or the ``errors`` list given to :func:`read_ctf`); with
+``skip_bad="sample"`` only the malformed sample (or line) is dropped, as CNTK drops it.
+``cntk_compatible=True`` turns all of CNTK's rules on; docs/data.md ("CNTK compatibility") sets
+each beside rnnkit's default.
 
 Speed: each block of about 1 MiB of lines (``block_bytes``) is first read by the C scanner
 (``rnnkit.data._ctfscan``, built at install; numbers rounded exactly as ``float()`` rounds them),
@@ -57,6 +61,7 @@ import contextlib
 import gc
 import itertools
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -74,10 +79,11 @@ try:
 except ImportError:  # built without a C compiler: the Python paths read alone
     _ctfscan = None  # type: ignore[assignment]
 
-__all__ = ["CTFReader", "Stream", "iter_ctf", "read_ctf", "write_ctf"]
+__all__ = ["CTFReader", "CTFWarning", "Stream", "iter_ctf", "read_ctf", "write_ctf"]
 
 _BLOCK_BYTES = 1 << 20
 _SCANNERS = ("auto", "c", "python", "plain")
+_SKIP_MODES = ("sequence", "sample")
 _MAX_ID = 2**64
 _MAX_DIM = 2**61
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -88,6 +94,11 @@ _TOKEN = re.compile(r"[^ \t|]+")
 _ODD_SPACES = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
 
 PathArg = str | PathLike[str]
+
+
+class CTFWarning(UserWarning):
+    """A CTF stream the reader was not asked for, skipped (``skip_unknown=True``): warned once
+    per stream name and pass, at its first occurrence (``path:line:column``)."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +179,8 @@ class _Block:
 
     ``values[k]`` is stream k's float32 [n_k, dim] array; ``starts[i, k]`` is the first row of
     piece i in it; piece 0 continues the open sequence when ``continues``; ``errors[i]`` marks a
-    piece of a bad sequence. Reading stops after the pieces when ``fatal`` is set.
+    piece of a bad sequence. Reading stops after the pieces when ``fatal`` is set. ``notes``
+    are errors that drop no sequence: dropped samples and rows, blank lines.
     """
 
     values: list[np.ndarray]
@@ -176,6 +188,7 @@ class _Block:
     continues: bool
     errors: list[ReaderError | None]
     fatal: ReaderError | None
+    notes: list[ReaderError] = dataclass_field(default_factory=list)  # drop no sequence
 
 
 @dataclass
@@ -186,6 +199,7 @@ class _State:
     cur_text: str | None = None
     cur_id: int | None = None  # the open sequence's id (None: none, or its id was bad)
     seen: set[int] = dataclass_field(default_factory=set)
+    warned: set[str] = dataclass_field(default_factory=set)  # unknown streams warned about
 
 
 @contextlib.contextmanager
@@ -211,8 +225,23 @@ class CTFReader:
     Args:
         path: the CTF file (UTF-8).
         streams: name -> :class:`Stream`; the examples use these names as keys.
-        skip_bad: skip sequences holding a malformed line instead of raising; each skipped
-            sequence leaves its first error in :attr:`errors` (its count is :attr:`skipped`).
+        skip_bad: ``False`` raises at the first malformed line. ``True`` or ``"sequence"``
+            skips each sequence holding a malformed line; it leaves its first error in
+            :attr:`errors`. ``"sample"`` drops only what is bad, as CNTK does: a malformed
+            sample (one stream's values on one line; the rest of the line is kept), or the
+            whole line when the fault is outside a sample (a bad or reused sequence id); a
+            line left without samples is then a line without samples. Each dropped sample or
+            line leaves its error in :attr:`errors`. With ``cntk_compatible``, ``True`` means
+            ``"sample"``.
+        skip_unknown: skip a stream of the file that is not in ``streams`` (CNTK's reader),
+            with a :class:`CTFWarning` at its first occurrence, instead of raising.
+        pad_dense: fill a dense sample with fewer than ``dim`` values with zeros (CNTK's
+            "sparse suffix"), instead of raising; more than ``dim`` is still an error.
+        blank_line_errors: a line without samples (blank, only comments, only an id, or only
+            skipped streams) is an error, as in CNTK, instead of belonging to no sequence.
+            With ``skip_bad`` it is recorded in :attr:`errors` and drops nothing.
+        cntk_compatible: turn on ``skip_unknown``, ``pad_dense`` and ``blank_line_errors``,
+            and make ``skip_bad=True`` drop samples (``"sample"``).
         fast: use a fast path where it applies; ``False`` is ``scanner="plain"``.
         scanner: which path reads each block first. ``"auto"``: the C scanner where the
             extension is built, else the Python fast path. ``"c"``: the C scanner (a
@@ -222,7 +251,9 @@ class CTFReader:
         block_bytes: the size of each read, in bytes (``None``: 1 MiB); blocks hold whole
             lines, so a block may be longer. Results do not depend on it.
 
-    Each pass reads the file again, block by block, and resets :attr:`errors`.
+    Each pass reads the file again, block by block, and resets :attr:`errors`. The fast paths
+    read only lines that none of the CNTK options concerns (they give every other block to the
+    plain path), so every option gives the same results on every path.
 
     >>> import tempfile, os
     >>> from pathlib import Path
@@ -233,6 +264,15 @@ class CTFReader:
     [[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0]]]
     >>> reader.skipped, str(reader.errors[0]).split(path)[1]
     (1, ":4:6: stream 'x': expected a number, found 'oops'")
+
+    CNTK's reading: the short dense sample ``|x 7`` is padded, the bad sample dropped alone.
+
+    >>> _ = Path(path).write_text("0 |x 7 |y 1\\n0 |x 1 2 |y oops\\n")
+    >>> reader = CTFReader(path, reader.streams, skip_bad=True, cntk_compatible=True)
+    >>> [{k: v.tolist() for k, v in ex.items()} for ex in reader]
+    [{'x': [[7.0, 0.0], [1.0, 2.0]], 'y': [[1.0]]}]
+    >>> str(reader.errors[0]).split(path)[1]
+    ":2:13: stream 'y': expected a number, found 'oops'"
     """
 
     def __init__(
@@ -240,14 +280,30 @@ class CTFReader:
         path: PathArg,
         streams: Mapping[str, Stream],
         *,
-        skip_bad: bool = False,
+        skip_bad: bool | str = False,
         fast: bool = True,
         scanner: str = "auto",
         block_bytes: int | None = None,
+        skip_unknown: bool = False,
+        pad_dense: bool = False,
+        blank_line_errors: bool = False,
+        cntk_compatible: bool = False,
     ) -> None:
         self.path = Path(path)
         self.streams = _check_streams(streams)
+        for name, flag in (
+            ("skip_unknown", skip_unknown),
+            ("pad_dense", pad_dense),
+            ("blank_line_errors", blank_line_errors),
+            ("cntk_compatible", cntk_compatible),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}: expected a bool, found {flag!r}")
         self.skip_bad = skip_bad
+        self.skip_mode = _check_skip_bad(skip_bad, cntk_compatible)
+        self.skip_unknown = skip_unknown or cntk_compatible
+        self.pad_dense = pad_dense or cntk_compatible
+        self.blank_line_errors = blank_line_errors or cntk_compatible
         self.fast = fast
         self.scanner = _check_scanner(fast, scanner)
         self.block_bytes = _check_block_bytes(block_bytes)
@@ -261,7 +317,9 @@ class CTFReader:
 
     @property
     def skipped(self) -> int:
-        """The number of sequences skipped in the current (or last) pass."""
+        """The number of errors of the current (or last) pass: sequences skipped, or, with
+        ``skip_bad="sample"``, samples and lines dropped; and blank lines with
+        ``blank_line_errors``."""
         return len(self.errors)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
@@ -284,6 +342,7 @@ class CTFReader:
         for data in self._blocks():
             block, lines = self._read_block(data, lineno, state)
             lineno += lines
+            errors += block.notes
             # Many small tensors and dicts are made here; none can form a reference cycle, so
             # the cyclic collector, which would otherwise rescan them again and again, waits.
             with _collector_paused():
@@ -534,16 +593,32 @@ class CTFReader:
         first = True
         seen = state.seen
         fatal: ReaderError | None = None
+        notes: list[ReaderError] = []
+        by_sample = self.skip_mode == "sample"
         for number, line in enumerate(lines, lineno + 1):
             if line.endswith("\r"):
                 line = line[:-1]
             error: ReaderError | None = None
             samples: list[tuple[int, np.ndarray]] = []
+            dropped: list[ReaderError] | None = [] if by_sample else None
+            unknown: list[tuple[str, int]] = []
             try:
-                sid, samples = self._parse_line(line, number)
+                sid, samples = self._parse_line(line, number, dropped, unknown)
             except _LineError as bad:
                 sid, error = bad.sid, bad.error
+            self._warn_unknown(unknown, number, state)
+            if dropped:
+                notes += dropped
+            if error is not None and by_sample:  # a fault outside a sample: drop the line
+                notes.append(error)
+                continue
             if not samples and error is None:
+                if self.blank_line_errors and not dropped:
+                    blank = self._blank_error(line, number)
+                    if self.skip_mode is None:
+                        fatal = blank
+                        break
+                    notes.append(blank)
                 continue
             if state.ids is None:
                 state.ids = sid is not None
@@ -559,6 +634,9 @@ class CTFReader:
                         line=number,
                         column=len(line) - len(line.lstrip(" \t")) + 1,
                     )
+                    if by_sample:  # the line is dropped; the open sequence stays open
+                        notes.append(error)
+                        continue
                 elif sid != -1:
                     seen.add(sid)
                 if new:  # after a bad id (-1) no id continues the sequence
@@ -573,7 +651,7 @@ class CTFReader:
             first = False
             if error is not None:
                 errors[-1] = errors[-1] or error
-                if not self.skip_bad:
+                if self.skip_mode is None:
                     fatal = error
                     break
             for k, row in samples:
@@ -583,15 +661,48 @@ class CTFReader:
             for r, s in zip(rows, self._specs, strict=True)
         ]
         table = np.array(starts, dtype=np.int64).reshape(-1, nstreams)
-        return _Block(values, table, continues, errors, fatal)
+        return _Block(values, table, continues, errors, fatal, notes)
+
+    def _warn_unknown(self, unknown: list[tuple[str, int]], number: int, state: _State) -> None:
+        """Warn once per pass about each stream skipped by ``skip_unknown``."""
+        for field, column in unknown:
+            if field not in state.warned:
+                state.warned.add(field)
+                known = ", ".join(repr(s.field) for s in self._specs)
+                warnings.warn(
+                    f"{self.path}:{number}:{column}: skipped the stream {field!r}, which is not "
+                    f"one of the streams read ({known}; skip_unknown=True); its other "
+                    "occurrences are skipped without a warning",
+                    CTFWarning,
+                    stacklevel=2,
+                )
+
+    def _blank_error(self, line: str, number: int) -> ReaderError:
+        text = line.strip(" \t")
+        found = f"none in {text!r}" if text else "a blank line"
+        return ReaderError(
+            f"expected at least one sample on every line (blank_line_errors=True), found {found}",
+            path=self.path,
+            line=number,
+            column=1,
+        )
 
     def _error(self, message: str, line: int, column: int, stream: str | None) -> ReaderError:
         return ReaderError(message, path=self.path, line=line, column=column, stream=stream)
 
     def _parse_line(
-        self, line: str, number: int
+        self,
+        line: str,
+        number: int,
+        dropped: list[ReaderError] | None = None,
+        unknown: list[tuple[str, int]] | None = None,
     ) -> tuple[int | None, list[tuple[int, np.ndarray]]]:
-        """One line's sequence id (None when absent) and samples; raises _LineError."""
+        """One line's sequence id (None when absent) and samples; raises _LineError.
+
+        With a ``dropped`` list, a malformed sample (or stray text) is dropped instead: its
+        error goes to ``dropped`` and reading goes on at the next ``|``. Streams skipped by
+        ``skip_unknown`` go to ``unknown`` as (name, column).
+        """
         end = len(line)
         pos = _skip_spaces(line, 0)
         sid: int | None = None
@@ -607,67 +718,92 @@ class CTFReader:
             pos = token.end()
         samples: list[tuple[int, np.ndarray]] = []
         first_at: dict[int, int] = {}
-        try:
-            while True:
-                pos = _skip_spaces(line, pos)
-                if pos >= end:
-                    return sid, samples
-                if line[pos] != "|":
-                    token = _TOKEN.match(line, pos)
-                    assert token is not None
-                    raise self._error(
-                        f"expected '|' before a stream name, found {token.group()!r}",
-                        number,
-                        pos + 1,
-                        None,
-                    )
-                bar = pos
-                pos += 1
-                if line.startswith("#", pos):
-                    pos = _comment_end(line, pos + 1)
-                    continue
-                token = _TOKEN.match(line, pos)
-                if token is None:
-                    found = "end of line" if pos >= end else repr(line[pos])
-                    raise self._error(
-                        f"expected a stream name after '|', found {found}", number, pos + 1, None
-                    )
-                field = token.group()
-                k = self._index.get(field)
-                if k is None:
-                    known = ", ".join(repr(s.field) for s in self._specs)
-                    raise self._error(
-                        f"unknown stream {field!r} (expected one of {known})",
-                        number,
-                        pos + 1,
-                        field,
-                    )
-                if k in first_at:
-                    raise self._error(
-                        f"stream appears twice on one line (first at column {first_at[k]})",
-                        number,
-                        bar + 1,
-                        field,
-                    )
-                first_at[k] = bar + 1
-                pos = token.end()
-                values: list[tuple[int, str]] = []
-                while True:
-                    pos = _skip_spaces(line, pos)
-                    if pos >= end or line[pos] == "|":
-                        break
-                    token = _TOKEN.match(line, pos)
-                    assert token is not None
-                    values.append((pos + 1, token.group()))
-                    pos = token.end()
-                spec = self._specs[k]
-                if spec.sparse:
-                    row = self._plain_sparse(values, spec, number)
-                else:
-                    row = self._plain_dense(values, spec, number, bar + 1)
-                samples.append((k, row))
-        except ReaderError as error:
-            raise _LineError(error, sid) from None
+        while True:
+            pos = _skip_spaces(line, pos)
+            if pos >= end:
+                return sid, samples
+            start = pos
+            try:
+                pos, sample = self._parse_sample(line, pos, number, first_at, unknown)
+            except ReaderError as error:
+                if dropped is None:
+                    raise _LineError(error, sid) from None
+                dropped.append(error)
+                bar = line.find("|", start + 1)
+                pos = end if bar == -1 else bar
+                continue
+            if sample is not None:
+                samples.append(sample)
+
+    def _parse_sample(
+        self,
+        line: str,
+        pos: int,
+        number: int,
+        first_at: dict[int, int],
+        unknown: list[tuple[str, int]] | None,
+    ) -> tuple[int, tuple[int, np.ndarray] | None]:
+        """The item of ``line`` at ``pos`` (a sample, a comment or a skipped stream): where the
+        next one starts, and the sample (None for the others); raises ReaderError."""
+        end = len(line)
+        if line[pos] != "|":
+            token = _TOKEN.match(line, pos)
+            assert token is not None
+            raise self._error(
+                f"expected '|' before a stream name, found {token.group()!r}",
+                number,
+                pos + 1,
+                None,
+            )
+        bar = pos
+        pos += 1
+        if line.startswith("#", pos):
+            return _comment_end(line, pos + 1), None
+        token = _TOKEN.match(line, pos)
+        if token is None:
+            found = "end of line" if pos >= end else repr(line[pos])
+            raise self._error(
+                f"expected a stream name after '|', found {found}", number, pos + 1, None
+            )
+        field = token.group()
+        k = self._index.get(field)
+        if k is None:
+            if self.skip_unknown:
+                if unknown is not None:
+                    unknown.append((field, pos + 1))
+                following = line.find("|", token.end())
+                return (end if following == -1 else following), None
+            known = ", ".join(repr(s.field) for s in self._specs)
+            raise self._error(
+                f"unknown stream {field!r} (expected one of {known})",
+                number,
+                pos + 1,
+                field,
+            )
+        if k in first_at:
+            raise self._error(
+                f"stream appears twice on one line (first at column {first_at[k]})",
+                number,
+                bar + 1,
+                field,
+            )
+        first_at[k] = bar + 1
+        pos = token.end()
+        values: list[tuple[int, str]] = []
+        while True:
+            pos = _skip_spaces(line, pos)
+            if pos >= end or line[pos] == "|":
+                break
+            token = _TOKEN.match(line, pos)
+            assert token is not None
+            values.append((pos + 1, token.group()))
+            pos = token.end()
+        spec = self._specs[k]
+        if spec.sparse:
+            row = self._plain_sparse(values, spec, number)
+        else:
+            row = self._plain_dense(values, spec, number, bar + 1)
+        return pos, (k, row)
 
     def _plain_dense(
         self, values: list[tuple[int, str]], spec: Stream, number: int, column: int
@@ -675,11 +811,13 @@ class CTFReader:
         for col, text in values:
             if not _NUMBER.fullmatch(text):
                 raise self._error(f"expected a number, found {text!r}", number, col, spec.field)
-        if len(values) != spec.dim:
+        if len(values) > spec.dim or (len(values) < spec.dim and not self.pad_dense):
             raise self._error(
                 f"expected {spec.dim} values, found {len(values)}", number, column, spec.field
             )
-        return _to_float32(np.array([float(t) for _, t in values], dtype=np.float64))
+        row = np.zeros(spec.dim, dtype=np.float64)
+        row[: len(values)] = [float(t) for _, t in values]  # pad_dense: zeros after them
+        return _to_float32(row)
 
     def _plain_sparse(self, values: list[tuple[int, str]], spec: Stream, number: int) -> np.ndarray:
         row = np.zeros(spec.dim, dtype=np.float64)
@@ -800,11 +938,22 @@ def _check_block_bytes(block_bytes: int | None) -> int:
     return block_bytes
 
 
-def _check_report(skip_bad: bool, errors: list[ReaderError] | None, who: str) -> None:
+def _check_skip_bad(skip_bad: object, cntk_compatible: bool) -> str | None:
+    """What ``skip_bad`` skips: None (nothing: raise), "sequence" or "sample"."""
+    if isinstance(skip_bad, bool):
+        if not skip_bad:
+            return None
+        return "sample" if cntk_compatible else "sequence"
+    if skip_bad not in _SKIP_MODES:
+        raise ValueError(f"skip_bad: expected a bool, 'sequence' or 'sample', found {skip_bad!r}")
+    return str(skip_bad)
+
+
+def _check_report(skip_bad: bool | str, errors: list[ReaderError] | None, who: str) -> None:
     if skip_bad and errors is None:
         raise ValueError(
-            f"{who}: skip_bad=True needs an errors list to receive the skipped sequences' "
-            "errors, found errors=None (nothing is dropped silently)"
+            f"{who}: skip_bad={skip_bad!r} needs an errors list to receive the errors of what "
+            "it skips, found errors=None (nothing is dropped silently)"
         )
 
 
@@ -812,16 +961,22 @@ def iter_ctf(
     path: PathArg,
     streams: Mapping[str, Stream],
     *,
-    skip_bad: bool = False,
+    skip_bad: bool | str = False,
     errors: list[ReaderError] | None = None,
     fast: bool = True,
     scanner: str = "auto",
     block_bytes: int | None = None,
+    skip_unknown: bool = False,
+    pad_dense: bool = False,
+    blank_line_errors: bool = False,
+    cntk_compatible: bool = False,
 ) -> Iterator[dict[str, Tensor]]:
     """Stream the sequences of a CTF file one example at a time (the file may exceed memory).
 
     ``skip_bad=True`` skips sequences holding a malformed line and appends their first errors to
-    ``errors`` (required then). Without it the first malformed line raises ``ReaderError``.
+    ``errors`` (required then); ``skip_bad="sample"`` drops only the malformed samples or lines.
+    Without it the first malformed line raises ``ReaderError``. ``skip_unknown``, ``pad_dense``,
+    ``blank_line_errors`` and ``cntk_compatible`` are CNTK's reading (see :class:`CTFReader`).
     ``fast``, ``scanner`` and ``block_bytes`` choose how blocks are read (see :class:`CTFReader`;
     the results are the same). Examples are dicts ``name -> float32 [T_k, dim]``; see the module
     docstring for the grammar.
@@ -836,7 +991,16 @@ def iter_ctf(
     """
     _check_report(skip_bad, errors, "iter_ctf")
     reader = CTFReader(
-        path, streams, skip_bad=skip_bad, fast=fast, scanner=scanner, block_bytes=block_bytes
+        path,
+        streams,
+        skip_bad=skip_bad,
+        fast=fast,
+        scanner=scanner,
+        block_bytes=block_bytes,
+        skip_unknown=skip_unknown,
+        pad_dense=pad_dense,
+        blank_line_errors=blank_line_errors,
+        cntk_compatible=cntk_compatible,
     )
     return reader._examples(errors if errors is not None else [])
 
@@ -845,11 +1009,15 @@ def read_ctf(
     path: PathArg,
     streams: Mapping[str, Stream],
     *,
-    skip_bad: bool = False,
+    skip_bad: bool | str = False,
     errors: list[ReaderError] | None = None,
     fast: bool = True,
     scanner: str = "auto",
     block_bytes: int | None = None,
+    skip_unknown: bool = False,
+    pad_dense: bool = False,
+    blank_line_errors: bool = False,
+    cntk_compatible: bool = False,
 ) -> list[dict[str, Tensor]]:
     """All sequences of a CTF file as a list of examples ``name -> float32 [T_k, dim]``.
 
@@ -873,6 +1041,10 @@ def read_ctf(
             fast=fast,
             scanner=scanner,
             block_bytes=block_bytes,
+            skip_unknown=skip_unknown,
+            pad_dense=pad_dense,
+            blank_line_errors=blank_line_errors,
+            cntk_compatible=cntk_compatible,
         )
         return list(examples)
 
