@@ -437,3 +437,35 @@ def test_gradcheck_layers_float64():
 
     params = tuple(p.detach().clone().requires_grad_() for p in (stab.param, ln.scale, ln.bias))
     assert torch.autograd.gradcheck(h, params)
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+def test_layers_save_and_load(tmp_path):
+    from rnnkit import load, save
+
+    x = _batch(_ragged(shape=(4,)))
+    ln = LayerNormalization(initial_scale=2.0).double()
+    ln(x)  # infers normalized_shape (4,)
+    stab = Stabilizer().double()
+    with torch.no_grad():
+        stab.param.fill_(0.25)
+        ln.bias.copy_(torch.arange(4.0))
+    layers = [Delay(-2, torch.full((4,), 0.5)).double(), stab, ln]
+    for i, layer in enumerate(layers):
+        save(layer, tmp_path / str(i))
+        back = load(tmp_path / str(i))
+        assert type(back) is type(layer)
+        torch.testing.assert_close(back(x).data, layer(x).data, rtol=0, atol=0)
+    window = PastValueWindow(3, axis=-1, go_backwards=True)
+    save(window, tmp_path / "window")
+    for a, b in zip(load(tmp_path / "window")(x), window(x), strict=True):
+        assert torch.equal(a, b)
+    unfold = UnfoldFrom(nn.Linear(4, 4).double(), length_increase=1.5)
+    save(unfold, tmp_path / "unfold")
+    torch.testing.assert_close(
+        load(tmp_path / "unfold")(x.last(), x).data, unfold(x.last(), x).data
+    )
+    with pytest.raises(TypeError, match="UnfoldFrom.generator_function: a plain function"):
+        save(UnfoldFrom(lambda s: s), tmp_path / "function")
