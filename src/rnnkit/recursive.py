@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.cells import State, as_tuple
+from rnnkit.lazy import input_weight, materialize_input
 from rnnkit.trees import TreeBatch
 
 __all__ = [
@@ -53,7 +54,7 @@ __all__ = [
 class TreeCell(Protocol):
     """What :class:`Recursive` needs of a cell (see the module docstring)."""
 
-    input_size: int
+    input_size: int | None
     hidden_size: int
     max_children: int | None
 
@@ -67,9 +68,59 @@ class TreeCell(Protocol):
 
 
 def _uniform_(module: nn.Module, hidden_size: int) -> None:
+    """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter that has a shape yet."""
     bound = 1.0 / math.sqrt(hidden_size)
     for p in module.parameters():
-        nn.init.uniform_(p, -bound, bound)
+        if not nn.parameter.is_lazy(p):
+            nn.init.uniform_(p, -bound, bound)
+
+
+def _size(name: str, value: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, found {value!r}")
+    return value
+
+
+class _TreeLSTMInput(nn.Module):
+    """The Tree-LSTMs' ``weight_ih [4H, I]``: with ``input_size=None``, materialised (and
+    drawn) at the first call from the inputs' size."""
+
+    input_size: int | None
+    hidden_size: int
+    weight_ih: nn.Parameter
+
+    def _init_input(self, input_size: int | None, hidden_size: int | None) -> None:
+        if input_size is not None:
+            _size("input_size", input_size)
+        self.input_size, self.hidden_size = input_size, _size("hidden_size", hidden_size)
+        self.weight_ih = input_weight((4 * self.hidden_size,), input_size)
+        self.register_load_state_dict_pre_hook(_tree_input_from_state)
+
+    def materialize(self, input_size: int) -> None:
+        """Give a cell built without its input size its ``weight_ih [4H, input_size]``."""
+        if self.input_size is not None:
+            if input_size != self.input_size:
+                raise ValueError(
+                    f"input_size: {type(self).__name__} has input size {self.input_size}, "
+                    f"found {input_size}"
+                )
+            return
+        _size("input_size", input_size)
+        weight = self.weight_ih
+        if isinstance(weight, nn.parameter.UninitializedParameter):
+            weight.materialize((4 * self.hidden_size, input_size))
+        self.input_size = input_size
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            nn.init.uniform_(self.weight_ih, -bound, bound)
+
+
+def _tree_input_from_state(
+    module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: object
+) -> None:
+    stored = state_dict.get(f"{prefix}weight_ih")
+    if isinstance(module, _TreeLSTMInput) and module.input_size is None and stored is not None:
+        module.materialize(int(stored.shape[-1]))
 
 
 class Recursive(nn.Module):
@@ -113,6 +164,8 @@ class Recursive(nn.Module):
     def _check(self, batch: TreeBatch, inputs: Tensor) -> None:
         if not isinstance(batch, TreeBatch):
             raise TypeError(f"batch: expected a TreeBatch, found {type(batch).__name__}")
+        if isinstance(inputs, Tensor) and inputs.dim() == 2:
+            materialize_input(self.cell, inputs)  # a cell built without its input size
         expected = (batch.num_nodes, self._cell.input_size)
         if inputs.dim() != 2 or tuple(inputs.shape) != expected:
             raise ValueError(
@@ -206,8 +259,10 @@ class _BinaryLeafInputCell(nn.Module):
 
     max_children: int | None = 2
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
+    def __init__(self, input_size: int | None = None, hidden_size: int | None = None) -> None:
         super().__init__()
+        hidden_size = _size("hidden_size", hidden_size)
+        input_size = hidden_size if input_size is None else input_size
         if input_size != hidden_size:
             raise ValueError(
                 f"input_size: a leaf's state is its input, so expected input_size == "
@@ -237,8 +292,9 @@ class RecursiveCell(_BinaryLeafInputCell):
     tensor([[0.7616, 0.7616]], grad_fn=<TanhBackward0>)
     """
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
+    def __init__(self, input_size: int | None = None, hidden_size: int | None = None) -> None:
         super().__init__(input_size, hidden_size)
+        hidden_size = self.hidden_size
         self.weight = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size))
         self.bias = nn.Parameter(torch.empty(hidden_size))
         _uniform_(self, hidden_size)
@@ -271,8 +327,9 @@ class RNTNCell(_BinaryLeafInputCell):
     tensor([[0.5098]], grad_fn=<TanhBackward0>)
     """
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
+    def __init__(self, input_size: int | None = None, hidden_size: int | None = None) -> None:
         super().__init__(input_size, hidden_size)
+        hidden_size = self.hidden_size
         self.weight_tensor = nn.Parameter(
             torch.empty(hidden_size, 2 * hidden_size, 2 * hidden_size)
         )
@@ -293,7 +350,7 @@ class RNTNCell(_BinaryLeafInputCell):
         return torch.tanh(bilinear + F.linear(both, self.weight, self.bias))
 
 
-class ChildSumTreeLSTMCell(nn.Module):
+class ChildSumTreeLSTMCell(_TreeLSTMInput):
     """Child-sum Tree-LSTM (Tai, Socher & Manning 2015, eqs. 2-8), any number of children.
 
     With ``h̃ = Σ_k h_k`` over the children k::
@@ -307,7 +364,8 @@ class ChildSumTreeLSTMCell(nn.Module):
 
     Parameters (PyTorch's names and gate order i, f, g, o): ``weight_ih [4H, I]``,
     ``weight_hh [4H, H]``, ``bias_ih [4H]``, ``bias_hh [4H]``. State ``(h, c)``. A leaf is a node
-    with no children (``h̃ = 0``, no forget terms).
+    with no children (``h̃ = 0``, no forget terms). ``input_size=None``: inferred at the first
+    call.
 
     >>> cell = ChildSumTreeLSTMCell(3, 2)
     >>> h, c = cell.leaf(torch.randn(5, 3))
@@ -319,11 +377,10 @@ class ChildSumTreeLSTMCell(nn.Module):
 
     max_children: int | None = None
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
+    def __init__(self, input_size: int | None = None, hidden_size: int | None = None) -> None:
         super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self._init_input(input_size, hidden_size)
+        hidden_size = self.hidden_size
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size))
         self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size))
@@ -331,6 +388,7 @@ class ChildSumTreeLSTMCell(nn.Module):
 
     def leaf(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """A node without children: ``[n, I]`` to ``(h, c)``, each ``[n, H]``."""
+        materialize_input(self, x)
         none = x.new_zeros(x.shape[0], 0, self.hidden_size)
         return self(x, (none, none), torch.ones(x.shape[0], 0, dtype=torch.bool, device=x.device))
 
@@ -338,6 +396,7 @@ class ChildSumTreeLSTMCell(nn.Module):
         self, x: Tensor, children: tuple[Tensor, Tensor], mask: Tensor
     ) -> tuple[Tensor, Tensor]:
         """``x [n, I]``, children ``(h_k, c_k)`` each ``[n, K, H]`` (zeros where absent)."""
+        materialize_input(self, x)
         h_k, c_k = children
         h_sum = h_k.sum(dim=1)
         x_i, x_f, x_g, x_o = F.linear(x, self.weight_ih, self.bias_ih).chunk(4, dim=1)
@@ -351,7 +410,7 @@ class ChildSumTreeLSTMCell(nn.Module):
         return o * torch.tanh(c), c
 
 
-class NaryTreeLSTMCell(nn.Module):
+class NaryTreeLSTMCell(_TreeLSTMInput):
     """N-ary Tree-LSTM (Tai, Socher & Manning 2015, eqs. 9-14): N ordered children.
 
     With the children's states ``h_1..h_N`` (zero states where a node has fewer)::
@@ -366,6 +425,7 @@ class NaryTreeLSTMCell(nn.Module):
     Parameters: ``weight_ih [4H, I]`` (i, f, g, o; the f block is shared by the N forget
     gates, as W^(f) in the paper), ``bias_ih [4H]``, ``weight_hh [(N + 3)H, NH]`` with row
     blocks i, f_1..f_N, g, o acting on ``[h_1; ...; h_N]``, ``bias_hh [(N + 3)H]``.
+    ``input_size=None``: inferred at the first call.
 
     >>> cell = NaryTreeLSTMCell(3, 2, n=2)
     >>> kids = (torch.randn(5, 2, 2), torch.randn(5, 2, 2))
@@ -374,14 +434,15 @@ class NaryTreeLSTMCell(nn.Module):
     (torch.Size([10, 4]), torch.Size([5, 2]))
     """
 
-    def __init__(self, input_size: int, hidden_size: int, n: int = 2) -> None:
+    def __init__(
+        self, input_size: int | None = None, hidden_size: int | None = None, n: int = 2
+    ) -> None:
         super().__init__()
         if n < 1:
             raise ValueError(f"n: expected at least 1 child slot, found {n}")
-        self.input_size = input_size
-        self.hidden_size = hidden_size
+        self._init_input(input_size, hidden_size)
+        hidden_size = self.hidden_size
         self.max_children: int | None = n
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty((n + 3) * hidden_size, n * hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size))
         self.bias_hh = nn.Parameter(torch.empty((n + 3) * hidden_size))
@@ -389,6 +450,7 @@ class NaryTreeLSTMCell(nn.Module):
 
     def leaf(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """A node whose N children are all absent (zero states): ``[n, I]`` to ``(h, c)``."""
+        materialize_input(self, x)
         n = int(self.max_children or 0)
         none = x.new_zeros(x.shape[0], n, self.hidden_size)
         return self(x, (none, none), torch.zeros(x.shape[0], n, dtype=torch.bool, device=x.device))
@@ -397,6 +459,7 @@ class NaryTreeLSTMCell(nn.Module):
         self, x: Tensor, children: tuple[Tensor, Tensor], mask: Tensor
     ) -> tuple[Tensor, Tensor]:
         """``x [n, I]``, children ``(h_k, c_k)`` each ``[n, N, H]`` (zeros where absent)."""
+        materialize_input(self, x)
         h_k, c_k = children
         m, n, hidden = h_k.shape
         x_i, x_f, x_g, x_o = F.linear(x, self.weight_ih, self.bias_ih).chunk(4, dim=1)

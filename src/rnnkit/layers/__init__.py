@@ -121,7 +121,8 @@ class Dense(Layer):
     @property
     def in_features(self) -> int | None:
         """The input size; None until the first call of a Dense built without it."""
-        return None if is_lazy(self.linear.weight) else self.linear.in_features
+        weight = self.linear.weight
+        return None if is_lazy(weight) else int(weight.shape[1])
 
     @property
     def weight(self) -> Tensor:
