@@ -164,9 +164,12 @@ class MinibatchSource:
         exact_limits: cut the minibatch that reaches ``max_samples`` to the samples left, so
             the total stops there (less than one sequence over, since sequences are whole),
             as CNTK does. Needs ``unit="samples"``.
-        consecutive_seeds: shuffle sweep ``k`` with the generator seeded ``seed + k`` (numpy's
-            ``default_rng``), CNTK's rule: sweep ``k + 1`` of seed ``s`` is sweep ``k`` of seed
-            ``s + 1``. The orders are not CNTK's own (its generator differs), only the rule.
+        consecutive_seeds: sweep ``k``'s order is
+            ``numpy.random.default_rng(seed + k).permutation(num_examples)`` instead of
+            ``default_rng((seed, k)).permutation(num_examples)``: CNTK's rule, sweep ``k + 1``
+            of seed ``s`` is sweep ``k`` of seed ``s + 1``. The orders are numpy's, not CNTK's
+            own (its generator differs); only the rule is CNTK's. (With ``bucket`` the same
+            generator then shuffles the minibatches.)
         count_per_stream: count each stream's samples separately; a minibatch is full when
             adding the next sequence would take any one stream past ``minibatch_size`` (CNTK's
             count). Without it the count is each sequence's longest stream, summed. Ignored
