@@ -13,10 +13,13 @@ empty row as an error; each is an option here, and the defaults stay strict.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import Tensor
 
 from rnnkit.data.ctf import CTFReader, CTFWarning, Stream, iter_ctf, read_ctf
@@ -345,3 +348,39 @@ def test_defaults_unchanged(tmp_path: Path) -> None:
     path = write(tmp_path, "0 |x 1 2\n\n|# note\n0 |x 3 4\n")
     assert as_lists(read_ctf(path, streams)) == [{"x": [[1.0, 2.0], [3.0, 4.0]]}]
     assert torch.equal(read_ctf(path, streams)[0]["x"], torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+
+
+_PIECES = [
+    "0 ", "1 ", "7\t", "x ", "|a ", "|b ", "|u ", "|# c ", "| ", "|", "1.5 ", "2 ", "-3e1 ",
+    "oops ", "2:1 ", "9:1 ", "3:x ", "\n", "\n", "\r\n", "\n\n", "\udcff",  # an invalid byte
+]  # fmt: skip
+
+
+@settings(
+    max_examples=80, deadline=4000, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pieces=st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_dropping_samples_never_raises_and_every_path_agrees(
+    tmp_path: Path, pieces: list[str]
+) -> None:
+    """skip_bad='sample' records every fault instead of raising (CNTK with maxErrors high),
+    and the C, Python and plain paths give the same examples and errors at any block size."""
+    path = tmp_path / "fuzz.ctf"
+    path.write_bytes("".join(pieces).encode("utf-8", "surrogateescape"))
+    streams = {"a": Stream("a", 2), "b": Stream("b", 4, sparse=True)}
+    results = []
+    for scanner, block_bytes in (("plain", None), ("c", None), ("python", 7), ("c", 3)):
+        errors: list[ReaderError] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CTFWarning)
+            examples = read_ctf(
+                path,
+                streams,
+                skip_bad=True,
+                errors=errors,
+                cntk_compatible=True,
+                scanner=scanner,
+                block_bytes=block_bytes,
+            )
+        results.append((as_lists(examples), [str(e) for e in errors]))
+    assert all(r == results[0] for r in results)

@@ -462,7 +462,13 @@ def test_state_and_option_errors() -> None:
     with pytest.raises(ValueError, match=r"state\['position'\]: expected the cursor"):
         cntk.load_state_dict({**cntk.state_dict(), "position": None, "round": 0})
     old = MinibatchSource(examples, 4).state_dict()  # a state saved before the options
-    for key in ("position", "cross_sweeps", "exact_limits", "consecutive_seeds"):
+    for key in (
+        "position",
+        "cross_sweeps",
+        "exact_limits",
+        "consecutive_seeds",
+        "count_per_stream",
+    ):
         old.pop(key)
     MinibatchSource(examples, 4).load_state_dict(old)
     with pytest.raises(ValueError, match=r"cross_sweeps: .*partition=\(0, 1\) and bucket=None"):
