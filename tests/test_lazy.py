@@ -270,3 +270,18 @@ def test_sequential_accepts_plain_functions_and_refuses_to_save_them(tmp_path: P
     torch.testing.assert_close(load(tmp_path / "ok")(x).data, saved(x).data)
     with pytest.raises(TypeError, match=r"layers\[1\]: expected a torch\.nn\.Module or a func"):
         Sequential([Dense(3, 3), 5])
+
+
+def test_conv_infers_its_channels(tmp_path: Path):
+    from rnnkit.layers.conv import Conv
+
+    torch.manual_seed(3)
+    lazy = Conv(None, 4, 3)
+    x = _batch(features=2)
+    y = lazy(x)
+    assert lazy.in_channels == 2
+    eager = Conv(2, 4, 3)
+    eager.load_state_dict(lazy.state_dict())
+    torch.testing.assert_close(y.data, eager(x).data)
+    save(lazy, tmp_path / "conv")
+    torch.testing.assert_close(load(tmp_path / "conv")(x).data, lazy.eval()(x).data)

@@ -57,15 +57,30 @@ class Conv(Layer):
     FCN of Wang et al. (2017), the front end of LSTM-FCN (Karim et al. 2018).
 
     Input: a SequenceBatch of ``[in_channels]`` steps; output: the same layout, of
-    ``[out_channels]`` steps.
+    ``[out_channels]`` steps. ``in_channels=None``: inferred at the first call (a
+    ``torch.nn.LazyConv1d`` until then, :mod:`rnnkit.lazy`).
+
+    >>> conv = Conv(None, 4, 3)
+    >>> x = SequenceBatch.from_list([torch.randn(5, 2), torch.randn(3, 2)])
+    >>> conv(x).feature_shape, conv.in_channels
+    (torch.Size([4]), 2)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+    def __init__(self, in_channels: int | None, out_channels: int, kernel_size: int) -> None:
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = kernel_size
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size)
+        self.out_channels, self.kernel_size = out_channels, kernel_size
+        self.conv: nn.Conv1d = (
+            nn.Conv1d(in_channels, out_channels, kernel_size)
+            if in_channels is not None
+            else nn.LazyConv1d(out_channels, kernel_size)
+        )
         self.norm = nn.BatchNorm1d(out_channels)
+
+    @property
+    def in_channels(self) -> int | None:
+        """The input's features; None until the first call of a Conv built without them."""
+        weight = self.conv.weight
+        return None if nn.parameter.is_lazy(weight) else int(weight.shape[1])
 
     def forward(self, x: SequenceBatch) -> SequenceBatch:
         if not isinstance(x, SequenceBatch):
