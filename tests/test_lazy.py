@@ -285,3 +285,17 @@ def test_conv_infers_its_channels(tmp_path: Path):
     torch.testing.assert_close(y.data, eager(x).data)
     save(lazy, tmp_path / "conv")
     torch.testing.assert_close(load(tmp_path / "conv")(x).data, lazy.eval()(x).data)
+
+
+def test_step_export_after_the_first_call(tmp_path: Path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    cell = GRUCell(hidden_size=3, reset="before", self_stabilization=True)
+    x = torch.randn(2, 5)
+    h = torch.randn(2, 3)
+    want = cell(x, h).detach().numpy()
+    export_step_onnx(cell, tmp_path / "step.onnx")
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "step.onnx"), providers=["CPUExecutionProvider"]
+    )
+    found = session.run(None, {"x": x.numpy(), "state_0": h.numpy()})[0]
+    np.testing.assert_allclose(found, want, rtol=1e-5, atol=1e-5)

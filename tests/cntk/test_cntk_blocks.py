@@ -414,3 +414,32 @@ def test_block_arguments_are_checked():
     with pytest.raises(ValueError, match="LSTM: init: expected an initialiser"):
         LSTM(4, init="ones")
     assert LSTM((4,)).hidden_size == 4
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LSTM(
+            4, cell_shape=6, activation="relu", use_peepholes=True, enable_self_stabilization=True
+        ),
+        lambda: GRU(4, cell_shape=4, enable_self_stabilization=True),
+        lambda: RNNStep(3, cell_shape=5, activation=torch.tanh, enable_self_stabilization=True),
+    ],
+)
+def test_blocks_save_and_load_with_their_options(tmp_path, make):
+    from rnnkit import load, save
+
+    cell = make()
+    x = SequenceBatch.from_list([torch.randn(4, 2), torch.randn(3, 2)])
+    layer = Recurrence(cell)
+    y = layer(x)
+    with torch.no_grad():  # trained stabilisers, away from their initial value
+        for name, p in cell.named_parameters():
+            if name.startswith("stabilizer"):
+                p.fill_(0.7)
+    y = layer(x)
+    save(layer, tmp_path / "m")
+    loaded = load(tmp_path / "m")
+    torch.testing.assert_close(loaded(x).data, y.data, rtol=0, atol=0)
+    for option in ("proj_size", "self_stabilization"):
+        assert getattr(loaded.cell, option) == getattr(cell, option)
