@@ -63,7 +63,7 @@ Data = TypeVar("Data", Tensor, SequenceBatch)
 class Layer(nn.Module):
     """Base of rnnkit's modules: ``a >> b`` composes them into a :class:`Sequential`."""
 
-    def __rshift__(self, other: nn.Module) -> Sequential:
+    def __rshift__(self, other: nn.Module | Callable[[Any], Any]) -> Sequential:
         return Sequential([self, other])
 
 
