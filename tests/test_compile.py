@@ -67,7 +67,7 @@ LAYERS: dict[str, Callable[[], nn.Module]] = {
     "bidirectional": lambda: Bidirectional(LSTMCell(5, 6), GRUCell(5, 6)),
     "stack-2-layers": lambda: Recurrence(LSTMCell(5, 6)) >> Fold(GRUCell(6, 6)),
 }
-FULLGRAPH = ("recurrence-lstm", "fold-rnn", "stack-2-layers")
+FULLGRAPH = tuple(LAYERS)  # every layer, backward ones too (see sequences.cached_property)
 
 
 @pytest.mark.parametrize("name", list(LAYERS))

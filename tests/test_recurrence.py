@@ -659,3 +659,23 @@ def test_run_recurrence_result_for_each_need(backend):
         results["last"].outputs = ()  # type: ignore[misc]
     with pytest.raises(ValueError, match=r"need: expected one of \('outputs', .* found 'all'"):
         run_recurrence(cell, x, zeros, backend, "all")  # type: ignore[arg-type]
+
+
+def test_loop_runs_a_subclass_step_not_the_inherited_step_function():
+    """The loop asks a cell for ``step_function`` only when the class defining ``step``
+    defines it too: a subclass that redefines ``step`` runs its own step (the reference loop,
+    which calls the cell, is the oracle)."""
+
+    class Damped(GRUCell):
+        def step(self, px, state):
+            return 0.5 * super().step(px, state)
+
+    torch.manual_seed(13)
+    cell = Damped(3, 4, reset="before").double()
+    x = SequenceBatch.from_list(_sequences([6, 2, 5], dtype=torch.float64))
+    loop = Recurrence(cell, backend="loop")(x).data
+    reference = Recurrence(cell, backend="reference")(x).data
+    plain = Recurrence(GRUCell(3, 4, reset="before").double(), backend="loop")
+    plain.cell.load_state_dict(cell.state_dict())
+    torch.testing.assert_close(loop, reference, atol=1e-12, rtol=1e-12)
+    assert not torch.allclose(loop, plain(x).data)  # the damping is really applied

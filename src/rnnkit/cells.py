@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +51,10 @@ __all__ = [
 
 State: TypeAlias = Tensor | tuple[Tensor, ...]
 FusedKernelName: TypeAlias = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
+StepFunction: TypeAlias = Callable[[Tensor, State], State]
+# Runs of at least this many steps copy their recurrent weights transposed once (bench/run.py
+# custom/*/batch1: a one-row product reads [H, G*H] about twice as fast as its transpose).
+_COPY_WEIGHTS_FROM = 4
 
 
 @runtime_checkable
@@ -69,6 +73,12 @@ class Cell(Protocol):
     cells answer with a kernel for their own computation only: a subclass that redefines
     ``forward``, ``input_projection`` or ``step`` gets a reason instead, so it never inherits
     the fused path silently.
+
+    Optionally ``step_function(steps) -> StepFunction``: :meth:`step` with its per-run work
+    done once (weights split and transposed, stabiliser scales computed), for the loop, which
+    asks for it once per run of ``steps`` time steps and calls it at every step. It must
+    compute exactly what ``step`` does; rnnkit's cells define ``step`` through it, so there is
+    one implementation.
     """
 
     hidden_size: int
@@ -255,6 +265,17 @@ class _StepCell(nn.Module):
         value = nn.Parameter(torch.full((1,), STABILIZER_INIT)) if enabled else None
         self.register_parameter(name, value)
 
+    @staticmethod
+    def _transposed(weight: Tensor, steps: int) -> Tensor:
+        """``weight.t()`` for ``x @ weight.t()``; for a run of many steps a contiguous copy,
+        made once: a matrix product with one row (batch 1) reads it about twice as fast."""
+        return weight.t().contiguous() if steps >= _COPY_WEIGHTS_FROM else weight.t()
+
+    def _scale(self, name: str) -> Tensor | None:
+        """``beta`` of the stabiliser ``name`` (once per run), or None when the cell has none."""
+        p = self._parameters.get(name)
+        return None if p is None else stabilizer_scale(p)
+
     def _stabilized(self, name: str, x: Tensor) -> Tensor:
         """``beta * x`` with the stabiliser ``name``, or ``x`` when the cell has none."""
         p = getattr(self, name)
@@ -351,12 +372,25 @@ class RNNCell(_StepCell):
         self.reset_parameters()
 
     def step(self, px: Tensor, state: State) -> Tensor:
-        (h,) = as_tuple(state)
-        h = self._stabilized("stabilizer_dh", h)
-        h_next = self.activation(px + nn.functional.linear(h, self.weight_hh, self.bias_hh))
-        if self.weight_hr is not None:
-            h_next = nn.functional.linear(self._stabilized("stabilizer_p", h_next), self.weight_hr)
-        return h_next
+        return self.step_function(1)(px, state)  # type: ignore[return-value]
+
+    def step_function(self, steps: int = 1) -> StepFunction:
+        """:meth:`step` with the weights transposed and the stabilisers computed once."""
+        w_t, bias, act = self._transposed(self.weight_hh, steps), self.bias_hh, self.activation
+        s_dh, s_p = self._scale("stabilizer_dh"), self._scale("stabilizer_p")
+        w_hr_t = None if self.weight_hr is None else self._transposed(self.weight_hr, steps)
+
+        def step(px: Tensor, state: State) -> Tensor:
+            h = state if isinstance(state, Tensor) else state[0]
+            if s_dh is not None:
+                h = s_dh * h
+            pre = torch.addmm(px, h, w_t)
+            h_next = act(pre if bias is None else pre + bias)
+            if w_hr_t is not None:
+                h_next = (h_next if s_p is None else s_p * h_next) @ w_hr_t
+            return h_next
+
+        return step
 
     def fused_kernel(self) -> FusedKernel | str:
         """``rnn_tanh`` or ``rnn_relu`` (``torch.nn.RNN``); none for ``'sigmoid'``, a
@@ -486,24 +520,54 @@ class LSTMCell(_StepCell):
         return self.layer_norm_ih(px) if self.layer_norm else px
 
     def step(self, px: Tensor, state: State) -> tuple[Tensor, Tensor]:
-        h, c = as_tuple(state)
-        ph = nn.functional.linear(
-            self._stabilized("stabilizer_dh", h), self.weight_hh, self.bias_hh
-        )
-        gates = px + (self.layer_norm_hh(ph) if self.layer_norm else ph)
-        i, f, g, o = gates.chunk(4, dim=1)
-        act = self._activate
-        if self.peepholes:
-            cs = self._stabilized("stabilizer_dc", c)
-            i, f = i + self.weight_ci * cs, f + self.weight_cf * cs
-        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * act(g)
-        if self.peepholes:
-            o = o + self.weight_co * self._stabilized("stabilizer_c", c_next)
-        c_out = self.layer_norm_c(c_next) if self.layer_norm else c_next
-        h_next = torch.sigmoid(o) * act(c_out)
-        if self.weight_hr is not None:
-            h_next = nn.functional.linear(self._stabilized("stabilizer_p", h_next), self.weight_hr)
-        return h_next, c_next
+        return self.step_function(1)(px, state)  # type: ignore[return-value]
+
+    def step_function(self, steps: int = 1) -> StepFunction:
+        """:meth:`step` with the weights transposed and the stabilisers computed once; without
+        peepholes one sigmoid covers the i, f and o gates."""
+        w_t, b_hh = self._transposed(self.weight_hh, steps), self.bias_hh
+        act, size = self._activate, self.cell_size
+        s_dh, s_dc = self._scale("stabilizer_dh"), self._scale("stabilizer_dc")
+        s_c, s_p = self._scale("stabilizer_c"), self._scale("stabilizer_p")
+        w_hr_t = None if self.weight_hr is None else self._transposed(self.weight_hr, steps)
+        peep = (self.weight_ci, self.weight_cf, self.weight_co) if self.peepholes else None
+        ln_hh = _norm_args(self.layer_norm_hh) if self.layer_norm else None
+        ln_c = _norm_args(self.layer_norm_c) if self.layer_norm else None
+        layer_norm = nn.functional.layer_norm
+
+        def step(px: Tensor, state: State) -> tuple[Tensor, Tensor]:
+            h, c = state
+            if s_dh is not None:
+                h = s_dh * h
+            if ln_hh is not None:
+                ph = h @ w_t if b_hh is None else torch.addmm(b_hh, h, w_t)
+                gates = px + layer_norm(ph, *ln_hh)
+            else:
+                gates = torch.addmm(px, h, w_t)
+                if b_hh is not None:
+                    gates = gates + b_hh
+            if peep is None:
+                i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
+                c_next = torch.addcmul(f * c, i, act(gates[:, 2 * size : 3 * size]))
+            else:
+                i, f, g, o = gates.chunk(4, dim=1)
+                cs = c if s_dc is None else s_dc * c
+                i, f = torch.addcmul(i, peep[0], cs), torch.addcmul(f, peep[1], cs)
+                c_next = torch.addcmul(torch.sigmoid(f) * c, torch.sigmoid(i), act(g))
+                co = c_next if s_c is None else s_c * c_next
+                o = torch.sigmoid(torch.addcmul(o, peep[2], co))
+            c_out = c_next if ln_c is None else layer_norm(c_next, *ln_c)
+            h_next = o * act(c_out)
+            if w_hr_t is not None:
+                h_next = (h_next if s_p is None else s_p * h_next) @ w_hr_t
+            return h_next, c_next
+
+        return step
+
+
+def _norm_args(norm: nn.Module) -> tuple[Any, ...]:
+    """``nn.functional.layer_norm``'s arguments after the input, from an ``nn.LayerNorm``."""
+    return (norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 class GRUCell(_StepCell):
@@ -577,25 +641,46 @@ class GRUCell(_StepCell):
         return _own_kernel(self, GRUCell, "gru", unfit)
 
     def step(self, px: Tensor, state: State) -> Tensor:
-        (h,) = as_tuple(state)
-        h = self._stabilized("stabilizer_dh", h)
-        x_r, x_z, x_n = px.chunk(3, dim=1)
-        hidden = self.hidden_size
+        return self.step_function(1)(px, state)  # type: ignore[return-value]
+
+    def step_function(self, steps: int = 1) -> StepFunction:
+        """:meth:`step` with the weights split and transposed and the stabilisers computed
+        once; ``h' = (1 - z) ⊙ n + z ⊙ h`` as one ``lerp``."""
+        hid, act, bias = self.hidden_size, self._activate, self.bias_hh
+        s_dh, s_p = self._scale("stabilizer_dh"), self._scale("stabilizer_p")
+        w_hr_t = None if self.weight_hr is None else self._transposed(self.weight_hr, steps)
+        split = [2 * hid, hid]
         if self.reset == "after":
-            h_r, h_z, h_n = nn.functional.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
-            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            n = self._activate(x_n + r * h_n)
+            w_t = self._transposed(self.weight_hh, steps)
+
+            def products(x_rz: Tensor, x_n: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+                ph = h @ w_t if bias is None else torch.addmm(bias, h, w_t)
+                h_rz, h_n = ph.split(split, dim=1)
+                r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)
+                return act(torch.addcmul(x_n, r, h_n)), z
+
         else:
-            w_rz, w_n = self.weight_hh[: 2 * hidden], self.weight_hh[2 * hidden :]
-            b_rz = None if self.bias_hh is None else self.bias_hh[: 2 * hidden]
-            b_n = None if self.bias_hh is None else self.bias_hh[2 * hidden :]
-            h_r, h_z = nn.functional.linear(h, w_rz, b_rz).chunk(2, dim=1)
-            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            n = self._activate(x_n + nn.functional.linear(r * h, w_n, b_n))
-        h_next = (1 - z) * n + z * h
-        if self.weight_hr is not None:
-            h_next = nn.functional.linear(self._stabilized("stabilizer_p", h_next), self.weight_hr)
-        return h_next
+            w_rz_t, w_n_t = (self._transposed(w, steps) for w in self.weight_hh.split(split))
+            b_rz, b_n = (None, None) if bias is None else bias.split(split)
+
+            def products(x_rz: Tensor, x_n: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+                rz = torch.addmm(x_rz, h, w_rz_t)
+                r, z = torch.sigmoid(rz if b_rz is None else rz + b_rz).chunk(2, dim=1)
+                pn = torch.addmm(x_n, r * h, w_n_t)
+                return act(pn if b_n is None else pn + b_n), z
+
+        def step(px: Tensor, state: State) -> Tensor:
+            h = state if isinstance(state, Tensor) else state[0]
+            if s_dh is not None:
+                h = s_dh * h
+            x_rz, x_n = px.split(split, dim=1)
+            n, z = products(x_rz, x_n, h)
+            h_next = torch.lerp(n, h, z)
+            if w_hr_t is not None:
+                h_next = (h_next if s_p is None else s_p * h_next) @ w_hr_t
+            return h_next
+
+        return step
 
 
 def _log_positive(v: Tensor) -> Tensor:
@@ -752,27 +837,40 @@ class GRUDCell(_StepCell):
         return h, self.x_mean.to(h).expand(batch_size, -1).clone()
 
     def input_projection(self, x: Tensor) -> Tensor:
-        """``[N, 3D] -> [N, 2D + D + H + 3H]``: x, m, γ_x, γ_h and ``V m + b`` per step."""
+        """``[N, 3D] -> [N, 4D + H + 3H]``: what each step needs of its own inputs, computed
+        for all steps at once: ``x̂ = c + a ⊙ x_last`` with ``a = (1 - m) ⊙ γ_x`` and
+        ``c = m ⊙ x + (1 - m) ⊙ (1 - γ_x) ⊙ x_mean``; ``x_last' = m ⊙ x + (1 - m) ⊙ x_last``;
+        ``γ_h``; and ``V m + b``."""
         _check_input("GRUDCell input", x, self.input_size)
-        values, mask, delta = x.chunk(3, dim=-1)
+        values, mask, delta = x.chunk(3, dim=-1)  # values are m ⊙ x already (pack_inputs)
         gamma_x = torch.exp(-torch.relu(self.weight_decay_x * delta + self.bias_decay_x))
         gamma_h = torch.exp(
             -torch.relu(nn.functional.linear(delta, self.weight_decay_h, self.bias_decay_h))
         )
         vm = nn.functional.linear(mask, self.weight_mh, self.bias_ih)
-        return torch.cat([values, mask, gamma_x, gamma_h, vm], dim=-1)
+        unobserved = 1 - mask
+        held = unobserved * gamma_x
+        c = values + (unobserved - held) * self.x_mean
+        return torch.cat([c, held, values, unobserved, gamma_h, vm], dim=-1)
 
     def step(self, px: Tensor, state: State) -> tuple[Tensor, Tensor]:
-        h, x_last = as_tuple(state)
+        return self.step_function(1)(px, state)  # type: ignore[return-value]
+
+    def step_function(self, steps: int = 1) -> StepFunction:
+        """:meth:`step` with the weights split and transposed once."""
         d, hid = self.num_variables, self.hidden_size
-        x, m, gamma_x, gamma_h, vm = px.split([d, d, d, hid, 3 * hid], dim=-1)
-        x_hat = m * x + (1 - m) * (gamma_x * x_last + (1 - gamma_x) * self.x_mean)
-        h_hat = gamma_h * h
-        wx_r, wx_z, wx_n = nn.functional.linear(x_hat, self.weight_ih).chunk(3, dim=-1)
-        vm_r, vm_z, vm_n = vm.chunk(3, dim=-1)
-        u_rz, u_n = self.weight_hh[: 2 * hid], self.weight_hh[2 * hid :]
-        uh_r, uh_z = nn.functional.linear(h_hat, u_rz).chunk(2, dim=-1)
-        r = torch.sigmoid(wx_r + uh_r + vm_r)
-        z = torch.sigmoid(wx_z + uh_z + vm_z)
-        n = torch.tanh(wx_n + nn.functional.linear(r * h_hat, u_n) + vm_n)
-        return (1 - z) * h_hat + z * n, m * x + (1 - m) * x_last
+        w_t = self._transposed(self.weight_ih, steps)
+        u_rz_t, u_n_t = (self._transposed(u, steps) for u in self.weight_hh.split([2 * hid, hid]))
+        parts = [d, d, d, d, hid, 3 * hid]
+
+        def step(px: Tensor, state: State) -> tuple[Tensor, Tensor]:
+            h, x_last = state
+            c, held, mx, unobserved, gamma_h, vm = px.split(parts, dim=-1)
+            x_hat = torch.addcmul(c, held, x_last)
+            h_hat = gamma_h * h
+            wx_rz, wx_n = torch.addmm(vm, x_hat, w_t).split([2 * hid, hid], dim=-1)
+            r, z = torch.sigmoid(torch.addmm(wx_rz, h_hat, u_rz_t)).chunk(2, dim=-1)
+            n = torch.tanh(torch.addmm(wx_n, r * h_hat, u_n_t))
+            return torch.lerp(h_hat, n, z), torch.addcmul(mx, unobserved, x_last)
+
+        return step

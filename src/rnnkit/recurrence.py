@@ -175,6 +175,7 @@ class _FusedPlan:
     has_bias: bool
     pair: bool
     parameters: tuple[Tensor | None, ...]
+    costs: tuple[float, float, float]  # _segment_costs of the weights' shapes
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, _FusedPlan] = weakref.WeakKeyDictionary()
@@ -210,32 +211,50 @@ def _build_plan(cell: Any) -> _FusedPlan:
     if isinstance(kernel, str):
         raise ValueError(f"backend='fused' cannot run {kernel}; use 'loop' or 'auto'")
     vf: Any = torch._VF
-    return _FusedPlan(getattr(vf, kernel.name), weights, len(weights) == 4, kernel.pair, current)
+    return _FusedPlan(
+        getattr(vf, kernel.name),
+        weights,
+        len(weights) == 4,
+        kernel.pair,
+        current,
+        _segment_costs(weights),
+    )
 
 
 def _fused_call(
     cell: Any,
     x: Tensor,
     batch_sizes: Tensor | None,
-    state: tuple[Tensor, ...],
+    hx: tuple[Tensor, ...],
     plan: _FusedPlan,
     final: bool = True,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer, one direction of ``torch``'s fused RNN on padded ``[T, B, I]`` or packed data
-    from ``state`` (``[B, ...]`` per tensor); the final state too unless ``final=False``. Under
-    ``torch.compile`` the kernel runs as the custom operator ``rnnkit::fused_rnn``, which Dynamo
-    keeps whole (:mod:`rnnkit.compiled_ops`)."""
+    from ``hx`` (the state in the kernel's layout, ``[1, B, ...]`` per tensor); the final state
+    (``[B, ...]`` per tensor) too unless ``final=False``. Under ``torch.compile`` the kernel
+    runs as the custom operator ``rnnkit::fused_rnn``, which Dynamo keeps whole
+    (:mod:`rnnkit.compiled_ops`)."""
     if torch.compiler.is_compiling():
-        hx_list = [s.unsqueeze(0) for s in state[: 2 if plan.pair else 1]]
         name = plan.kernel.__name__
-        out = fused_rnn(name, x, batch_sizes, hx_list, plan.weights, cell.training)
+        out = fused_rnn(name, x, batch_sizes, list(hx), plan.weights, cell.training)
         return out[0], tuple(s.squeeze(0) for s in out[1:]) if final else ()
-    hx = [s.unsqueeze(0) for s in state] if plan.pair else state[0].unsqueeze(0)
-    flags = (plan.has_bias, 1, 0.0, cell.training, False)
-    args: tuple[Any, ...] = (hx, plan.weights, *flags)
+    args: tuple[Any, ...] = (
+        list(hx) if plan.pair else hx[0],
+        plan.weights,
+        plan.has_bias,
+        1,
+        0.0,
+        cell.training,
+        False,
+    )
     fn = plan.kernel
     out = fn(x, *args, False) if batch_sizes is None else fn(x, batch_sizes, *args)
     return out[0], tuple(s.squeeze(0) for s in out[1:]) if final else ()
+
+
+def _kernel_state(state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """A state (``[B, ...]`` per tensor) in the fused kernel's layout (``[1, B, ...]``)."""
+    return tuple(s.unsqueeze(0) for s in state)
 
 
 def plan_segments(
@@ -269,15 +288,21 @@ def plan_segments(
 
 def _segment_costs(weights: list[Tensor]) -> tuple[float, float, float]:
     """Modelled seconds per time step, per row-step and per call of the CPU fused kernel
-    (``weights``: ``[weight_ih, weight_hh, ...]``)."""
+    (``weights``: ``[weight_ih, weight_hh, ...]``); computed once per plan."""
     gates, inputs = weights[0].shape
     flops = 2.0 * gates * (inputs + weights[1].shape[1])
     return 4e-6, flops / 40e9, 60e-6
 
 
 def _run_fused(
-    cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], need: Need
+    cell: Any,
+    x: SequenceBatch,
+    hx: tuple[Tensor, ...],
+    need: Need,
+    plan: _FusedPlan | None = None,
 ) -> RecurrenceResult:
+    """The fused path from ``hx``, the state (sorted order) in the kernel's layout
+    (:func:`_kernel_state`); ``plan`` the cell's plan when the caller has it."""
     if torch.compiler.is_compiling():
         # Dynamo misreads the cache of plans (a WeakKeyDictionary keyed by cells gave one
         # cell's plan to another), so a compiled graph builds the plan from the cell.
@@ -286,9 +311,9 @@ def _run_fused(
         # (the segments below are planned from them): padded (oneDNN's fast path on CPU),
         # packed where the final state is more than the last output (an LSTM's c) or on CUDA.
         if x.data.is_cuda or (need == "final" and plan.pair):
-            out, final = _fused_call(cell, x.data, x.batch_sizes, state, plan)
+            out, final = _fused_call(cell, x.data, x.batch_sizes, hx, plan)
             return _fused_result(out, final, x, need)
-        out, _ = _fused_call(cell, x.to_padded_time_major(), None, state, plan, final=False)
+        out, _ = _fused_call(cell, x.to_padded_time_major(), None, hx, plan, final=False)
         flat = out.reshape(-1, out.shape[-1])
         if need == "last":
             return RecurrenceResult((), (flat.index_select(0, x.last_padded_index_caller),))
@@ -296,16 +321,17 @@ def _run_fused(
         if need != "final":
             return RecurrenceResult((picked,), ())
         return RecurrenceResult((picked,), _to_caller((picked[x.last_rows_sorted()],), x))
-    plan = _fused_plan(cell)
+    if plan is None:
+        plan = _fused_plan(cell)
     sizes = x._sizes
     t, b = len(sizes), x.batch_size
     equal = sizes[0] == sizes[-1]
     if x.data.is_cuda or (need == "final" and plan.pair and not equal):
         # cuDNN skips finished rows itself; on CPU only packing gives an LSTM's exact final c.
-        out, final = _fused_call(cell, x.data, x.batch_sizes, state, plan)
+        out, final = _fused_call(cell, x.data, x.batch_sizes, hx, plan)
         return _fused_result(out, final, x, need)
     if equal and need != "last":  # the packed data is the time-major padding
-        out, final = _fused_call(cell, x.data.view(t, b, -1), None, state, plan)
+        out, final = _fused_call(cell, x.data.view(t, b, -1), None, hx, plan)
         return _fused_result(out.reshape(t * b, -1), final, x, need)
     # Ragged on CPU: padded segments of decreasing width (the CPU kernel is slower on packed
     # input than on padded input); rows that end inside a segment run on into padding there,
@@ -315,10 +341,10 @@ def _run_fused(
     elif _one_segment(x, plan):
         bounds, padded = [0, t], x.to_padded_time_major()
     else:
-        bounds = plan_segments(x.batch_sizes, *_segment_costs(plan.weights))
+        bounds = plan_segments(x.batch_sizes, *plan.costs)
         padded = x.to_padded_time_major()
     if len(bounds) == 2:
-        out, _ = _fused_call(cell, padded, None, state, plan, final=False)
+        out, _ = _fused_call(cell, padded, None, hx, plan, final=False)
         flat = out.reshape(t * b, -1)
         if need == "last":  # a Fold: one call, one gather into the caller's order
             return RecurrenceResult((), (flat.index_select(0, x.last_padded_index_caller),))
@@ -326,9 +352,9 @@ def _run_fused(
     elif need == "last":  # only each sequence's last row, gathered in the caller's order
         seq = x.unsorted_indices.cpu()
         rows = (seq, x.sorted_lengths[seq] - 1)
-        return RecurrenceResult((), (_run_segments(cell, x, padded, bounds, state, plan, rows),))
+        return RecurrenceResult((), (_run_segments(cell, x, padded, bounds, hx, plan, rows),))
     else:
-        picked = _run_segments(cell, x, padded, bounds, state, plan, x._row_position)
+        picked = _run_segments(cell, x, padded, bounds, hx, plan, x._row_position)
     if need != "final":
         return RecurrenceResult((picked,), ())
     last = picked.index_select(0, x.last_rows_sorted())
@@ -348,8 +374,8 @@ def _fused_result(
 def _one_segment(x: SequenceBatch, plan: _FusedPlan) -> bool:
     """Whether all the padding of ``x`` costs less than one more kernel call
     (:func:`plan_segments`' first test, in O(1): padded rows minus real rows)."""
-    _, row_cost, call_cost = _segment_costs(plan.weights)
-    return row_cost * (x.max_length * x.batch_size - len(x.data)) <= call_cost
+    _, row_cost, call_cost = plan.costs
+    return row_cost * (x.max_length * x.batch_size - x.data.shape[0]) <= call_cost
 
 
 def _run_segments(
@@ -357,19 +383,20 @@ def _run_segments(
     x: SequenceBatch,
     padded: Tensor,
     bounds: list[int],
-    state: tuple[Tensor, ...],
+    hx: tuple[Tensor, ...],
     plan: _FusedPlan,
     rows: tuple[Tensor, Tensor],
 ) -> Tensor:
     """The outputs at ``rows`` (sorted sequence, step) of a ragged batch run as padded
-    segments cut at ``bounds``."""
+    segments cut at ``bounds``, from ``hx`` (kernel layout)."""
     outs, offsets = [], []
     offset = 0
     sizes = x.batch_sizes.tolist()
     for a, z in itertools.pairwise(bounds):
         active = sizes[a]
-        state = tuple(s[:active] for s in state)
-        out, state = _fused_call(cell, padded[a:z, :active], None, state, plan)
+        hx = tuple(h[:, :active] for h in hx)
+        out, final = _fused_call(cell, padded[a:z, :active], None, hx, plan)
+        hx = tuple(f.unsqueeze(0) for f in final)
         outs.append(out.reshape((z - a) * active, -1))
         offsets.append((offset, active))
         offset += (z - a) * active
@@ -393,6 +420,18 @@ def _run_scan(
     return data, (data.index_select(0, x.last_rows_sorted()),)
 
 
+def _loop_step(cell: Any, steps: int) -> Any:
+    """The cell's step for one run: its ``step_function()`` (the per-run work done once) when
+    the class that defines ``step`` defines it too (a subclass that redefines ``step`` keeps
+    its own, and so does an instance whose ``step`` was replaced), else ``step``."""
+    if "step" in vars(cell):
+        return cell.step
+    for klass in type(cell).__mro__:
+        if "step" in vars(klass):
+            return cell.step_function(steps) if "step_function" in vars(klass) else cell.step
+    return cell.step
+
+
 def _run_loop(
     cell: Any, x: SequenceBatch, state: tuple[Tensor, ...], kept: int
 ) -> tuple[list[Tensor], tuple[Tensor, ...]]:
@@ -402,6 +441,7 @@ def _run_loop(
         getattr(cell, "step", None)
     )
     inputs = cell.input_projection(x.data) if split else x.data
+    step = _loop_step(cell, x.max_length) if split else cell
     sizes = x.batch_sizes.tolist()
     finished: list[tuple[Tensor, ...]] = []
     outputs: list[list[Tensor]] = [[] for _ in range(kept)]
@@ -410,7 +450,7 @@ def _run_loop(
             finished.append(tuple(s[b:] for s in state))
             state = tuple(s[:b] for s in state)
         current = _unwrap(state)
-        state = as_tuple(cell.step(chunk, current) if split else cell(chunk, current))
+        state = as_tuple(step(chunk, current))
         for k, out in enumerate(outputs):
             out.append(state[k])
     finished.append(state)
@@ -454,7 +494,7 @@ def run_recurrence(
                 "backend='fused' gives the output of every step, not every state tensor; "
                 "use 'loop' or 'auto' for need='states'"
             )
-        return _run_fused(cell, x, state, need)
+        return _run_fused(cell, x, _kernel_state(state), need)
     kept = len(state) if need == "states" else 0 if need == "last" else 1
     if backend == "scan":
         out, final = _run_scan(cell, x, state)
@@ -571,22 +611,23 @@ def _to_caller(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...
     return tuple(s.index_select(0, x.unsorted_indices) for s in state)
 
 
-def _check_parameters(cell: nn.Module, data: Tensor) -> None:
-    """A one-line error when ``data`` and ``cell``'s parameters differ in dtype (outside
-    autocast, which casts inside the operations) or device."""
-    weight = next(cell.parameters(), None)
+def _check_parameters(cell: nn.Module, data: Tensor, weight: Tensor | None = None) -> None:
+    """A one-line error when ``data`` and ``cell``'s parameters (``weight``, or its first
+    parameter) differ in dtype (outside autocast, which casts inside the operations) or
+    device."""
     if weight is None:
-        return
-    name = type(cell).__name__
+        weight = next(cell.parameters(), None)
+        if weight is None:
+            return
     if weight.dtype != data.dtype and not torch.is_autocast_enabled(data.device.type):
         raise TypeError(
-            f"x: {name} expected input of dtype {weight.dtype} (its parameters'), "
-            f"found {data.dtype}"
+            f"x: {type(cell).__name__} expected input of dtype {weight.dtype} (its "
+            f"parameters'), found {data.dtype}"
         )
     if weight.device != data.device:
         raise ValueError(
-            f"x: {name} expected input on device {weight.device} (its parameters'), "
-            f"found {data.device}"
+            f"x: {type(cell).__name__} expected input on device {weight.device} (its "
+            f"parameters'), found {data.device}"
         )
 
 
@@ -635,6 +676,8 @@ class Recurrence(Layer):
         self._resolved: dict[tuple[str, bool], str] = {}
         self._input_size = getattr(cell, "input_size", None)
         self._scannable = callable(getattr(type(cell), "scan", None))
+        self._state_tensors = len(self.initial.shapes)
+        self._constant_start: tuple[tuple[Any, ...], tuple[Tensor, ...]] | None = None
 
     def _backend(self, x: SequenceBatch, every_state: bool) -> str:
         if self._scannable:
@@ -654,6 +697,22 @@ class Recurrence(Layer):
             return start if initial.fixed is None else _to_sorted(start, x, "state")
         return _to_sorted(state_from_data(state, self.go_backwards), x, "initial_state")
 
+    def _fused_start(self, x: SequenceBatch, state: State | None) -> tuple[Tensor, ...]:
+        """:meth:`_start` in the fused kernel's layout. Zeros and a constant are made once per
+        batch size, dtype and device and reused: the kernel only reads them, and they hold no
+        gradient (a small batch pays for every tensor operation)."""
+        initial = self.initial
+        if state is not None or initial.fixed is not None or initial.is_learned:
+            return _kernel_state(self._start(x, state))
+        data = x.data
+        key = (x.batch_size, data.dtype, data.device, torch.is_inference_mode_enabled())
+        cached = self._constant_start
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        hx = _kernel_state(initial.make(x.batch_size, data.device, data.dtype))
+        self._constant_start = (key, hx)
+        return hx
+
     def _run(self, x: SequenceBatch, state: State | None, need: Need) -> RecurrenceResult:
         """:func:`run_recurrence` on ``x`` (reversed and back when ``go_backwards``) from
         ``state`` (caller order; None: the initial state); the outputs in the rows of ``x``."""
@@ -666,12 +725,22 @@ class Recurrence(Layer):
                 f"x: {type(self.cell).__name__} expected input of shape [B, {size}] per step, "
                 f"found steps of shape {tuple(x.feature_shape)}"
             )
-        _check_parameters(self.cell, x.data)
-        start = self._start(x, state)
-        backend = self._backend(x, need == "states" and len(start) > 1)
-        if not self.go_backwards:
-            return run_recurrence(self.cell, x, start, backend, need)
-        result = run_recurrence(self.cell, x.reverse(), start, backend, need)
+        cell = self.cell
+        backend = self._backend(x, need == "states" and self._state_tensors > 1)
+        if backend == "fused" and not torch.compiler.is_compiling():
+            # The fused path's own lookups: the plan holds the weights to check against.
+            plan = _fused_plan(cell)
+            _check_parameters(cell, x.data, plan.weights[0])
+            hx = self._fused_start(x, state)
+            if not self.go_backwards:
+                return _run_fused(cell, x, hx, need, plan)
+            result = _run_fused(cell, x.reverse(), hx, need, plan)
+        else:
+            _check_parameters(cell, x.data)
+            start = self._start(x, state)
+            if not self.go_backwards:
+                return run_recurrence(cell, x, start, backend, need)
+            result = run_recurrence(cell, x.reverse(), start, backend, need)
         back = x.reverse_index  # reversing is its own inverse
         return RecurrenceResult(
             tuple(o.index_select(0, back) for o in result.outputs), result.final_state

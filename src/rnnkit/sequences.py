@@ -23,13 +23,41 @@ directly, and a recurrence processes step ``t`` as one contiguous block of rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ["SequenceBatch"]
+
+_T = TypeVar("_T")
+
+
+class cached_property(Generic[_T]):
+    """``functools.cached_property`` without the lock Python 3.11 takes on every first
+    computation (3.12 removed it): ``torch.compile(fullgraph=True)`` cannot trace a lock, and a
+    backward layer computes ``reverse_index`` inside the compiled graph. The value is stored in
+    the instance's ``__dict__`` on first access, which later lookups find first."""
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> cached_property[_T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = self.fn(obj)
+        obj.__dict__[self.name] = value
+        return value
 
 
 def _check_lengths(lengths: Tensor, batch: int, max_steps: int | None) -> None:
