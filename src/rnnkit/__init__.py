@@ -21,9 +21,18 @@ if TYPE_CHECKING:
         MinLSTMCell,
         RNNCell,
     )
+    from rnnkit.data.ctf import CTFWarning
     from rnnkit.data.errors import ReaderError
     from rnnkit.data.minibatch import MinibatchSource
-    from rnnkit.layers import Activation, Dense, Dropout, Embedding, Layer, Sequential
+    from rnnkit.layers import Activation, Dense, Dropout, Embedding, Lambda, Layer, Sequential
+    from rnnkit.layers.sequence import (
+        Delay,
+        LayerNormalization,
+        PastValueWindow,
+        Stabilizer,
+        UnfoldFrom,
+    )
+    from rnnkit.lazy import UninitializedModelError, count_parameters
     from rnnkit.onnx_export import export_onnx, export_step_onnx
     from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
     from rnnkit.recursive import (
@@ -61,12 +70,14 @@ __all__ = [
     "Activation",
     "Bidirectional",
     "CSVLogger",
+    "CTFWarning",
     "Callback",
     "Cell",
     "Checkpoint",
     "ChildSumTreeLSTMCell",
     "CorruptFileError",
     "Criterion",
+    "Delay",
     "Dense",
     "Dropout",
     "EarlyStopping",
@@ -78,7 +89,9 @@ __all__ = [
     "GRUDCell",
     "GradientMonitor",
     "LSTMCell",
+    "Lambda",
     "Layer",
+    "LayerNormalization",
     "LearningRateLogger",
     "MinGRUCell",
     "MinLSTMCell",
@@ -86,6 +99,7 @@ __all__ = [
     "ModelInputError",
     "NaryTreeLSTMCell",
     "NonFiniteError",
+    "PastValueWindow",
     "ProgressBar",
     "ProgressPrinter",
     "RNNCell",
@@ -97,13 +111,17 @@ __all__ = [
     "RecursiveCell",
     "SequenceBatch",
     "Sequential",
+    "Stabilizer",
     "TensorBoardLogger",
     "Trainer",
     "Tree",
     "TreeBatch",
     "Unfold",
+    "UnfoldFrom",
+    "UninitializedModelError",
     "Validation",
     "classification_error",
+    "count_parameters",
     "cross_entropy_with_softmax",
     "export_onnx",
     "export_step_onnx",
@@ -124,6 +142,7 @@ _SOURCES: dict[str, str] = {
     "MinGRUCell": "rnnkit.cells",
     "MinLSTMCell": "rnnkit.cells",
     "RNNCell": "rnnkit.cells",
+    "CTFWarning": "rnnkit.data.ctf",
     "ReaderError": "rnnkit.data.errors",
     "MinibatchSource": "rnnkit.data.minibatch",
     "Activation": "rnnkit.layers",
@@ -132,6 +151,14 @@ _SOURCES: dict[str, str] = {
     "Embedding": "rnnkit.layers",
     "Layer": "rnnkit.layers",
     "Sequential": "rnnkit.layers",
+    "Lambda": "rnnkit.layers",
+    "Delay": "rnnkit.layers.sequence",
+    "LayerNormalization": "rnnkit.layers.sequence",
+    "PastValueWindow": "rnnkit.layers.sequence",
+    "Stabilizer": "rnnkit.layers.sequence",
+    "UnfoldFrom": "rnnkit.layers.sequence",
+    "UninitializedModelError": "rnnkit.lazy",
+    "count_parameters": "rnnkit.lazy",
     "export_onnx": "rnnkit.onnx_export",
     "export_step_onnx": "rnnkit.onnx_export",
     "Bidirectional": "rnnkit.recurrence",

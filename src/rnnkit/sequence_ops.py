@@ -40,6 +40,7 @@ from rnnkit.sequences import SequenceBatch
 
 __all__ = [
     "broadcast_as",
+    "check_batch",
     "delay",
     "first",
     "future_value",
@@ -62,7 +63,8 @@ InitialValue = float | Tensor | SequenceBatch
 _ROUNDING_DECIMALS = 6
 
 
-def _check_batch(x: object, argument: str) -> SequenceBatch:
+def check_batch(x: object, argument: str) -> SequenceBatch:
+    """``x`` when it is a SequenceBatch, else a TypeError naming ``argument``."""
     if not isinstance(x, SequenceBatch):
         raise TypeError(f"{argument}: expected a SequenceBatch, found {type(x).__name__}")
     return x
@@ -143,7 +145,7 @@ def past_value(
     >>> past_value(x, initial_state=s0).to_list()[0][0].tolist()
     [[0.0, 0.5], [1.0, 1.5], [2.0, 2.5]]
     """
-    return _shift(_check_batch(x, "x"), initial_state, _check_steps(time_step), future=False)
+    return _shift(check_batch(x, "x"), initial_state, _check_steps(time_step), future=False)
 
 
 def future_value(
@@ -160,7 +162,7 @@ def future_value(
     [[[6.0, 7.0], [8.0, 9.0], [10.0, 11.0]], [[12.0, 13.0], [14.0, 15.0], [16.0, 17.0]], \
 [[18.0, 19.0], [20.0, 21.0], [22.0, 23.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]]
     """
-    return _shift(_check_batch(x, "x"), initial_state, _check_steps(time_step), future=True)
+    return _shift(check_batch(x, "x"), initial_state, _check_steps(time_step), future=True)
 
 
 def delay(x: SequenceBatch, initial_state: InitialValue = 0.0, time_step: int = 1) -> SequenceBatch:
@@ -175,7 +177,7 @@ def delay(x: SequenceBatch, initial_state: InitialValue = 0.0, time_step: int = 
     """
     if isinstance(time_step, bool) or not isinstance(time_step, int):
         raise ValueError(f"time_step: expected an integer, found {time_step!r}")
-    x = _check_batch(x, "x")
+    x = check_batch(x, "x")
     return _shift(x, initial_state, abs(time_step), future=time_step < 0)
 
 
@@ -193,7 +195,7 @@ def broadcast_as(operand: Tensor, like: SequenceBatch) -> SequenceBatch:
     >>> [step.tolist() == last(x)[0].tolist() for step in y.to_list()[0]]
     [True, True, True, True]
     """
-    like = _check_batch(like, "like")
+    like = check_batch(like, "like")
     if not isinstance(operand, Tensor) or operand.dim() == 0 or operand.shape[0] != like.batch_size:
         found = tuple(operand.shape) if isinstance(operand, Tensor) else type(operand).__name__
         raise ValueError(
@@ -208,7 +210,7 @@ def broadcast_as(operand: Tensor, like: SequenceBatch) -> SequenceBatch:
 def reduce_sum(x: SequenceBatch) -> Tensor:
     """``[B, *F]`` the sum of each sequence's steps, caller order (CNTK's example in the
     module docstring)."""
-    x = _check_batch(x, "x")
+    x = check_batch(x, "x")
     seq, _ = x._row_position
     total = x.data.new_zeros((x.batch_size, *x.feature_shape))
     total = total.index_add(0, seq.to(x.data.device), x.data)
@@ -226,7 +228,7 @@ def reduce_max(x: SequenceBatch) -> Tensor:
     >>> reduce_max(x).tolist()
     [[6.0, -2.0], [-1.0, -1.0]]
     """
-    x = _check_batch(x, "x")
+    x = check_batch(x, "x")
     seq, _ = x._row_position
     data = x.data
     index = seq.to(data.device).view(-1, *([1] * (data.dim() - 1))).expand_as(data)
@@ -237,12 +239,12 @@ def reduce_max(x: SequenceBatch) -> Tensor:
 
 def first(x: SequenceBatch) -> Tensor:
     """``[B, *F]`` each sequence's first step (:meth:`SequenceBatch.first`)."""
-    return _check_batch(x, "x").first()
+    return check_batch(x, "x").first()
 
 
 def last(x: SequenceBatch) -> Tensor:
     """``[B, *F]`` each sequence's last step (:meth:`SequenceBatch.last`)."""
-    return _check_batch(x, "x").last()
+    return check_batch(x, "x").last()
 
 
 def _flag_dtype(x: SequenceBatch) -> torch.dtype:
@@ -251,14 +253,14 @@ def _flag_dtype(x: SequenceBatch) -> torch.dtype:
 
 def is_first(x: SequenceBatch) -> SequenceBatch:
     """A SequenceBatch of scalars (``[N]`` data): 1 at each sequence's first step, else 0."""
-    x = _check_batch(x, "x")
+    x = check_batch(x, "x")
     _, step = x._row_position
     return x.with_data((step == 0).to(device=x.data.device, dtype=_flag_dtype(x)))
 
 
 def is_last(x: SequenceBatch) -> SequenceBatch:
     """A SequenceBatch of scalars (``[N]`` data): 1 at each sequence's last step, else 0."""
-    x = _check_batch(x, "x")
+    x = check_batch(x, "x")
     seq, step = x._row_position
     flags = step == x.sorted_lengths[seq] - 1
     return x.with_data(flags.to(device=x.data.device, dtype=_flag_dtype(x)))
@@ -268,7 +270,7 @@ def is_last(x: SequenceBatch) -> SequenceBatch:
 
 
 def _check_condition(condition: object, argument: str) -> SequenceBatch:
-    condition = _check_batch(condition, argument)
+    condition = check_batch(condition, argument)
     if condition.feature_shape not in (torch.Size([]), torch.Size([1])):
         raise ValueError(
             f"{argument}: expected one scalar per step (steps of shape () or (1,)), found "
@@ -354,7 +356,7 @@ def gather(x: SequenceBatch, condition: SequenceBatch) -> SequenceBatch:
     >>> gather(x, z).to_list()[0].tolist()
     [[[12.0, 13.0], [14.0, 15.0], [16.0, 17.0]], [[18.0, 19.0], [20.0, 21.0], [22.0, 23.0]]]
     """
-    x = _check_batch(x, "x")
+    x = check_batch(x, "x")
     condition = _check_condition(condition, "condition")
     if not torch.equal(condition.lengths, x.lengths):
         raise ValueError(
@@ -384,7 +386,7 @@ def slice(x: SequenceBatch, begin_index: int, end_index: int) -> SequenceBatch:
     >>> [s.tolist() for s in slice(x, 0, -1).to_list()]
     [[0.0, 1.0, 2.0, 3.0], [10.0, 11.0]]
     """
-    x = _check_batch(x, "x")
+    x = check_batch(x, "x")
     for name, value in (("begin_index", begin_index), ("end_index", end_index)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name}: expected an integer, found {value!r}")

@@ -131,7 +131,7 @@ class PastValueWindow(Layer):
         return self.axis if self.axis < 0 else self.axis + 1
 
     def forward(self, x: SequenceBatch) -> tuple[Tensor, Tensor]:
-        x = sequence_ops._check_batch(x, "x")
+        x = sequence_ops.check_batch(x, "x")
         lengths = x.sorted_lengths
         k = torch.arange(self.window_size)
         step = k.unsqueeze(0) if self.go_backwards else lengths.unsqueeze(1) - 1 - k  # [B, W]
@@ -241,7 +241,7 @@ class UnfoldFrom(Layer):
         return flags.detach().reshape(-1).cpu() != 0
 
     def forward(self, initial_state: Any, x: SequenceBatch) -> SequenceBatch:
-        x = sequence_ops._check_batch(x, "x")
+        x = sequence_ops.check_batch(x, "x")
         state = self._seed(initial_state, x)
         limits = torch.tensor(
             [sequence_ops.repeat_length(n, self.length_increase) for n in x.lengths.tolist()]

@@ -186,6 +186,10 @@ def _copy_source(source: MinibatchSource, **changes: Any) -> MinibatchSource:
         "partition": (source.rank, source.world_size),
         "bucket": source.bucket,
         "stack_single": source.stack_single,
+        "pin_memory": source.pin_memory,
+        # how samples are counted carries over; CNTK's cursor options (crossing sweeps, exact
+        # limits, consecutive seeds) are the training source's own and are not copied
+        "count_per_stream": source.count_per_stream,
     }
     settings.update(changes)
     return MinibatchSource(source.examples, source.minibatch_size, **settings)
