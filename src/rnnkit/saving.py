@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from rnnkit.cells import GRUCell, GRUDCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
 from rnnkit.layers import (
@@ -833,6 +834,10 @@ def _load_weights(
             path=path,
         )
     for name, value in values.items():
+        # A layer described without its input size (lazy) takes it from the stored tensor,
+        # as load_state_dict does for a model that has not run yet.
+        if is_lazy(expected[name]):
+            continue
         if value.shape != expected[name].shape:
             raise CorruptFileError(
                 f"{name!r} has shape {list(value.shape)} but the model described in "
@@ -849,6 +854,13 @@ def _load_weights(
         if name in values and tensor.dtype != values[name].dtype:
             tensor.data = tensor.data.to(values[name].dtype)
     model.load_state_dict(values, strict=True)
+    unset = [name for name, p in model.named_parameters() if is_lazy(p)]
+    if unset:
+        raise CorruptFileError(
+            f"{DESCRIPTION_FILE} describes layers whose parameters the weights do not size: "
+            f"{unset}",
+            path=path,
+        )
 
 
 def load(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
