@@ -23,6 +23,7 @@ is the migration guide, with every departure from CNTK.
 
 from rnnkit.cntk import (
     cntk_py,
+    convert,
     defaults,
     eval,
     initializer,
@@ -67,6 +68,7 @@ __all__ = [
     "cntk_py",
     "combine",
     "constant",
+    "convert",
     "cross_entropy_with_softmax",
     "default_options",
     "defaults",
