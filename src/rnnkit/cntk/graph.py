@@ -354,8 +354,9 @@ class Function:
     def save(self, path: Any) -> None:
         """Not CNTK's model format: refused, naming what to use instead."""
         raise TypeError(
-            f"save({path!r}): rnnkit.cntk functions are not saved in CNTK's format; save "
-            "the modules with rnnkit.save(rnnkit.cntk.as_module(function), folder)"
+            f"save({path!r}): rnnkit.cntk functions are not saved in CNTK's format; save the "
+            "weights with safetensors.torch.save_file(GraphModule(function).state_dict(), "
+            "path) (rnnkit.cntk.graph.GraphModule) and load them into the same graph"
         )
 
 
