@@ -411,3 +411,55 @@ def test_errors_name_the_argument():
         Fold(Dense(3))
     with pytest.raises(ValueError, match="must both have a sequence axis or both not"):
         C.squared_error(x, C.input_variable(2))
+
+
+def test_return_full_state_gives_every_state_tensor():
+    torch.manual_seed(4)
+    x = C.sequence.input_variable(2)
+    cell = LSTMCell(2, 3)
+    full = Recurrence(cell, return_full_state=True)(x)
+    seqs = [np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32) for n in (3, 1)]
+    h, c = full.eval({x: seqs}).values()
+    want_h, want_c = [], []
+    for s in seqs:
+        hh, cc = np.zeros(3), np.zeros(3)
+        rows_h, rows_c = [], []
+        for step in s:
+            hh, cc = numpy_lstm(step, cell, hh, cc)
+            rows_h.append(hh)
+            rows_c.append(cc)
+        want_h.append(np.stack(rows_h))
+        want_c.append(np.stack(rows_c))
+    for got, want in ((h, want_h), (c, want_c)):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    final = Fold(cell, return_full_state=True)(x).eval({x: seqs})
+    np.testing.assert_allclose(
+        list(final.values())[1], np.stack([w[-1] for w in want_c]), rtol=1e-5
+    )
+
+
+def test_sequential_takes_functions_of_a_node():
+    torch.manual_seed(5)
+    x = C.sequence.input_variable(2)
+    model = Sequential([Recurrence(LSTMCell(2, 3)), C.sequence.last, Dense(1, activation=C.relu)])(
+        x
+    )
+    seqs = [np.ones((2, 2), np.float32), np.zeros((4, 2), np.float32)]
+    assert model.shape == (1,) and not model.is_sequence
+    assert (model(seqs) >= 0).all()
+    with pytest.raises(AttributeError, match="no attribute and no layer named 'nope'"):
+        _ = model.nope
+
+
+def test_seeded_dropout_repeats_its_masks_and_is_off_in_eval():
+    x = C.input_variable(6)
+    a, b = C.layers.Dropout(0.5, seed=3)(x), C.layers.Dropout(0.5, seed=3)(x)
+    ones = np.ones((4, 6), np.float32)
+    for node in (a, b):
+        node.torch_modules()[0].train()
+    module_a, module_b = a.torch_modules()[0], b.torch_modules()[0]
+    out_a = module_a(torch.from_numpy(ones))
+    out_b = module_b(torch.from_numpy(ones))
+    assert torch.equal(out_a, out_b) and set(out_a.flatten().tolist()) == {0.0, 2.0}
+    np.testing.assert_array_equal(a.eval(ones), ones)  # eval: no dropout

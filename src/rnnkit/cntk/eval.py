@@ -1,5 +1,20 @@
 """``cntk.eval``: CNTK's ``Evaluator`` (the average metric over minibatches, printed by the
-progress writers)."""
+progress writers).
+
+>>> import io, numpy as np
+>>> import rnnkit.cntk as C
+>>> z, t = C.input_variable(1), C.input_variable(1)
+>>> out = io.StringIO()
+>>> evaluator = Evaluator(C.squared_error(z, t), C.logging.ProgressPrinter(file=out))
+>>> zeros = np.zeros((2, 1), np.float32)
+>>> evaluator.test_minibatch({z: np.array([[1.0], [2.0]], np.float32), t: zeros})
+2.5
+>>> evaluator.test_minibatch({z: np.array([[1.0]], np.float32), t: zeros[:1]})
+1.0
+>>> evaluator.summarize_test_progress()
+>>> print(out.getvalue(), end="")
+Finished Evaluation [1]: Minibatch[1-2]: metric = 200.00% * 3;
+"""
 
 from __future__ import annotations
 

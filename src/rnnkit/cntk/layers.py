@@ -54,6 +54,7 @@ __all__ = [
     "Fold",
     "RNNStep",
     "Recurrence",
+    "SeededDropout",
     "Sequential",
     "default_options",
 ]
@@ -313,10 +314,42 @@ class Embedding(Block):
         return _matrix_view(self, size)
 
 
+class SeededDropout(nn.Module):
+    """Dropout whose masks come from its own generator, seeded once (CNTK's ``seed=``):
+    each step keeps a value with probability ``1 - p`` and scales it by ``1 / (1 - p)``, as
+    ``torch.nn.Dropout``; identity in eval mode. A tensor or a SequenceBatch (its steps).
+
+    >>> drop = SeededDropout(0.5, seed=1)
+    >>> a = drop(torch.ones(2, 4))
+    >>> b = SeededDropout(0.5, seed=1)(torch.ones(2, 4))
+    >>> bool(torch.equal(a, b)), sorted(set(a.flatten().tolist())) == [0.0, 2.0]
+    (True, True)
+    """
+
+    def __init__(self, p: float, seed: int) -> None:
+        super().__init__()
+        self.p, self.seed = p, seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def _mask(self, x: Tensor) -> Tensor:
+        g = self._generators.get(x.device)
+        if g is None:
+            g = self._generators[x.device] = torch.Generator(x.device).manual_seed(self.seed)
+        keep = torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) >= self.p
+        return x * keep / (1.0 - self.p)
+
+    def forward(self, x: Any) -> Any:
+        if not self.training or self.p == 0.0:
+            return x
+        if isinstance(x, SequenceBatch):
+            return x.with_data(self._mask(x.data))
+        return self._mask(x)
+
+
 class Dropout(Block):
-    """CNTK's ``Dropout(dropout_rate=None, keep_prob=None, seed=...)`` over
-    :class:`rnnkit.Dropout`; the mask comes from torch's generator (``seed`` is refused
-    unless None: seed torch instead)."""
+    """CNTK's ``Dropout(dropout_rate=None, keep_prob=None, seed=None)`` over
+    :class:`rnnkit.Dropout` (masks from torch's global generator), or with ``seed`` a
+    :class:`SeededDropout` (masks from the layer's own generator, as CNTK's)."""
 
     def __init__(
         self,
@@ -338,7 +371,7 @@ class Dropout(Block):
 
     def _make(self, node: Function) -> nn.Module:
         if self.seed is not None:
-            torch.manual_seed(self.seed)  # CNTK seeds the layer's mask; the nearest here
+            return SeededDropout(self.p, self.seed)
         return rnnkit_layers.Dropout(self.p)
 
 

@@ -11,6 +11,22 @@ the first progress printer prints: every ``freq`` minibatches, or 1, 3, 7, 15, .
 
 :class:`Trainer` is CNTK's minibatch-at-a-time trainer (``train_minibatch``,
 ``test_minibatch``, ``previous_minibatch_loss_average``, ``summarize_training_progress``).
+
+>>> import numpy as np, torch
+>>> import rnnkit.cntk as C
+>>> _ = torch.manual_seed(0)
+>>> x, t = C.input_variable(2), C.input_variable(1)
+>>> z = C.layers.Dense(1)(x)
+>>> loss = C.squared_error(z, t)
+>>> trainer = C.Trainer(z, (loss, loss), [C.sgd(z.parameters, C.learning_parameter_schedule(0.5))])
+>>> data = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+>>> target = np.array([[1.0], [-1.0]], np.float32)
+>>> round(trainer.test_minibatch({x: data, t: target}), 4)  # the mean squared error at the start
+2.186
+>>> for _ in range(100):
+...     _ = trainer.train_minibatch({x: data, t: target})
+>>> trainer.previous_minibatch_sample_count, z.eval(data).round(3).tolist()
+(2, [[1.0], [-1.0]])
 """
 
 from __future__ import annotations
@@ -486,4 +502,5 @@ def test_function(
     return Record(metric=result["metric"], samples=result["samples"])
 
 
+test_function.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 register_training(train_function, test_function)
