@@ -463,3 +463,33 @@ def test_seeded_dropout_repeats_its_masks_and_is_off_in_eval():
     out_b = module_b(torch.from_numpy(ones))
     assert torch.equal(out_a, out_b) and set(out_a.flatten().tolist()) == {0.0, 2.0}
     np.testing.assert_array_equal(a.eval(ones), ones)  # eval: no dropout
+
+
+def test_train_with_streams_in_argument_order_and_a_progress_frequency(tmp_path):
+    torch.manual_seed(6)
+    write_ctf(tmp_path / "t.ctf", 60, 4)
+    streams = C.io.StreamDefs(
+        features=C.io.StreamDef(field="features", shape=1),
+        target=C.io.StreamDef(field="target", shape=1),
+    )
+    src = C.io.MinibatchSource(C.io.CTFDeserializer(str(tmp_path / "t.ctf"), streams))
+    features = C.sequence.input_variable(1)
+    model = Dense(1)(C.sequence.last(features))
+    target = C.input_variable(1, dynamic_axes=model.dynamic_axes)
+    loss = C.squared_error(model, target)
+    history = loss.train(
+        src,
+        minibatch_size=10,
+        streams=(src.streams.features, src.streams.target),  # the order of loss.arguments
+        parameter_learners=[C.sgd(loss.parameters, C.learning_parameter_schedule(0.1))],
+        epoch_size=100,
+        max_epochs=2,
+        progress_frequency=50,
+    )
+    # a summary every 50 label samples over 200: four, of at least 50 each but the last
+    samples = [e.samples for e in history.epoch_summaries]
+    assert len(samples) == 4 and all(n >= 50 for n in samples[:3]) and 200 <= sum(samples) < 210
+    with pytest.raises(ValueError, match="max_epochs and max_samples are mutually exclusive"):
+        loss.train(
+            src, max_samples=10, max_epochs=1, parameter_learners=[C.sgd(loss.parameters, 0.1)]
+        )

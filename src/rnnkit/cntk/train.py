@@ -457,7 +457,8 @@ def train_function(
         criterion, mapping, learner, [*printers, collector], "model_inputs_to_streams"
     )
     source = minibatch_source.rnnkit_source(minibatch_size)
-    trainer.fit(source, max_samples=max_samples, epoch_size=epoch_size or progress_frequency)
+    # CNTK summarises every progress_frequency samples (epoch_size by default)
+    trainer.fit(source, max_samples=max_samples, epoch_size=progress_frequency or epoch_size)
     history = Record(updates=collector.updates, epoch_summaries=collector.epochs)
     if tests:
         test = tests[0]
