@@ -493,3 +493,39 @@ def test_train_with_streams_in_argument_order_and_a_progress_frequency(tmp_path)
         loss.train(
             src, max_samples=10, max_epochs=1, parameter_learners=[C.sgd(loss.parameters, 0.1)]
         )
+
+
+# ---------------------------------------------------------------------------- CNTK's layers_test.py
+
+
+def test_layers_dense_cntk_cases():
+    """layers_test.py's test_layers_dense: outputs against NumPy on the layers' own W and b."""
+    y = C.input_variable(2)
+    dat = np.array([[-1.0, 1.0]], dtype=np.float32)
+    p = Dense(2, activation=None, name="foo")(y)
+    res = p(y).eval({y: dat})
+    np.testing.assert_allclose(res, dat @ p.foo.W.value + p.foo.b.value, rtol=1e-6)
+    p = Dense(2, activation=C.sigmoid, name="foo")(y)
+    res = p(y).eval({y: dat})
+    want = 1.0 / (1.0 + np.exp(-(dat @ p.foo.W.value + p.foo.b.value)))
+    np.testing.assert_allclose(res, want, rtol=1e-6)
+    p = Dense(3, activation=None, name="foo")(y)
+    q = Dense(3, activation=None, name="bar")(p)
+    res = q(y).eval({y: dat})
+    want = (dat @ p.foo.W.value + p.foo.b.value) @ q.bar.W.value + q.bar.b.value
+    np.testing.assert_allclose(res, want, rtol=1e-5)
+
+
+def test_layers_embedding_cntk_cases():
+    """layers_test.py's test_layers_embedding: a given table, a constant init, fixed weights."""
+    y = C.input_variable(2)
+    dat = np.array([[-1.0, 1.0]], dtype=np.float32)
+    e = Embedding(shape=3, init=np.array([[1, 1, 1], [2, 2, 2]]), name="foo")(y)
+    np.testing.assert_array_equal(e(y).eval({y: dat}), dat @ e.foo.E.value)
+    np.testing.assert_array_equal(e(y).eval({y: dat}), [[1.0, 1.0, 1.0]])
+    e = Embedding(shape=3, init=1, name="foo")(y)
+    np.testing.assert_array_equal(e(y).eval({y: dat}), [[0.0, 0.0, 0.0]])
+    e = Embedding(weights=[[1, 2, 3], [4, 5, 6]])(y)
+    np.testing.assert_array_equal(e(y).eval({y: dat}), dat @ e.E.value)
+    np.testing.assert_array_equal(e(y).eval({y: dat}), [[3.0, 3.0, 3.0]])
+    assert e.parameters == []  # CNTK: a constant, not a parameter

@@ -172,11 +172,13 @@ class Function:
 
     @property
     def parameters(self) -> list[nn.Parameter]:
-        """The trainable parameters of every module in the graph, each once."""
+        """The trainable parameters of every module in the graph, each once (a fixed table,
+        ``Embedding(weights=...)``, is a constant, as in CNTK)."""
         found: dict[int, nn.Parameter] = {}
         for module in self.torch_modules():
             for p in module.parameters():
-                found.setdefault(id(p), p)
+                if p.requires_grad:
+                    found.setdefault(id(p), p)
         return list(found.values())
 
     def torch_modules(self) -> list[nn.Module]:
@@ -193,10 +195,14 @@ class Function:
         return f"Function({self.op_name}{label}: shape {self.shape}, {axes} axes)"
 
     def __getattr__(self, name: str) -> Any:
-        """A named layer of the graph (``model.classify`` for ``Dense(..., name='classify')``),
-        as CNTK gives it."""
+        """A parameter of the layer that made this node (``dense.W``, ``embed.E``) or a named
+        layer of the graph (``model.classify`` for ``Dense(..., name='classify')``), as CNTK
+        gives them."""
         if name.startswith("_") or "inputs" not in self.__dict__:
             raise AttributeError(name)
+        own = self.__dict__.get("block")
+        if own is not None and hasattr(own, name):  # the layer's parameters: W, b, E
+            return getattr(own, name)
         for node in self._walk():
             if node.name == name and node.block is not None:
                 return node.block
