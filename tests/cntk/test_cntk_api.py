@@ -529,3 +529,54 @@ def test_layers_embedding_cntk_cases():
     np.testing.assert_array_equal(e(y).eval({y: dat}), dat @ e.E.value)
     np.testing.assert_array_equal(e(y).eval({y: dat}), [[3.0, 3.0, 3.0]])
     assert e.parameters == []  # CNTK: a constant, not a parameter
+
+
+# ---------------------------------------------------------------------------- sequence ops, layers
+
+
+def test_sequence_operations_on_cntk_examples():
+    """CNTK's docstring examples of cntk.sequence (a sequence of four [3, 2] steps), plus a
+    ragged batch, as graph nodes."""
+    x = C.sequence.input_variable((3, 2))
+    data = [np.arange(24, dtype=np.float32).reshape(4, 3, 2)]
+    steps = data[0]
+    np.testing.assert_array_equal(
+        C.sequence.future_value(x).eval(data)[0], np.concatenate([steps[1:], np.zeros((1, 3, 2))])
+    )
+    np.testing.assert_array_equal(
+        C.sequence.past_value(x, time_step=2).eval(data)[0],
+        np.concatenate([np.zeros((2, 3, 2)), steps[:2]]),
+    )
+    np.testing.assert_array_equal(
+        C.sequence.delay(x, time_step=-1).eval(data)[0], C.sequence.future_value(x).eval(data)[0]
+    )
+    np.testing.assert_array_equal(C.sequence.reduce_max(x).eval(data)[0], steps.max(0))
+    np.testing.assert_array_equal(C.sequence.slice(x, -2, 0).eval(data)[0], steps[-2:])
+    spread = C.sequence.broadcast_as(C.sequence.last(x), x).eval(data)[0]
+    np.testing.assert_array_equal(spread, np.stack([steps[-1]] * 4))
+    v = C.sequence.input_variable(1)
+    ragged = [np.array([[1.0], [2.0], [3.0]], np.float32), np.array([[5.0]], np.float32)]
+    assert [f.tolist() for f in C.sequence.is_first(v).eval({v: ragged})] == [
+        [1.0, 0.0, 0.0],
+        [1.0],
+    ]
+    ends = C.sequence.gather(v, C.sequence.is_last(v)).eval({v: ragged})
+    assert [e.tolist() for e in ends] == [[[3.0]], [[5.0]]]
+    s0 = C.input_variable(1)
+    shifted = C.sequence.past_value(v, initial_state=s0).eval(
+        {v: ragged, s0: np.array([[-1.0], [-2.0]], np.float32)}
+    )
+    assert [s[:, 0].tolist() for s in shifted] == [[-1.0, 1.0, 2.0], [-2.0]]
+
+
+def test_delay_layer_normalization_and_stabilizer_blocks():
+    v = C.sequence.input_variable(4)
+    data = [np.array([[4.0, 0.0, 0.0, 4.0], [1.0, 2.0, 3.0, 4.0]], np.float32)]
+    delayed = C.layers.Delay(1, initial_state=0.5)(v).eval({v: data})[0]
+    np.testing.assert_array_equal(delayed, [[0.5] * 4, [4.0, 0.0, 0.0, 4.0]])
+    # CNTK's LayerNormalization docstring: scale 2, bias 1 give mean 1, standard deviation 2
+    normed = C.layers.LayerNormalization(initial_scale=2, initial_bias=1)(v).eval({v: data})[0]
+    np.testing.assert_allclose(normed[0], [3.0, -1.0, -1.0, 3.0], atol=1e-4)
+    np.testing.assert_allclose([normed[1].mean(), normed[1].std()], [1.0, 2.0], atol=1e-4)
+    # a stabiliser starts as the identity (beta = softplus(4 s) / 4 = 1)
+    np.testing.assert_allclose(C.layers.Stabilizer()(v).eval({v: data})[0], data[0], rtol=1e-6)

@@ -42,20 +42,24 @@ from rnnkit.cntk.blocks import GRU, LSTM, RNNStep
 from rnnkit.cntk.defaults import default_options, default_override_or, resolve
 from rnnkit.cntk.graph import BATCH_AXES, Axis, Function, combine, op
 from rnnkit.cntk.initializer import apply_init, glorot_uniform
+from rnnkit.layers import sequence as sequence_layers
 from rnnkit.sequences import SequenceBatch
 
 __all__ = [
     "GRU",
     "LSTM",
     "Block",
+    "Delay",
     "Dense",
     "Dropout",
     "Embedding",
     "Fold",
+    "LayerNormalization",
     "RNNStep",
     "Recurrence",
     "SeededDropout",
     "Sequential",
+    "Stabilizer",
     "default_options",
 ]
 
@@ -66,6 +70,7 @@ _NONE = default_override_or(None)
 _TRUE = default_override_or(True)
 _FALSE = default_override_or(False)
 _ZERO = default_override_or(0)
+_EPSILON = default_override_or(1e-5)
 
 
 def _dummy(node: Function) -> Any:
@@ -373,6 +378,60 @@ class Dropout(Block):
         if self.seed is not None:
             return SeededDropout(self.p, self.seed)
         return rnnkit_layers.Dropout(self.p)
+
+
+class Delay(Block):
+    """CNTK's ``Delay(T=1, initial_state=0)`` over :class:`rnnkit.layers.sequence.Delay`:
+    each sequence shifted ``T`` steps (into the past for ``T > 0``)."""
+
+    def __init__(self, T: int = 1, initial_state: Any = _ZERO, name: str = "") -> None:
+        super().__init__(name)
+        self.T = T
+        self.initial_state = resolve(Delay, initial_state=initial_state)
+
+    def _make(self, node: Function) -> nn.Module:
+        if not node.is_sequence:
+            raise ValueError(f"{self._label()}: expected a sequence input, found {node!r}")
+        return sequence_layers.Delay(self.T, self.initial_state)
+
+
+class Stabilizer(Block):
+    """CNTK's ``Stabilizer(steepness=4, enable_self_stabilization=True)`` over
+    :class:`rnnkit.layers.sequence.Stabilizer`: a learned scalar ``softplus(4 s) / 4``."""
+
+    def __init__(
+        self, steepness: float = 4.0, enable_self_stabilization: Any = _TRUE, name: str = ""
+    ) -> None:
+        super().__init__(name)
+        self.steepness = steepness
+        self.enabled = bool(
+            resolve(Stabilizer, enable_self_stabilization=enable_self_stabilization)
+        )
+
+    def _make(self, node: Function) -> nn.Module:
+        return sequence_layers.Stabilizer(self.steepness, self.enabled)
+
+
+class LayerNormalization(Block):
+    """CNTK's ``LayerNormalization(initial_scale=1, initial_bias=0, epsilon=1e-5)`` over
+    :class:`rnnkit.layers.sequence.LayerNormalization` (CNTK adds ``epsilon`` to the
+    standard deviation)."""
+
+    def __init__(
+        self,
+        initial_scale: float = 1.0,
+        initial_bias: float = 0.0,
+        epsilon: Any = _EPSILON,
+        name: str = "",
+    ) -> None:
+        super().__init__(name)
+        self.initial_scale, self.initial_bias = initial_scale, initial_bias
+        self.epsilon = resolve(LayerNormalization, epsilon=epsilon)
+
+    def _make(self, node: Function) -> nn.Module:
+        return sequence_layers.LayerNormalization(
+            self.initial_scale, self.initial_bias, self.epsilon, normalized_shape=node.shape
+        )
 
 
 class _RecurrenceBlock(Block):
