@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import (
+    Bidirectional,
     Fold,
     GRUCell,
     GRUDCell,
@@ -62,6 +63,7 @@ SECTION = "## Recurrent layers"
 MAIN = (64, 100, 128, 256)  # B, T, I, H
 TINY_B, TINY_T, TINY_I, TINY_H = 19, (2, 13), 1, 15
 STANDARD_TARGET = 1 / 0.95  # time ratio for >= 0.95x the peer's throughput
+BATCH1_TARGET = 2.0  # batch-1 streaming of a custom cell: within 2x nn.LSTM's time per step
 TIE = 1.15  # scan vs loop within 15 % of each other: either choice is right
 
 Fn = Callable[[], object]
@@ -82,6 +84,7 @@ class Case:
     per_step: int = 0  # report subject and peer time per step (batch-1 cases)
     limit_per_step: float | None = None  # an absolute bound in seconds per step
     auto: Callable[[], str] | None = None  # scan cases: the engine's automatic choice
+    facts: dict[str, object] = field(default_factory=dict)  # filled by build (compile time)
 
 
 @dataclass
@@ -341,13 +344,90 @@ def custom_batch1_case(kind: str) -> Case:
 
     return Case(
         f"custom/{kind}/batch1",
-        f"rnnkit {CUSTOM_NAMES[kind]} forward, B=1",
+        f"rnnkit {CUSTOM_NAMES[kind]} forward, B=1 (eager loop)",
         "nn.LSTM forward, B=1",
         build,
-        None,
+        BATCH1_TARGET,
         "T=100 I=128 H=256; times per step",
         per_step=t,
-        limit_per_step=40e-6,
+    )
+
+
+def onnx_batch1_case(kind: str) -> Case:
+    """The same cell's step exported with ``export_step_onnx`` and streamed step by step
+    through onnxruntime (``OnnxStepper.run``, one intra-op thread), against nn.LSTM."""
+    _, t, i, h = MAIN
+
+    def build(device: torch.device) -> tuple[Fn, Fn]:
+        import tempfile
+
+        import numpy as np
+
+        from rnnkit import export_step_onnx
+        from rnnkit.serving import OnnxStepper
+
+        torch.manual_seed(0)
+        cell = _custom_cell(kind, i, h)
+        x = _custom_input(kind, [t], i, torch.device("cpu"))
+        path = Path(tempfile.mkdtemp(prefix="rnnkit-bench-")) / "step.onnx"
+        export_step_onnx(cell, path)
+        stepper = OnnxStepper(path, threads=1)
+        padded = x.data.numpy()[None]
+        lengths = np.array([t])
+        with torch.no_grad():
+            want = Recurrence(cell)(x).data.numpy()
+        got = stepper.run(padded, lengths)[0][0]
+        if not np.allclose(got, want, atol=1e-4, rtol=1e-4):
+            raise RuntimeError(f"onnx/{kind}: onnxruntime and eager disagree")
+        twin = _torch_twin(LSTMCell(i, h).to(device))
+        peer = _padded_time_major(_sequences([t], i, device, 1), t)
+        return (
+            lambda: stepper.run(padded, lengths),
+            _step(twin, lambda: twin(peer)[0].sum(), False),
+        )
+
+    return Case(
+        f"onnx/{kind}/batch1",
+        f"{CUSTOM_NAMES[kind]} step in onnxruntime, streamed, B=1",
+        "nn.LSTM forward, B=1",
+        build,
+        BATCH1_TARGET,
+        "T=100 I=128 H=256; times per step; the step model includes the input projection",
+        per_step=t,
+    )
+
+
+def compile_case() -> Case:
+    """``torch.compile(Bidirectional(LSTM, LSTM))`` against the eager layer, training on a
+    ragged batch; the first call (which compiles) is timed apart, in the facts."""
+    b, t, i, h = MAIN
+    facts: dict[str, object] = {}
+
+    def build(device: torch.device) -> tuple[Fn, Fn]:
+        torch.manual_seed(0)
+        layer = Bidirectional(LSTMCell(i, h), LSTMCell(i, h)).to(device)
+        lengths = _lengths(b, 10, t, seed=7)
+        x = SequenceBatch.from_list(_sequences(lengths, i, device, 8))
+        compiled = torch.compile(layer)
+        torch._dynamo.reset()
+        start = time.perf_counter()
+        got = compiled(x).data
+        _sync(device)
+        facts["compile_s"] = time.perf_counter() - start
+        _check_equal(got, layer(x).data, "compile/bidirectional")
+        return (
+            _step(layer, lambda: compiled(x).data.sum(), True),
+            _step(layer, lambda: layer(x).data.sum(), True),
+        )
+
+    return Case(
+        "compile/bidirectional-lstm/train",
+        "torch.compile(Bidirectional(LSTM, LSTM)) forward+backward",
+        "the same layer eager",
+        build,
+        None,
+        "B=64 ragged T=10..100 I=128 H=256; the first (compiling) call apart",
+        facts=facts,
     )
 
 
@@ -442,6 +522,8 @@ def all_cases() -> list[Case]:
     cases += [ragged_case(False, packed_peer=True), ragged_case(True, packed_peer=True)]
     for kind in CUSTOM_NAMES:
         cases += [custom_case(kind), custom_batch1_case(kind), custom_linear_case(kind)]
+    cases += [onnx_batch1_case(kind) for kind in CUSTOM_NAMES]
+    cases.append(compile_case())
     cases += [scan_case(k, *s) for k in ("mingru", "minlstm") for s in SCAN_SHAPES]
     return cases
 
@@ -493,11 +575,12 @@ def measure(case: Case, device: torch.device, rounds: int, min_sample: float) ->
     ratio = statistics.median(ratios)
     subject_s = statistics.median(a_times)
     passed: bool | None = None if case.target is None else ratio <= case.target
-    extra: dict[str, object] = {"inner_calls": inner}
+    extra: dict[str, object] = {"inner_calls": inner, **case.facts}
+    if case.per_step:
+        extra["subject_per_step_s"] = subject_s / case.per_step
+        extra["peer_per_step_s"] = statistics.median(b_times) / case.per_step
     if case.limit_per_step is not None:
         per_step = subject_s / case.per_step
-        extra["subject_per_step_s"] = per_step
-        extra["peer_per_step_s"] = statistics.median(b_times) / case.per_step
         extra["limit_per_step_s"] = case.limit_per_step
         passed = per_step <= case.limit_per_step
     if case.auto is not None:
@@ -683,6 +766,8 @@ def table(results: list[Result]) -> str:
         else:
             a = f"{_ms(r.subject_s)} ({_span(r.subject_iqr)})"
             b = f"{_ms(r.peer_s)} ({_span(r.peer_iqr)})"
+        if "compile_s" in r.extra:
+            a += f"; first call {float(r.extra['compile_s']):.1f} s"  # type: ignore[arg-type]
         target = "—" if r.target is None else f"≤ {r.target:.3g}"
         if "limit_per_step_s" in r.extra:
             target = f"≤ {float(r.extra['limit_per_step_s']) * 1e6:.0f} µs/step"  # type: ignore[arg-type]

@@ -318,7 +318,9 @@ def test_compare_trains_every_model_and_each_beats_persistence_on_a_sine(tmp_pat
 def test_the_port_reproduces_the_old_recipes_figures(tmp_path, capsys) -> None:
     # Figures of rnnkit.tasks.missing.compare_missing before the port (one thread, seed 0):
     # airquality preset with 3 epochs; co2 (span 26, stride 2) forward-filled, 1 epoch;
-    # elecdemand (span 24, stride 12) 50 % rows dropped, seed 1, 2 epochs.
+    # elecdemand (span 24, stride 12) 50 % rows dropped, seed 1, 2 epochs. GRU-D's step was
+    # re-associated since (its input-only terms moved into the projection, fused
+    # multiply-adds), which moves its float32 figure in the ninth digit: 1e-7 for it.
     argv = ["grud", "compare", "--epochs", "3", "--threads", "1", "--quiet"]
     assert main([*argv, "--run-dir", str(tmp_path / "air")]) == 0
     got = {r["model"]: r for r in read_rows(tmp_path / "air" / "comparison.csv")}
@@ -326,7 +328,7 @@ def test_the_port_reproduces_the_old_recipes_figures(tmp_path, capsys) -> None:
     old |= {"mean": 16.460251083724344, "mask_delta": 15.362457797885014}
     for kind, mae in old.items():
         figures = json.loads((tmp_path / "air" / kind / "run.json").read_text())["result"]
-        assert figures["test_mae"] == pytest.approx(mae, rel=1e-9), kind
+        assert figures["test_mae"] == pytest.approx(mae, rel=1e-7 if kind == "grud" else 1e-9), kind
         assert float(got[kind]["persistence_mae"]) == pytest.approx(13.0, rel=1e-6)
     argv = ["grud", "--preset", "co2", "--model", "forward", "--epochs", "1", "--quiet"]
     assert main([*argv, "--threads", "1", "--run-dir", str(tmp_path / "co2")]) == 0
@@ -336,7 +338,7 @@ def test_the_port_reproduces_the_old_recipes_figures(tmp_path, capsys) -> None:
     argv = ["grud", "--preset", "elecdemand", "--removal", "rows", "--seed", "1", "--quiet"]
     assert main([*argv, "--epochs", "2", "--threads", "1", "--run-dir", str(tmp_path / "e")]) == 0
     figures = json.loads((tmp_path / "e" / "run.json").read_text())["result"]
-    assert figures["test_mae"] == pytest.approx(0.33944864619792153, rel=1e-9)
+    assert figures["test_mae"] == pytest.approx(0.33944864619792153, rel=1e-7)  # GRU-D
     assert figures["baselines"]["persistence"]["test_mae"] == pytest.approx(0.3550698765255096)
 
 

@@ -679,3 +679,17 @@ def test_loop_runs_a_subclass_step_not_the_inherited_step_function():
     plain.cell.load_state_dict(cell.state_dict())
     torch.testing.assert_close(loop, reference, atol=1e-12, rtol=1e-12)
     assert not torch.allclose(loop, plain(x).data)  # the damping is really applied
+
+
+@pytest.mark.parametrize("reset", ["after", "before"])
+def test_loop_under_bfloat16_autocast_is_close_to_float32(reset):
+    """Under CPU autocast the products come out in bfloat16 while the state is float32; the
+    step's interpolation promotes (``torch.lerp`` alone refuses mixed dtypes). bfloat16 keeps
+    8 bits of mantissa: outputs within 0.05 of float32."""
+    torch.manual_seed(14)
+    layer = Recurrence(GRUCell(3, 4, reset=reset), backend="loop")
+    x = SequenceBatch.from_list(_sequences([5, 2, 4]))
+    want = layer(x).data
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x).data
+    torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0)

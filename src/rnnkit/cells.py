@@ -565,6 +565,16 @@ class LSTMCell(_StepCell):
         return step
 
 
+def _lerp(start: Tensor, end: Tensor, weight: Tensor) -> Tensor:
+    """``start + weight ⊙ (end - start)`` in one ``torch.lerp``, with the arithmetic's type
+    promotion, which lerp lacks (under autocast the products come out in bfloat16 while the
+    state stays float32)."""
+    if start.dtype == end.dtype == weight.dtype:
+        return torch.lerp(start, end, weight)
+    dtype = torch.promote_types(torch.promote_types(start.dtype, end.dtype), weight.dtype)
+    return torch.lerp(start.to(dtype), end.to(dtype), weight.to(dtype))
+
+
 def _norm_args(norm: nn.Module) -> tuple[Any, ...]:
     """``nn.functional.layer_norm``'s arguments after the input, from an ``nn.LayerNorm``."""
     return (norm.normalized_shape, norm.weight, norm.bias, norm.eps)
@@ -655,7 +665,7 @@ class GRUCell(_StepCell):
 
             def products(x_rz: Tensor, x_n: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
                 ph = h @ w_t if bias is None else torch.addmm(bias, h, w_t)
-                h_rz, h_n = ph.split(split, dim=1)
+                h_rz, h_n = ph.split_with_sizes(split, dim=1)
                 r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)
                 return act(torch.addcmul(x_n, r, h_n)), z
 
@@ -673,9 +683,9 @@ class GRUCell(_StepCell):
             h = state if isinstance(state, Tensor) else state[0]
             if s_dh is not None:
                 h = s_dh * h
-            x_rz, x_n = px.split(split, dim=1)
+            x_rz, x_n = px.split_with_sizes(split, dim=1)
             n, z = products(x_rz, x_n, h)
-            h_next = torch.lerp(n, h, z)
+            h_next = _lerp(n, h, z)
             if w_hr_t is not None:
                 h_next = (h_next if s_p is None else s_p * h_next) @ w_hr_t
             return h_next
@@ -860,17 +870,18 @@ class GRUDCell(_StepCell):
         """:meth:`step` with the weights split and transposed once."""
         d, hid = self.num_variables, self.hidden_size
         w_t = self._transposed(self.weight_ih, steps)
-        u_rz_t, u_n_t = (self._transposed(u, steps) for u in self.weight_hh.split([2 * hid, hid]))
+        rz_n = [2 * hid, hid]
+        u_rz_t, u_n_t = (self._transposed(u, steps) for u in self.weight_hh.split(rz_n))
         parts = [d, d, d, d, hid, 3 * hid]
 
         def step(px: Tensor, state: State) -> tuple[Tensor, Tensor]:
             h, x_last = state
-            c, held, mx, unobserved, gamma_h, vm = px.split(parts, dim=-1)
+            c, held, mx, unobserved, gamma_h, vm = px.split_with_sizes(parts, dim=-1)
             x_hat = torch.addcmul(c, held, x_last)
             h_hat = gamma_h * h
-            wx_rz, wx_n = torch.addmm(vm, x_hat, w_t).split([2 * hid, hid], dim=-1)
+            wx_rz, wx_n = torch.addmm(vm, x_hat, w_t).split_with_sizes(rz_n, dim=-1)
             r, z = torch.sigmoid(torch.addmm(wx_rz, h_hat, u_rz_t)).chunk(2, dim=-1)
             n = torch.tanh(torch.addmm(wx_n, r * h_hat, u_n_t))
-            return torch.lerp(h_hat, n, z), torch.addcmul(mx, unobserved, x_last)
+            return _lerp(h_hat, n, z), torch.addcmul(mx, unobserved, x_last)
 
         return step

@@ -445,7 +445,7 @@ def _run_loop(
     sizes = x.batch_sizes.tolist()
     finished: list[tuple[Tensor, ...]] = []
     outputs: list[list[Tensor]] = [[] for _ in range(kept)]
-    for chunk, b in zip(torch.split(inputs, sizes), sizes, strict=True):
+    for chunk, b in zip(inputs.split_with_sizes(sizes), sizes, strict=True):
         if state[0].shape[0] > b:
             finished.append(tuple(s[b:] for s in state))
             state = tuple(s[:b] for s in state)
