@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import rnnkit.nn
 from rnnkit import Bidirectional, Fold, GRUCell, LSTMCell, Recurrence, RNNCell, SequenceBatch
 from rnnkit.compiled_ops import fused_rnn
 from rnnkit.data.listops import LISTOPS_VOCAB
@@ -40,7 +41,7 @@ def _batch(size: int = 5, seed: int = 0) -> SequenceBatch:
 def _outputs(out: Any) -> Tensor:
     if isinstance(out, SequenceBatch):
         return out.data
-    return out[0] if isinstance(out, tuple) else out
+    return _outputs(out[0]) if isinstance(out, tuple) else out
 
 
 def _run(model: nn.Module, fn: Callable[..., Any], *inputs: Any) -> tuple[Tensor, list[Tensor]]:
@@ -66,6 +67,7 @@ LAYERS: dict[str, Callable[[], nn.Module]] = {
     "fold-rnn": lambda: Fold(RNNCell(5, 6)),
     "bidirectional": lambda: Bidirectional(LSTMCell(5, 6), GRUCell(5, 6)),
     "stack-2-layers": lambda: Recurrence(LSTMCell(5, 6)) >> Fold(GRUCell(6, 6)),
+    "nn-lstm-2-layers-bidirectional": lambda: rnnkit.nn.LSTM(5, 6, 2, bidirectional=True),
 }
 FULLGRAPH = tuple(LAYERS)  # every layer, backward ones too (see sequences.cached_property)
 
@@ -86,6 +88,17 @@ def test_fullgraph_equals_eager(name: str) -> None:
     want = _run(model, model, x)
     torch._dynamo.reset()
     _assert_same(_run(model, torch.compile(model, fullgraph=True), x), want)
+
+
+def test_drop_in_on_padded_input_compiles() -> None:
+    """A padded tensor becomes a SequenceBatch from its lengths' values (a graph break, so
+    the default mode); the compiled drop-in gives torch.nn's results."""
+    torch.manual_seed(2)
+    model = rnnkit.nn.GRU(5, 6, batch_first=True)
+    x = torch.randn(3, 7, 5)
+    want = _run(model, model, x)
+    torch._dynamo.reset()
+    _assert_same(_run(model, torch.compile(model), x), want)
 
 
 def test_fused_path_stays_fused_under_compile() -> None:
