@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from rnnkit.lazy import input_weight
+from rnnkit.lazy import input_weight, take_input_size
 
 __all__ = [
     "Cell",
@@ -227,20 +227,9 @@ class _StepCell(nn.Module):
     def materialize(self, input_size: int) -> None:
         """Give a cell built without its input size its ``weight_ih [G*H, input_size]``, drawn
         by the cell's initialisation (what its first call does with the input's size)."""
-        if self.input_size is not None:
-            if input_size != self.input_size:
-                raise ValueError(
-                    f"input_size: {type(self).__name__} has input size {self.input_size}, "
-                    f"found {input_size}"
-                )
-            return
-        _check_sizes(input_size=input_size)
-        weight = self.weight_ih
-        if isinstance(weight, nn.parameter.UninitializedParameter):
-            weight.materialize((self._input_rows, input_size))
-        self.input_size = input_size
-        with torch.no_grad():
-            self._init_parameter("weight_ih", self.weight_ih)
+        if take_input_size(self, self.weight_ih, self._input_rows, input_size):
+            with torch.no_grad():
+                self._init_parameter("weight_ih", self.weight_ih)
 
     def reset_parameters(self) -> None:
         """Draw every parameter: with :attr:`initializer` when set, else Uniform(-1/sqrt(H),

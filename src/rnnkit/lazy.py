@@ -43,6 +43,7 @@ __all__ = [
     "input_weight",
     "is_initialized",
     "materialize_input",
+    "take_input_size",
 ]
 
 
@@ -57,6 +58,26 @@ def input_weight(rows: tuple[int, ...], input_size: int | None) -> nn.Parameter:
     if input_size is None:
         return cast(nn.Parameter, UninitializedParameter())
     return nn.Parameter(torch.empty(*rows, input_size))
+
+
+def take_input_size(module: Any, weight: Tensor, rows: int, input_size: int) -> bool:
+    """The shared part of a cell's ``materialize(input_size)``: a module that has its input
+    size already must be given the same one (else ValueError); one without it gets
+    ``weight [rows, input_size]`` materialised (its values still to be drawn) and its
+    ``input_size`` set. True when the weight was materialised now, for the caller to draw."""
+    if module.input_size is not None:
+        if input_size != module.input_size:
+            raise ValueError(
+                f"input_size: {type(module).__name__} has input size {module.input_size}, "
+                f"found {input_size}"
+            )
+        return False
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+        raise ValueError(f"input_size: expected a positive integer, found {input_size!r}")
+    if isinstance(weight, UninitializedParameter):
+        weight.materialize((rows, input_size))
+    module.input_size = input_size
+    return True
 
 
 def is_initialized(module: nn.Module) -> bool:

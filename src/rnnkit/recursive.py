@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.cells import State, as_tuple
-from rnnkit.lazy import input_weight, materialize_input
+from rnnkit.lazy import input_weight, materialize_input, take_input_size
 from rnnkit.trees import TreeBatch
 
 __all__ = [
@@ -98,21 +98,10 @@ class _TreeLSTMInput(nn.Module):
 
     def materialize(self, input_size: int) -> None:
         """Give a cell built without its input size its ``weight_ih [4H, input_size]``."""
-        if self.input_size is not None:
-            if input_size != self.input_size:
-                raise ValueError(
-                    f"input_size: {type(self).__name__} has input size {self.input_size}, "
-                    f"found {input_size}"
-                )
-            return
-        _size("input_size", input_size)
-        weight = self.weight_ih
-        if isinstance(weight, nn.parameter.UninitializedParameter):
-            weight.materialize((4 * self.hidden_size, input_size))
-        self.input_size = input_size
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        with torch.no_grad():
-            nn.init.uniform_(self.weight_ih, -bound, bound)
+        if take_input_size(self, self.weight_ih, 4 * self.hidden_size, input_size):
+            bound = 1.0 / math.sqrt(self.hidden_size)
+            with torch.no_grad():
+                nn.init.uniform_(self.weight_ih, -bound, bound)
 
 
 def _tree_input_from_state(
