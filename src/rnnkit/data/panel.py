@@ -127,6 +127,7 @@ class _Table:
     values: np.ndarray  # float64 [R, F]: targets + past + known
     static: np.ndarray  # float64 [R, F_s]
     lines: np.ndarray  # int64 [R]
+    row_word: str  # how a place in ``lines`` is named: "line" (a file) or "row" (a frame)
     locate: Callable[[int, str, str], Exception]  # (row, column name, message) -> error
 
 
@@ -247,6 +248,7 @@ def _csv_table(
         values=numeric(value_names, allow_missing=True),
         static=numeric(columns["static"], allow_missing=False),
         lines=np.array(numbers, dtype=np.int64),
+        row_word="line",
         locate=locate,
     )
 
@@ -322,6 +324,7 @@ def _frame_table(
         values=numeric([*columns["targets"], *columns["past"], *columns["known"]]),
         static=static,
         lines=np.arange(len(frame), dtype=np.int64),
+        row_word="row",
         locate=locate,
     )
 
@@ -352,13 +355,13 @@ def _group(table: _Table, columns: dict[str, tuple[str, ...]], source: str) -> P
             if steps[k] == 0:
                 problem = (
                     f"expected one row per time within a series, found {here!r} again "
-                    f"(first at line {table.lines[before]})"
+                    f"(first at {table.row_word} {table.lines[before]})"
                 )
             else:
                 problem = (
                     f"expected times increasing within a series (each series sorted by time; "
                     f"series may interleave), found {here!r} after "
-                    f"{table.time_text[before]!r} (line {table.lines[before]})"
+                    f"{table.time_text[before]!r} ({table.row_word} {table.lines[before]})"
                 )
             raise table.locate(r, time_column, f"series {sid!r}: column {time_column!r}: {problem}")
         values = table.values[index]
@@ -372,7 +375,7 @@ def _group(table: _Table, columns: dict[str, tuple[str, ...]], source: str) -> P
                     name,
                     f"series {sid!r}: column {name!r}: expected a static covariate, one value "
                     f"per series, found {column[differs[0]]:g} after {column[0]:g} "
-                    f"(line {table.lines[index[0]]})",
+                    f"({table.row_word} {table.lines[index[0]]})",
                 )
         observed = np.flatnonzero(~np.isnan(values[:, : len(targets)]).all(axis=1))
         end = int(observed[-1]) + 1 if observed.size else 0
@@ -554,6 +557,7 @@ def split_panel(
         raise ValueError(
             f"validation: expected 0 or an integer >= horizon = {horizon}, found {validation!r}"
         )
+    word = "row" if panel.source == "frame" else "line"
     bounds, scalers, scaled = [], [], []
     for i, (series, history) in enumerate(zip(panel.series, panel.history, strict=True)):
         history = int(history)
@@ -573,7 +577,7 @@ def split_panel(
         if empty:
             raise ValueError(
                 f"{panel.where(i)}: expected an observed value of each column in the training "
-                f"part (rows 1-{train_end} of the series, up to line "
+                f"part (rows 1-{train_end} of the series, up to {word} "
                 f"{panel.lines[i][train_end - 1]}) to fit its scaling, found none in {empty}"
             )
         scaler = Scaler.fit(train, kind)
