@@ -250,6 +250,8 @@ def test_bad_fields_and_arguments(tmp_path: Path) -> None:
         f"{path}:2:3: column 'time': expected an integer time or a date in an ISO 8601 date, "
         "found 'yesterday'"
     )
+    path = write(tmp_path, "series_id,time,value\nA,1,1\n,2,1\n", "id.csv")
+    assert refusal(path) == f"{path}:3:1: column 'series_id': expected a series id, found none"
     with pytest.raises(ValueError, match=r"columns: expected each column in one role only"):
         load_panel(path, past=["value"])
 
@@ -368,8 +370,8 @@ def test_short_series_warnings() -> None:
     assert len(caught) == 1
     listed = ", ".join(f"{s!r} ({lengths[s]} rows, {lengths[s] - 12} in training)" for s in dropped)
     assert str(caught[0].message) == (
-        "short='drop': series left out of the test windows (each needs input_length 12 + "
-        f"horizon 6 rows): {listed}"
+        "short='drop': series left out of the test windows (each needs input_length 12 rows "
+        f"before its test horizon): {listed}"
     )
     assert len(test) == 181 - len(dropped)
     # pad: a training part of 6 rows or fewer gives no training window
@@ -380,8 +382,8 @@ def test_short_series_warnings() -> None:
         f"{s!r} ({lengths[s]} rows, {lengths[s] - 12} in training)" for s in no_train
     )
     assert str(caught[0].message) == (
-        "short='pad': series left out of the train windows (each needs horizon 6 + 1 training "
-        f"rows): {listed}"
+        "short='pad': series left out of the train windows (each needs more than horizon 6 "
+        f"rows in its training part): {listed}"
     )
     assert {e["series"].item() for e in train} == {
         i for i, s in enumerate(split.panel.ids) if s not in no_train
@@ -463,3 +465,18 @@ def test_future_clock_continues_dates(tmp_path: Path) -> None:
     (e,) = panel_windows(split, "future", 2)
     when = e["when"].numpy().astype("datetime64[us]").astype("datetime64[D]").astype(str)
     assert when.tolist() == [["2024-01-29"]]
+
+
+def test_drop_in_training_and_no_validation_part() -> None:
+    panel = load_panel(shared_data("timeseries", "m1-yearly.csv"))
+    split = split_panel(panel, horizon=6, validation=0)
+    lengths = [len(s) for s in panel.series]
+    # every training part (n - 6 >= 9 rows) gives a padded window; dropped when under 12 + 6
+    train = panel_windows(split, "train", 12)
+    assert {e["series"].item() for e in train} == set(range(181))
+    dropped = [i for i, n in enumerate(lengths) if n - 6 < 18]
+    with pytest.warns(PanelWarning, match=r"each needs input_length 12 \+ horizon 6 rows in its "):
+        kept = panel_windows(split, "train", 12, short="drop")
+    assert {e["series"].item() for e in kept} == set(range(181)) - set(dropped)
+    with pytest.raises(ValueError, match=r"found 'validation' \(validation=0\)"):
+        panel_windows(split, "validation", 12)

@@ -239,9 +239,13 @@ def _csv_table(
                 ) from None
         stamps = np.array(moments, dtype="datetime64[us]").astype(np.int64)
         dated = True
+    ids = [fields[position[id_column]].strip() for fields in rows]
+    if "" in ids:
+        r = ids.index("")
+        raise locate(r, id_column, f"column {id_column!r}: expected a series id, found none")
     value_names = [*columns["targets"], *columns["past"], *columns["known"]]
     return _Table(
-        ids=[fields[position[id_column]].strip() for fields in rows],
+        ids=ids,
         times=stamps,
         dated=dated,
         time_text=time_text,
@@ -684,6 +688,8 @@ def panel_windows(
     for name, value in (("input_length", input_length), ("stride", stride)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected an integer >= 1, found {value!r}")
+    if part == "validation" and split.validation == 0:
+        raise ValueError("part: expected a part of the split, found 'validation' (validation=0)")
     panel, h = split.panel, split.horizon
     targets, known = list(panel.targets), list(panel.known)
     examples: list[Example] = []
@@ -728,11 +734,12 @@ def panel_windows(
                 example["static"] = static
             examples.append(example)
     if left_out:
-        need = (
-            f"input_length {input_length} + horizon {h} rows"
-            if short == "drop"
-            else f"horizon {h} + 1 training rows"
-        )
+        if part != "train":
+            need = f"input_length {input_length} rows before its {part} horizon"
+        elif short == "drop":
+            need = f"input_length {input_length} + horizon {h} rows in its training part"
+        else:
+            need = f"more than horizon {h} rows in its training part"
         warnings.warn(
             f"short={short!r}: series left out of the {part} windows (each needs {need}): "
             + ", ".join(left_out),
