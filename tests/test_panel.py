@@ -247,7 +247,7 @@ def test_bad_fields_and_arguments(tmp_path: Path) -> None:
     )
     path = write(tmp_path, "series_id,time,value\nA,yesterday,1\n", "t.csv")
     assert refusal(path) == (
-        f"{path}:2:3: column 'time': expected an integer time or a date in an ISO 8601 date, "
+        f"{path}:2:3: column 'time': expected an integer time or a date in ISO 8601, "
         "found 'yesterday'"
     )
     path = write(tmp_path, "series_id,time,value\nA,1,1\n,2,1\n", "id.csv")
@@ -480,3 +480,38 @@ def test_drop_in_training_and_no_validation_part() -> None:
     assert {e["series"].item() for e in kept} == set(range(181)) - set(dropped)
     with pytest.raises(ValueError, match=r"found 'validation' \(validation=0\)"):
         panel_windows(split, "validation", 12)
+
+
+def test_mutated_files_raise_only_reader_errors(tmp_path: Path) -> None:
+    """Any damage to a file is a ReaderError (the rule bench/fuzz.py checks for every reader)."""
+    rng = np.random.default_rng(1)
+    lines = ["series_id,time,value,temp,size"]
+    for sid, start in (("A", 1990), ("B", 2001)):
+        lines += [f"{sid},{start + k},{k * 1.5},{k % 3},{len(sid)}" for k in range(8)]
+        lines += [f"{sid},{start + 8},,1,{len(sid)}"]
+    original = "\n".join(lines) + "\n"
+    # "\udcff" is written as the byte 0xff (not UTF-8); "\u00b2" is a digit to str.isdigit
+    alphabet = [*',"\n\r x-+.:9T0', "\u00b2", "\udcff", "9" * 20]
+    path = tmp_path / "m.csv"
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(400):
+        text = original
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(0, len(text)))
+            kind = rng.integers(0, 3)
+            if kind == 0:
+                text = text[:at] + text[at + 1 :]
+            elif kind == 1:
+                text = text[:at] + alphabet[int(rng.integers(len(alphabet)))] + text[at:]
+            else:
+                rows = text.split("\n")
+                k = int(rng.integers(1, len(rows)))
+                rows.insert(int(rng.integers(1, len(rows))), rows[k])
+                text = "\n".join(rows)
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+        try:
+            load_panel(path, known=["temp"], static=["size"])
+            outcomes["read"] += 1
+        except ReaderError:
+            outcomes["refused"] += 1
+    assert outcomes["read"] > 20 and outcomes["refused"] > 100, outcomes

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -168,10 +169,12 @@ def _csv_table(
         rows.append(fields)
         starts.append(where)
         numbers.append(line_no)
-    if header is None:
+    if header is None or not rows:
         line_no, column = end_of(lines)
+        found = "an empty file" if header is None else "the end of the file"
+        expected = "a header row" if header is None else "rows after the header"
         raise ReaderError(
-            "expected a header row, found an empty file", path=path, line=line_no, column=column
+            f"expected {expected}, found {found}", path=path, line=line_no, column=column
         )
     for role, names in columns.items():
         for name in names:
@@ -230,7 +233,7 @@ def _csv_table(
             try:
                 moments.append(_parse_time(text, time_format))
             except (ValueError, OverflowError):
-                expected = "an ISO 8601 date" if time_format is None else repr(time_format)
+                expected = "ISO 8601" if time_format is None else f"the format {time_format!r}"
                 raise locate(
                     r,
                     time_column,
@@ -258,7 +261,8 @@ def _csv_table(
 
 
 def _is_integer(text: str) -> bool:
-    return text.lstrip("+-").isdigit()
+    """An integer time: ASCII digits with an optional sign, within int64."""
+    return re.fullmatch(r"[+-]?[0-9]{1,18}", text) is not None
 
 
 def _integer_times(texts: list[str]) -> np.ndarray | None:
