@@ -53,6 +53,8 @@ SUBMODULES: tuple[str, ...] = (
     "attention",
     "rocket",
     "sequence",
+    "revin",
+    "rnnkit.probabilistic",  # outside rnnkit.layers: named in full
 )
 
 SavedModule = tuple[type, Callable[[Any], Mapping[str, Any]], str]
@@ -391,5 +393,6 @@ def saved_modules() -> list[SavedModule]:
     """``(class, to_config, name)`` for every layer of the submodules, for ``rnnkit.saving``."""
     out: list[SavedModule] = []
     for name in SUBMODULES:
-        out += importlib.import_module(f"rnnkit.layers.{name}").SAVED_MODULES
+        module = name if name.startswith("rnnkit.") else f"rnnkit.layers.{name}"
+        out += importlib.import_module(module).SAVED_MODULES
     return out
