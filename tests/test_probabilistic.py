@@ -352,6 +352,11 @@ def test_student_t_quantiles_invert_the_integrated_density(p):
         assert _t_cdf_integral(q, df) == pytest.approx(p, abs=1e-9), df
 
 
+def test_a_nan_forecast_gives_nan_quantiles_at_once():
+    out = torch.tensor([[[[0.0, 1.0, float("nan")]]]])
+    assert torch.isnan(StudentTHead(1, 1).quantile(out, 0.9)).all()
+
+
 def test_interval_of_a_quantile_head_interpolates_between_its_levels():
     head = QuantileHead(1, 1, (0.1, 0.5, 0.9))
     out = torch.tensor([[[[-2.0, 1.0, 5.0]]]])
@@ -359,10 +364,11 @@ def test_interval_of_a_quantile_head_interpolates_between_its_levels():
     assert [v.item() for v in head.interval(out, 0.8)] == [-2.0, 5.0]  # (1 - 0.8) / 2 snaps
     assert [v.item() for v in head.interval(out, 0.4)] == pytest.approx([-0.5, 3.0])
     with pytest.raises(
-        ValueError, match=r"level 0.05 lies outside the head's quantiles \[0.1, 0.5, 0.9\]"
+        ValueError,
+        match=r"expected a level within the head's quantiles \[0.1, 0.5, 0.9\] .*found 0.05",
     ):
         head.interval(out, 0.9)
-    with pytest.raises(ValueError, match="point: the median|outside the head's quantiles"):
+    with pytest.raises(ValueError, match=r"within the head's quantiles \[0.6, 0.9\] .*found 0.5"):
         QuantileHead(1, 1, (0.6, 0.9)).point(torch.zeros(1, 1, 1, 2))
 
 

@@ -319,7 +319,7 @@ def _betainc(a: Tensor, b: Tensor, x: Tensor, y: Tensor) -> Tensor:
         c = torch.where(c.abs() < tiny, torch.full_like(c, tiny), c)
         delta = c * d
         fraction = fraction * delta
-        if bool(((delta - 1).abs() <= 1e-15).all()):
+        if not bool(((delta - 1).abs() > 1e-15).any()):  # NaN (a NaN input) counts as done
             break
     value = front / fraction
     return torch.where(swap, 1 - value, value)
@@ -349,7 +349,8 @@ def _student_t_icdf(p: Tensor, df: Tensor) -> Tensor:
             break
         below = _student_t_cdf(torch.tan(mid), df) < p
         lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    return torch.tan((lo + hi) / 2)
+    z = torch.tan((lo + hi) / 2)
+    return torch.where(torch.isnan(df) | torch.isnan(p), torch.full_like(z, math.nan), z)
 
 
 def _student_t_log_pdf(z: Tensor, df: Tensor) -> Tensor:
@@ -505,9 +506,9 @@ class QuantileHead(_Head):
         levels = self.quantiles
         if not levels[0] - _LEVEL_SNAP <= p <= levels[-1] + _LEVEL_SNAP:
             raise ValueError(
-                f"QuantileHead.quantile: level {p:g} lies outside the head's quantiles "
-                f"{list(levels)} (interval(level) needs (1 - level) / 2 >= {levels[0]}), found "
-                f"{p:g}"
+                f"QuantileHead.quantile: expected a level within the head's quantiles "
+                f"{list(levels)} (interval(level) needs (1 - level) / 2 >= {levels[0]}), "
+                f"found {p:g}"
             )
         for k, q in enumerate(levels):
             if abs(p - q) <= _LEVEL_SNAP:
@@ -617,7 +618,7 @@ class StudentTHead(_Head):
     (location, scale, degrees of freedom); ``dense.weight [3 H n, I]``. Trained with
     :meth:`loss` (:func:`student_t_nll`); :meth:`point` is the mean (and median).
     :meth:`quantile` inverts the CDF (the regularised incomplete beta function) by bisection
-    in float64.
+    in float64 (differentiable in the location and the scale, not in the degrees of freedom).
 
     >>> head = StudentTHead(2, horizon=1)
     >>> with torch.no_grad():
