@@ -46,7 +46,7 @@ from torch import Tensor
 
 from rnnkit.data.errors import ReaderError
 from rnnkit.data.files import csv_row, end_of, read_lines
-from rnnkit.data.timeseries import MISSING, Scaler, TimeSeries, _parse_time, windows
+from rnnkit.data.timeseries import MISSING, Scaler, TimeSeries, parse_time, windows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -231,7 +231,7 @@ def _csv_table(
         moments = []
         for r, text in enumerate(time_text):
             try:
-                moments.append(_parse_time(text, time_format))
+                moments.append(parse_time(text, time_format))
             except (ValueError, OverflowError):
                 expected = "ISO 8601" if time_format is None else f"the format {time_format!r}"
                 raise locate(

@@ -41,6 +41,7 @@ __all__ = [
     "Scaler",
     "TimeSeries",
     "load_series",
+    "parse_time",
     "split_series",
     "time_since_observed",
     "windows",
@@ -178,7 +179,7 @@ def time_since_observed(times: np.ndarray | None, mask: np.ndarray, unit: TimeUn
 # Loading
 
 
-def _parse_time(text: str, time_format: str | None) -> datetime:
+def parse_time(text: str, time_format: str | None) -> datetime:
     """One timestamp: ISO 8601 when ``time_format`` is None, else `datetime.strptime`."""
     text = text.strip()
     moment = (
@@ -265,7 +266,7 @@ def _load_csv(
         stamps = []
         for r, fields in enumerate(rows):
             try:
-                stamps.append(_parse_time(fields[position], time_format))
+                stamps.append(parse_time(fields[position], time_format))
             except (ValueError, OverflowError):
                 expected = "an ISO 8601 timestamp" if time_format is None else repr(time_format)
                 raise located(
