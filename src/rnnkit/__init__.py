@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from rnnkit.data.ctf import CTFWarning
     from rnnkit.data.errors import ReaderError
     from rnnkit.data.minibatch import MinibatchSource
+    from rnnkit.data.panel import (
+        Panel,
+        PanelSplit,
+        PanelWarning,
+        load_panel,
+        panel_windows,
+        split_panel,
+    )
     from rnnkit.layers import Activation, Dense, Dropout, Embedding, Lambda, Layer, Sequential
     from rnnkit.layers.sequence import (
         Delay,
@@ -34,6 +42,21 @@ if TYPE_CHECKING:
     )
     from rnnkit.lazy import UninitializedModelError, count_parameters
     from rnnkit.onnx_export import export_onnx, export_step_onnx
+    from rnnkit.probabilistic import (
+        GaussianHead,
+        QuantileHead,
+        StudentTHead,
+        crps_from_quantiles,
+        crps_from_samples,
+        crps_gaussian,
+        crps_student_t,
+        gaussian_nll,
+        interval_coverage,
+        interval_width,
+        mean_pinball_loss,
+        quantile_loss,
+        student_t_nll,
+    )
     from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
     from rnnkit.recursive import (
         ChildSumTreeLSTMCell,
@@ -87,6 +110,7 @@ __all__ = [
     "FusedKernel",
     "GRUCell",
     "GRUDCell",
+    "GaussianHead",
     "GradientMonitor",
     "LSTMCell",
     "Lambda",
@@ -99,9 +123,13 @@ __all__ = [
     "ModelInputError",
     "NaryTreeLSTMCell",
     "NonFiniteError",
+    "Panel",
+    "PanelSplit",
+    "PanelWarning",
     "PastValueWindow",
     "ProgressBar",
     "ProgressPrinter",
+    "QuantileHead",
     "RNNCell",
     "RNTNCell",
     "ReaderError",
@@ -112,6 +140,7 @@ __all__ = [
     "SequenceBatch",
     "Sequential",
     "Stabilizer",
+    "StudentTHead",
     "TensorBoardLogger",
     "Trainer",
     "Tree",
@@ -123,12 +152,25 @@ __all__ = [
     "classification_error",
     "count_parameters",
     "cross_entropy_with_softmax",
+    "crps_from_quantiles",
+    "crps_from_samples",
+    "crps_gaussian",
+    "crps_student_t",
     "export_onnx",
     "export_step_onnx",
+    "gaussian_nll",
+    "interval_coverage",
+    "interval_width",
     "load",
+    "load_panel",
+    "mean_pinball_loss",
+    "panel_windows",
+    "quantile_loss",
     "register_module",
     "save",
+    "split_panel",
     "squared_error",
+    "student_t_nll",
 ]
 __version__ = "0.1.0"
 
@@ -196,6 +238,25 @@ _SOURCES: dict[str, str] = {
     "squared_error": "rnnkit.training",
     "Tree": "rnnkit.trees",
     "TreeBatch": "rnnkit.trees",
+    "Panel": "rnnkit.data.panel",
+    "PanelSplit": "rnnkit.data.panel",
+    "PanelWarning": "rnnkit.data.panel",
+    "load_panel": "rnnkit.data.panel",
+    "panel_windows": "rnnkit.data.panel",
+    "split_panel": "rnnkit.data.panel",
+    "GaussianHead": "rnnkit.probabilistic",
+    "QuantileHead": "rnnkit.probabilistic",
+    "StudentTHead": "rnnkit.probabilistic",
+    "quantile_loss": "rnnkit.probabilistic",
+    "gaussian_nll": "rnnkit.probabilistic",
+    "student_t_nll": "rnnkit.probabilistic",
+    "interval_coverage": "rnnkit.probabilistic",
+    "interval_width": "rnnkit.probabilistic",
+    "mean_pinball_loss": "rnnkit.probabilistic",
+    "crps_gaussian": "rnnkit.probabilistic",
+    "crps_student_t": "rnnkit.probabilistic",
+    "crps_from_quantiles": "rnnkit.probabilistic",
+    "crps_from_samples": "rnnkit.probabilistic",
 }
 
 
