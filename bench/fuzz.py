@@ -699,11 +699,25 @@ def _targets() -> dict[str, Target]:
             lambda p: read_series("airquality", p),
             reader,
         ),
+        Target(
+            "panel",
+            ".csv",
+            lambda: [("m1-yearly", _head(series / "m1-yearly.csv", 80))],
+            _panel_call,
+            reader,
+        ),
         Target("vocabulary", ".json", _vocabulary_seeds, _vocabulary_call, reader),
         Target("model", ".bin", _model_seeds, _model_call, (ValueError, FileNotFoundError)),
         Target("checkpoint", ".safetensors", _checkpoint_seeds, _checkpoint_call, (ValueError,)),
     ]
     return {t.name: t for t in targets}
+
+
+def _panel_call(path: Path) -> Any:
+    """A long-format many-series table with M1's columns."""
+    from rnnkit.data.panel import load_panel
+
+    return load_panel(path, times="integer")
 
 
 def _series_call(path: Path) -> Any:
