@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rnnkit.backtesting import Backtest, backtest, model_predictor
     from rnnkit.cells import (
         Cell,
         FusedKernel,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         split_panel,
     )
     from rnnkit.layers import Activation, Dense, Dropout, Embedding, Lambda, Layer, Sequential
+    from rnnkit.layers.revin import RevIN, RevINForecaster
     from rnnkit.layers.sequence import (
         Delay,
         LayerNormalization,
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Activation",
+    "Backtest",
     "Bidirectional",
     "CSVLogger",
     "CTFWarning",
@@ -137,6 +140,8 @@ __all__ = [
     "RecurrenceFrom",
     "Recursive",
     "RecursiveCell",
+    "RevIN",
+    "RevINForecaster",
     "SequenceBatch",
     "Sequential",
     "Stabilizer",
@@ -149,6 +154,7 @@ __all__ = [
     "UnfoldFrom",
     "UninitializedModelError",
     "Validation",
+    "backtest",
     "classification_error",
     "count_parameters",
     "cross_entropy_with_softmax",
@@ -164,6 +170,7 @@ __all__ = [
     "load",
     "load_panel",
     "mean_pinball_loss",
+    "model_predictor",
     "panel_windows",
     "quantile_loss",
     "register_module",
@@ -257,6 +264,11 @@ _SOURCES: dict[str, str] = {
     "crps_student_t": "rnnkit.probabilistic",
     "crps_from_quantiles": "rnnkit.probabilistic",
     "crps_from_samples": "rnnkit.probabilistic",
+    "RevIN": "rnnkit.layers.revin",
+    "RevINForecaster": "rnnkit.layers.revin",
+    "Backtest": "rnnkit.backtesting",
+    "backtest": "rnnkit.backtesting",
+    "model_predictor": "rnnkit.backtesting",
 }
 
 
