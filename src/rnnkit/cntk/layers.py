@@ -29,6 +29,7 @@ block, e.g. ``initial_state=0.1`` for ``Recurrence`` and ``Fold``.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -434,7 +435,7 @@ class LayerNormalization(Block):
         )
 
 
-class _RecurrenceBlock(Block):
+class _RecurrenceBlock(Block, abc.ABC):
     combinator: type[recurrence.Recurrence] = recurrence.Recurrence
 
     def __init__(
@@ -473,8 +474,9 @@ class _RecurrenceBlock(Block):
             self.cell, go_backwards=self.go_backwards, initial_state=self.initial_state
         )
 
+    @abc.abstractmethod
     def _full(self, module: nn.Module) -> Callable[[Any], Any]:
-        raise NotImplementedError  # pragma: no cover - each subclass gives its own
+        """The combinator's method giving every state (``return_full_state=True``)."""
 
     def __call__(self, x: Any) -> Any:
         if not self.return_full_state or not isinstance(x, Function):
