@@ -761,14 +761,9 @@ def _above(name: str, values: np.ndarray, bound: float, why: str = "") -> None:
         raise ValueError(f"{name}: expected values > {bound:g}{why}, found min {values.min():g}")
 
 
-def interval_coverage(truth: Any, lower: Any, upper: Any) -> float:
-    """The fraction of observed truths inside ``[lower, upper]`` (a central interval's
-    coverage; an 80 % interval should cover about 0.8). ``lower`` and ``upper`` have
-    ``truth``'s shape (or broadcast to it); NaN truths are skipped.
-
-    >>> interval_coverage(np.array([0.5, 3.0, np.nan, -1.0]), 0.0, np.array([1.0, 2.0, 1.0, 1.0]))
-    0.3333333333333333
-    """
+def _observed_interval(truth: Any, lower: Any, upper: Any) -> tuple[Any, Any, Any]:
+    """The observed truths and their interval bounds (NaN truths left out), with upper below
+    lower refused."""
     y, observed = _truth(truth)
     lo = _like("lower", lower, y.shape, observed)[observed]
     hi = _like("upper", upper, y.shape, observed)[observed]
@@ -777,7 +772,18 @@ def interval_coverage(truth: Any, lower: Any, upper: Any) -> float:
             f"upper: expected upper >= lower, found upper below lower at {int((hi < lo).sum())} "
             "observed entries"
         )
-    y = y[observed]
+    return y[observed], lo, hi
+
+
+def interval_coverage(truth: Any, lower: Any, upper: Any) -> float:
+    """The fraction of observed truths inside ``[lower, upper]`` (a central interval's
+    coverage; an 80 % interval should cover about 0.8). ``lower`` and ``upper`` have
+    ``truth``'s shape (or broadcast to it); NaN truths are skipped.
+
+    >>> interval_coverage(np.array([0.5, 3.0, np.nan, -1.0]), 0.0, np.array([1.0, 2.0, 1.0, 1.0]))
+    0.3333333333333333
+    """
+    y, lo, hi = _observed_interval(truth, lower, upper)
     return float(((lo <= y) & (y <= hi)).mean())
 
 
@@ -787,14 +793,7 @@ def interval_width(truth: Any, lower: Any, upper: Any) -> float:
     >>> interval_width(np.array([0.5, np.nan]), np.array([0.0, 0.0]), np.array([2.0, 9.0]))
     2.0
     """
-    y, observed = _truth(truth)
-    lo = _like("lower", lower, y.shape, observed)[observed]
-    hi = _like("upper", upper, y.shape, observed)[observed]
-    if (hi < lo).any():
-        raise ValueError(
-            f"upper: expected upper >= lower, found upper below lower at {int((hi < lo).sum())} "
-            "observed entries"
-        )
+    _, lo, hi = _observed_interval(truth, lower, upper)
     return float((hi - lo).mean())
 
 
