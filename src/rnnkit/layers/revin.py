@@ -279,13 +279,32 @@ class RevINForecaster(Layer):
             normed, stats = self.revin.normalize(data[..., :n], data[..., n : 2 * n])
             inputs = torch.cat([normed, after], dim=-1)
         out = self.model(inputs)
+        if isinstance(out, Tensor) and out.dim() == 4 and out.shape[2] == n:
+            return self._denormalize_head(out, stats)
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[1] % n:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
-                f"model: expected an output [B, H * {n}] (a window forecaster), found {shape}"
+                f"model: expected an output [B, H * {n}] (a window forecaster) or [B, H, {n}, P] "
+                f"(a head of rnnkit.probabilistic), found {shape}"
             )
         b = out.shape[0]
         return self.revin.denormalize(out.reshape(b, -1, n), stats).reshape(b, -1)
+
+    def _denormalize_head(self, out: Tensor, stats: InstanceStats) -> Tensor:
+        """A probabilistic head's ``[B, H, n, P]`` forecast of the normalised values as the
+        forecast of the window's units: the head's own ``affine`` (quantiles, or location and
+        scale, mapped by ``y = shift + scale * y_hat``)."""
+        heads = [m for m in self.model.modules() if callable(getattr(m, "affine", None))]
+        if not heads:
+            raise ValueError(
+                f"model: an output of shape {tuple(out.shape)} needs a head of "
+                "rnnkit.probabilistic (with an affine method) in the model, found none"
+            )
+        shift, scale = stats.mean, stats.std
+        if self.revin.weight is not None and self.revin.bias is not None:
+            gain = self.revin.weight + self.revin.eps * self.revin.eps
+            shift, scale = shift - self.revin.bias * scale / gain, scale / gain
+        return heads[-1].affine(out, shift.unsqueeze(1), scale.unsqueeze(1))  # type: ignore[operator]
 
 
 SAVED_MODULES: list[SavedModule] = [

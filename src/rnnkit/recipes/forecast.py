@@ -50,6 +50,10 @@ def co2_csv() -> Path:
     return Path(str(resources.files("rnnkit") / "datasets" / "co2-weekly.csv"))
 
 
+LOSSES = ("mse", "quantile", "gaussian", "student-t")
+"""``--loss``: a point forecast, or a probabilistic head (:mod:`rnnkit.probabilistic`)."""
+
+
 @dataclass(frozen=True)
 class ForecastConfig:
     """One forecast run (see the module docstring)."""
@@ -81,6 +85,50 @@ class ForecastConfig:
     horizon: int = option(52, "steps to forecast", low=1)
     season: int = option(52, "steps in a season (the seasonal-naive forecast)", low=1)
     stride: int = option(1, "steps between windows and between test origins", low=1)
+    loss: str = option(
+        "mse",
+        "mse: point forecasts; quantile: the --quantiles (pinball loss); gaussian, student-t: a "
+        "distribution per step (negative log-likelihood); the last three report --level "
+        "intervals, coverage, pinball loss and CRPS",
+        choices=LOSSES,
+    )
+    quantiles: tuple[float, ...] = option(
+        (0.1, 0.5, 0.9), "--loss quantile: the quantile levels, comma-separated"
+    )
+    level: float = option(
+        0.8, "the central interval reported (0.8: from the 0.1 to the 0.9 quantile)",
+        low=0.0, high=1.0, low_open=True,
+    )
+    revin: str = option(
+        "auto",
+        "reversible instance normalisation of each input window (window model): on, off, or "
+        "auto: with and without, whichever a short run finds best on the validation part",
+        choices=("auto", "on", "off"),
+    )
+    backtest: bool = option(
+        False,
+        "also forecast from every --stride-th origin across the test part (the input windows "
+        "reaching back into the validation part), with figures per horizon step and target: "
+        "backtest.csv",
+    )
+    refit_every: int = option(
+        0, "--backtest: train further on the data up to every k-th origin (0: never)", low=0
+    )
+    series_id: str | None = option(
+        None,
+        "long format: the column of series ids (one row per series and time); one global "
+        "model over every series, each scaled with its own training part",
+    )
+    past: tuple[str, ...] = option(
+        (), "long format: covariates observed only up to the present (input window only)"
+    )
+    static: tuple[str, ...] = option((), "long format: covariates constant within a series")
+    short: str = option(
+        "pad",
+        "long format: a series shorter than the input window is padded in front (masked) or "
+        "dropped from the parts it is too short for",
+        choices=("pad", "drop"),
+    )
     cell: str = option("lstm", "the recurrent cell", choices=("lstm", "gru"))
     hidden_size: int = option(32, "hidden units", low=1)
     split: tuple[float, ...] = option(
@@ -113,6 +161,43 @@ class ForecastConfig:
                 f"season: expected at most input_length = {self.input_length} (seasonal naive "
                 f"reads one season back inside the window), found {self.season}"
             )
+        if self.loss == "quantile":
+            from rnnkit.probabilistic import check_quantiles
+
+            levels = check_quantiles(self.quantiles)
+            low, high = (1 - self.level) / 2, (1 + self.level) / 2
+            if not (levels[0] <= low + 1e-9 and high - 1e-9 <= levels[-1]):
+                raise ValueError(
+                    f"level: expected an interval within the quantiles {list(levels)}, found "
+                    f"{self.level} (from the {low:g} to the {high:g} quantile)"
+                )
+        if self.refit_every and not self.backtest:
+            raise ValueError(
+                f"refit_every: a --backtest option, found {self.refit_every} without --backtest"
+            )
+        if self.series_id is None:
+            for name in ("past", "static"):
+                if getattr(self, name):
+                    raise ValueError(
+                        f"{name}: a long-format option (with --series-id), found "
+                        f"{list(getattr(self, name))}"
+                    )
+        elif self.model == "stream" or self.residual:
+            raise ValueError(
+                "series_id: long format trains the window model (--model window or auto), found "
+                + ("--residual" if self.residual else f"model {self.model!r}")
+            )
+        if self.series_id is not None and self.backtest:
+            raise ValueError(
+                "backtest: rolling origins over a single table's test part; with --series-id "
+                "the test part is each series' last --horizon steps (one origin per series, "
+                "reported per series and per step)"
+            )
+        if self.revin == "on" and (self.model == "stream" or self.residual):
+            raise ValueError(
+                "revin: normalises the plain window model's inputs, found "
+                + ("--residual" if self.residual else f"model {self.model!r}")
+            )
         if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-9:
             raise ValueError(
                 f"split: expected three positive shares summing to 1, found {self.split}"
@@ -123,11 +208,26 @@ CO2 = {"csv": co2_csv(), "target": ("co2",), "time_column": "date", "time_format
 
 
 CANDIDATES = {
-    "window": ("window", False),
-    "stream": ("stream", False),
-    "window residual": ("window", True),
+    "window": ("window", False, False),
+    "window revin": ("window", False, True),
+    "stream": ("stream", False, False),
+    "window residual": ("window", True, False),
 }
-"""``--model auto``'s candidates: name -> (model, residual)."""
+"""The models a short run can choose from: name -> (model, residual, revin)."""
+
+
+def candidates(config: ForecastConfig) -> list[str]:
+    """The candidates of ``config``'s choices (``--model auto``, ``--revin auto``), in order;
+    one name when nothing is left to choose."""
+    if config.residual:
+        return ["window residual"]
+    if config.model == "stream":
+        return ["stream"]
+    windows = {"auto": ["window", "window revin"], "on": ["window revin"], "off": ["window"]}
+    names = list(windows[config.revin])
+    if config.model == "auto" and config.series_id is None:
+        names += ["stream", "window residual"]
+    return names
 
 SCREEN_SHARE = 4
 """A candidate's short run: 1 / SCREEN_SHARE of the epochs (and of the time budget) ..."""
@@ -154,10 +254,8 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         """The run's config with ``--model auto``'s choice (run.json's ``data.model`` and
         ``data.residual``) in its place: rebuilding the data screens nothing again."""
         config = super().config_from_run(values, data_info)
-        if config.model == "auto" and isinstance(data_info.get("model"), str):
-            return dataclasses.replace(
-                config, model=data_info["model"], residual=bool(data_info.get("residual"))
-            )
+        if isinstance(data_info.get("model"), str):
+            return chosen_config(config, data_info)
         return config
 
     def load_data(self, config: ForecastConfig) -> RecipeData:
@@ -165,28 +263,30 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
         from rnnkit import forecasting as fc
         from rnnkit.data.timeseries import load_series
+        from rnnkit.recipes.forecast_outputs import future_part
 
+        if config.series_id is not None:
+            from rnnkit.recipes.forecast_long import load_long
+
+            return load_long(self, config)
         columns = [*config.target, *config.known]
-        series = load_series(
-            config.csv, config.time_column, columns, time_format=config.time_format
-        )
+        whole = load_series(config.csv, config.time_column, columns, time_format=config.time_format)
+        series, ahead = future_part(whole, len(config.target), len(config.known))
         data = fc.prepare_series(series, config.target, config.known, config.split, config.horizon)
         scales = fc.mase_scales(data, config.target, config.season)
         selection = None
-        if config.model == "auto" and not config.residual:
-            selection = self._select(config, data, scales)
-            model, residual = CANDIDATES[selection["chosen"]]
-        else:
-            model, residual = (
-                ("window" if config.model == "auto" else config.model),
-                config.residual,
-            )
-        chosen = dataclasses.replace(config, model=model, residual=residual)
-        train, val, test = fc.part_examples(data, _spec(chosen))
+        names = candidates(config)
+        if len(names) > 1:
+            selection = self._select(config, data, scales, names)
+        model, residual, revin = CANDIDATES[selection["chosen"] if selection else names[0]]
+        chosen = _with_choice(config, model, residual, revin)
+        train, val, test = fc.part_examples(data, spec_of(chosen))
         timed = series.times is not None
         info: dict[str, Any] = {
             "model": model,
             "residual": residual,
+            "revin": revin,
+            **_loss_info(config),
             "targets": list(config.target),
             "known": list(config.known),
             "horizon": config.horizon,
@@ -213,34 +313,47 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             inputs=[config.csv],
             info=info,
             description="\n".join(lines),
-            extra={"validation": fc.validation_examples(data, _spec(chosen)), "members": []},
+            extra={
+                "validation": fc.validation_examples(data, spec_of(chosen)),
+                "members": [],
+                "future": (whole, ahead),
+            },
         )
 
     def _select(
-        self, config: ForecastConfig, data: PreparedSeries, scales: Mapping[str, float]
+        self,
+        config: ForecastConfig,
+        data: PreparedSeries,
+        scales: Mapping[str, float],
+        names: Sequence[str],
     ) -> dict[str, Any]:
-        """``--model auto``: each candidate trained briefly (:data:`SCREEN_SHARE`,
-        :data:`SCREEN_UPDATES`), scored on the validation part; the lowest mean validation
-        MASE over the targets is chosen."""
+        """``--model auto`` and ``--revin auto``: each candidate trained briefly
+        (:data:`SCREEN_SHARE`, :data:`SCREEN_UPDATES`), scored on the validation part; the
+        lowest mean validation MASE over the targets is chosen."""
         started = time.perf_counter()
-        candidates: dict[str, Any] = {}
-        for name, (model, residual) in CANDIDATES.items():
+        screened: dict[str, Any] = {}
+        for name in names:
+            model, residual, revin = CANDIDATES[name]
             if model == "stream" and config.input_length < 2:
                 continue  # the stream model trains on chunks of >= 2 steps
-            candidate = dataclasses.replace(config, model=model, residual=residual)
-            candidates[name] = self._screen(candidate, data, scales)
-        chosen = min(candidates, key=lambda name: candidates[name]["score"])
+            candidate = _with_choice(config, model, residual, revin)
+            screened[name] = self._screen(candidate, data, scales, len(names))
+        chosen = min(screened, key=lambda name: screened[name]["score"])
         return {
             "rule": "lowest validation MASE, averaged over the targets, after a short run "
             f"(1/{SCREEN_SHARE} of the epochs, at least {SCREEN_UPDATES} updates, at most all "
             "the epochs)",
-            "candidates": candidates,
+            "candidates": screened,
             "chosen": chosen,
             "seconds": round(time.perf_counter() - started, 3),
         }
 
     def _screen(
-        self, config: ForecastConfig, data: PreparedSeries, scales: Mapping[str, float]
+        self,
+        config: ForecastConfig,
+        data: PreparedSeries,
+        scales: Mapping[str, float],
+        count: int,
     ) -> dict[str, Any]:
         """One candidate's short run and its validation figures."""
         import torch
@@ -250,7 +363,7 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
         started = time.perf_counter()
         s = config.train
-        train, val, test = fc.part_examples(data, _spec(config))
+        train, val, test = fc.part_examples(data, spec_of(config))
         part = RecipeData(train, val, test, info=_model_info(config, data, scales))
         torch.manual_seed(s.seed)
         model = self.build_model(config, part)
@@ -265,7 +378,7 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         stopper = EarlyStopping(patience=s.patience or epochs + 1, restore_best=keep_best)
         callbacks: list[Any] = [stopper]
         if s.time_budget is not None:
-            callbacks.append(TimeBudget(s.time_budget / SCREEN_SHARE / len(CANDIDATES)))
+            callbacks.append(TimeBudget(s.time_budget / SCREEN_SHARE / count))
         if s.schedule == "plateau":
             callbacks.append(PlateauSchedule(optimizer))
         trainer = Trainer(
@@ -282,9 +395,9 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         summary = trainer.fit(
             source, epochs=epochs, validation=self.source(config, val, training=False)
         )
-        examples = fc.validation_examples(data, _spec(config))
+        examples = fc.validation_examples(data, spec_of(config))
         predictions = trainer.predict(self.source(config, examples, training=False))
-        result = self._forecasts(part.info, examples, predictions)
+        result = self.forecasts_in_units(part.info, examples, predictions)
         figures = self._figures(config, part, result.pred, result.truth, "validation ")
         return {
             "score": _mean_mase(figures, config),
@@ -295,31 +408,37 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
     def build_model(self, config: ForecastConfig, data: RecipeData) -> nn.Module:
         from rnnkit.cells import GRUCell, LSTMCell
-        from rnnkit.layers import Dense
+        from rnnkit.layers.revin import RevINForecaster
         from rnnkit.recurrence import Fold, Recurrence
 
-        config = _chosen(config, data.info)
+        config = chosen_config(config, data.info)
         cell = LSTMCell if config.cell == "lstm" else GRUCell
-        n, k, h = len(config.target), len(config.known), config.horizon
-        if config.model == "window":
-            inputs = 2 * n + (k + 1 if k else 0)
-            return Fold(cell(inputs, config.hidden_size)) >> Dense(config.hidden_size, h * n)
-        return Recurrence(cell(2 * n + h * k, config.hidden_size)) >> Dense(
-            config.hidden_size, h * n
+        n, hidden = len(config.target), config.hidden_size
+        recurrence = Fold if config.model == "window" else Recurrence
+        model = recurrence(cell(data.info.get("inputs", _inputs(config)), hidden)) >> _head(
+            config, hidden
         )
+        if config.revin == "on":
+            # a head's scale must stay positive: no learned (possibly negative) RevIN gain
+            return RevINForecaster(model, targets=n, affine=config.loss == "mse")
+        return model
 
     def criterion(self, config: ForecastConfig, data: RecipeData) -> Any:
         from rnnkit.forecasting import masked_squared_error
         from rnnkit.training import Criterion
 
-        return Criterion(masked_squared_error, masked_squared_error)
+        head = _head(config, 1)
+        if config.loss == "mse":
+            return Criterion(masked_squared_error, masked_squared_error)
+        loss = head.loss  # type: ignore[union-attr]
+        return Criterion(loss, loss)
 
     def callbacks(self, config: ForecastConfig, data: RecipeData) -> list[Callback]:
         """One that predicts the validation forecasts (:func:`validation_examples`) with each
         trained model, its best weights restored, for the validation figures."""
         return [_validation_forecasts(self, config, data)]
 
-    def _forecasts(
+    def forecasts_in_units(
         self,
         info: Mapping[str, Any],
         examples: Sequence[Any],
@@ -330,6 +449,9 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
         scaler = info["scaler"]
         index = [scaler["columns"].index(t) for t in info["targets"]]
+        if predictions is not None and info.get("loss", "mse") != "mse":
+            head = _info_head(info)
+            predictions = [head.point(_tensor(p)) for p in predictions]  # type: ignore[operator]
         return forecasts(
             examples,
             predictions,
@@ -339,13 +461,84 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             residual=info["residual"] if residual is None else residual,
         )
 
+    def probabilistic_in_units(
+        self, info: Mapping[str, Any], examples: Sequence[Any], predictions: Sequence[Any]
+    ) -> dict[str, Any]:
+        """A probabilistic run's forecasts in the series' units: ``lower`` and ``upper``
+        ``[O, H, n]`` (the ``level`` interval), ``quantiles`` ``[O, H, n, Q]`` (at the
+        ``quantiles`` levels) and, for a distribution head, ``loc``, ``scale`` (and ``df``);
+        every quantity a positive affine map of the head's (quantiles are equivariant), so
+        each goes through :meth:`forecasts_in_units` as a point forecast would."""
+        import numpy as np
+
+        head: Any = _info_head(info)
+        outputs = [_tensor(p) for p in predictions]
+
+        def units(values: list[Any]) -> np.ndarray:
+            raw = {**info, "loss": "mse"}  # the values are point-like already
+            pred = self.forecasts_in_units(raw, examples, [v.numpy() for v in values]).pred
+            assert pred is not None
+            return pred
+
+        bounds = [head.interval(o, info["level"]) for o in outputs]
+        out: dict[str, Any] = {
+            "lower": units([b[0] for b in bounds]),
+            "upper": units([b[1] for b in bounds]),
+        }
+        levels = list(info["quantiles"])
+        out["quantiles"] = np.stack(
+            [units([head.quantile(o, q) for o in outputs]) for q in levels], axis=-1
+        )
+        if info["loss"] != "quantile":
+            # units(x) - units(0) is x times the target's scale: the unit of a spread
+            out["loc"] = units([o[..., 0] for o in outputs])
+            zero = units([o[..., 0] * 0 for o in outputs])
+            out["scale"] = units([o[..., 1] for o in outputs]) - zero
+            if info["loss"] == "student-t":
+                one = units([o[..., 0] * 0 + 1 for o in outputs]) - zero
+                out["df"] = (units([o[..., 2] for o in outputs]) - zero) / one
+        return out
+
+    def _interval_figures(
+        self,
+        config: ForecastConfig,
+        info: Mapping[str, Any],
+        values: Mapping[str, Any],
+        truth: Any,
+        part: str = "",
+    ) -> dict[str, float]:
+        """Per target: ``coverage`` and ``width`` of the ``level`` interval, the mean pinball
+        loss at the ``quantiles`` and the CRPS (closed form for a distribution head, from the
+        quantiles for a quantile head), in the series' units over the observed targets."""
+        from rnnkit import probabilistic as pr
+
+        out: dict[str, float] = {}
+        for j, name in enumerate(config.target):
+            y = truth[..., j]
+            low, high = values["lower"][..., j], values["upper"][..., j]
+            q = values["quantiles"][..., j, :]
+            if info["loss"] == "quantile":
+                crps = pr.crps_from_quantiles(y, q, info["quantiles"])
+            elif info["loss"] == "gaussian":
+                crps = pr.crps_gaussian(y, values["loc"][..., j], values["scale"][..., j])
+            else:
+                crps = pr.crps_student_t(
+                    y, values["loc"][..., j], values["scale"][..., j], values["df"][..., j]
+                )
+            prefix = part + ("" if len(config.target) == 1 else f"{name} ")
+            out[f"{prefix}coverage"] = pr.interval_coverage(y, low, high)
+            out[f"{prefix}width"] = pr.interval_width(y, low, high)
+            out[f"{prefix}pinball"] = pr.mean_pinball_loss(y, q, info["quantiles"])
+            out[f"{prefix}crps"] = crps
+        return out
+
     def _persistence(self, info: Mapping[str, Any], examples: Sequence[Any]) -> Forecasts:
         """The last observed value (the level of each forecast) repeated over the horizon: a
         zero change from the level."""
         import torch
 
         zeros = [torch.zeros_like(e["labels"]) for e in examples]
-        return self._forecasts(info, examples, zeros, residual=False)
+        return self.forecasts_in_units({**info, "loss": "mse"}, examples, zeros, residual=False)
 
     def _figures(
         self,
@@ -374,13 +567,20 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         and seasonal naive on every target's validation MAE."""
         import numpy as np
 
-        result = self._forecasts(data.info, data.test, predictions)
+        result = self.forecasts_in_units(data.info, data.test, predictions)
         figures: dict[str, Any] = self._figures(config, data, result.pred, result.truth)
         validation = data.extra["validation"]
         members = data.extra["members"]
         mean = [np.mean([m[i] for m in members], axis=0) for i in range(len(validation))]
-        val = self._forecasts(data.info, validation, mean)
+        val = self.forecasts_in_units(data.info, validation, mean)
         figures.update(self._figures(config, data, val.pred, val.truth, "validation "))
+        if config.loss != "mse":
+            values = self.probabilistic_in_units(data.info, data.test, predictions)
+            figures.update(self._interval_figures(config, data.info, values, result.truth))
+            values = self.probabilistic_in_units(data.info, validation, mean)
+            figures.update(
+                self._interval_figures(config, data.info, values, val.truth, "validation ")
+            )
         lost = _losses(config, figures, self.baselines(config, data))
         figures["model"] = _model_name(data.info)
         figures["beats_persistence"] = not lost["persistence"]
@@ -410,11 +610,20 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     ) -> tuple[list[str], list[dict[str, Any]]]:
         """One row per forecast origin and target: ``id`` the time (or row) of the first
         forecast step, ``series`` the target, then ``target``, ``prediction`` and ``naive``,
-        each the ``H`` horizon values separated by spaces (``nan``: missing or past the end)."""
+        each the ``H`` horizon values separated by spaces (``nan``: missing or past the end);
+        a probabilistic run adds ``lower`` and ``upper``, the ``level`` interval."""
         from rnnkit.forecasting import forecast_table
 
-        result = self._forecasts(info, examples, predictions)
-        return forecast_table(result, info["targets"], info["time_unit"])
+        result = self.forecasts_in_units(info, examples, predictions)
+        ids, rows = forecast_table(result, info["targets"], info["time_unit"])
+        if info.get("loss", "mse") != "mse":
+            values = self.probabilistic_in_units(info, examples, predictions)
+            n = len(info["targets"])
+            for r, row in enumerate(rows):
+                o, j = divmod(r, n)
+                row["lower"] = values["lower"][o, :, j].tolist()
+                row["upper"] = values["upper"][o, :, j].tolist()
+        return ids, rows
 
     def read_inputs(
         self, info: Mapping[str, Any], config: ForecastConfig, paths: Sequence[Path]
@@ -425,7 +634,7 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         from rnnkit import forecasting as fc
         from rnnkit.data.timeseries import load_series
 
-        config = _chosen(config, info)
+        config = chosen_config(config, info)
         scaler = fc.scaler_from_dict(info["scaler"])
         ids: list[str] = []
         examples: list[Any] = []
@@ -434,7 +643,7 @@ class ForecastRecipe(Recipe[ForecastConfig]):
                 path, config.time_column, list(scaler.columns), time_format=config.time_format
             )
             try:
-                part = fc.file_examples(series, scaler, config.target, config.known, _spec(config))
+                part = fc.file_examples(series, scaler, config.target, config.known, spec_of(config))
             except ValueError as error:
                 raise ValueError(f"{path}: {error}") from None
             ids += [f"{path.name}:{i}" for i in range(len(part))]
@@ -448,11 +657,20 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
         plot_forecasts(
             run.path / "forecast.png",
-            self._forecasts(data.info, data.test, predictions),
+            self.forecasts_in_units(data.info, data.test, predictions),
             config.target,
             timed=data.info["time_unit"] is not None,
             title=f"rnnkit {self.name}: {config.csv.name}, test part",
         )
+
+    def finish(
+        self, config: ForecastConfig, data: RecipeData, model: nn.Module, run: RunDirectory
+    ) -> dict[str, Any]:
+        """The forecast past the end of the data (``forecast.csv``, ``future.png``) and, with
+        ``--backtest``, the backtest (:mod:`rnnkit.recipes.forecast_outputs`)."""
+        from rnnkit.recipes.forecast_outputs import finish_forecast
+
+        return finish_forecast(self, config, data, model, run)
 
     def notes(
         self, config: ForecastConfig, data: RecipeData, figures: Mapping[str, Any]
@@ -461,8 +679,8 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         are printed as well."""
         import numpy as np
 
-        result = self._forecasts(data.info, data.test, None)
-        config = _chosen(config, data.info)
+        result = self.forecasts_in_units(data.info, data.test, None)
+        config = chosen_config(config, data.info)
         n, k, h = len(config.target), len(config.known), config.horizon
         cell = f"{config.cell.upper()}Cell"
         if config.model == "window":
@@ -484,13 +702,14 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             *([selection_line(selection)] if selection else []),
             f"Test: {len(result.when)} forecast origins, {int((~np.isnan(result.truth)).sum())} "
             f"observed target values, horizon {h} steps. Validation: "
-            f"{len(self._forecasts(data.info, data.extra['validation'], None).when)} forecast "
+            f"{len(self.forecasts_in_units(data.info, data.extra['validation'], None).when)} forecast "
             "origins (the validation windows, the same for every model).",
             "Persistence repeats the last observed value over the horizon; seasonal naive "
             f"takes the value {config.season} steps (one season) before each target step. MASE "
             "divides by the mean absolute error of the seasonal-naive forecast on the training "
             "part.",
             *seasonality_lines(data.info["seasonality"], config),
+            *data.extra.get("finish", ()),
             *warnings,
         ]
 
@@ -518,6 +737,54 @@ def _validation_forecasts(
     return ValidationForecasts()
 
 
+def _info_head(info: Mapping[str, Any]) -> nn.Module:
+    """A head of the run's kind (``info``'s ``loss``, ``quantiles``, ``horizon`` and targets)
+    for its methods (point, quantiles, intervals), which read no weights."""
+    from rnnkit import probabilistic as pr
+
+    n, h = len(info["targets"]), info["horizon"]
+    if info["loss"] == "quantile":
+        return pr.QuantileHead(1, h, info["quantiles"], targets=n)
+    if info["loss"] == "gaussian":
+        return pr.GaussianHead(1, h, targets=n)
+    return pr.StudentTHead(1, h, targets=n)
+
+
+def _loss_info(config: ForecastConfig) -> dict[str, Any]:
+    return {"loss": config.loss, "quantiles": list(config.quantiles), "level": config.level}
+
+
+def _tensor(value: Any) -> Any:
+    import torch
+
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+
+
+def _inputs(config: ForecastConfig) -> int:
+    """The features per step of a single-table model (:func:`~rnnkit.forecasting.
+    forecast_windows`, :func:`~rnnkit.forecasting.stream_inputs`)."""
+    n, k, h = len(config.target), len(config.known), config.horizon
+    if config.model == "window":
+        return 2 * n + (k + 1 if k else 0)
+    return 2 * n + h * k
+
+
+def _head(config: ForecastConfig, hidden: int) -> nn.Module:
+    """The model's last layer: ``Dense(hidden, H n)`` (``--loss mse``), or a head of
+    :mod:`rnnkit.probabilistic` of ``[H, n, P]`` per forecast."""
+    from rnnkit import probabilistic as pr
+    from rnnkit.layers import Dense
+
+    n, h = len(config.target), config.horizon
+    if config.loss == "quantile":
+        return pr.QuantileHead(hidden, h, config.quantiles, targets=n)
+    if config.loss == "gaussian":
+        return pr.GaussianHead(hidden, h, targets=n)
+    if config.loss == "student-t":
+        return pr.StudentTHead(hidden, h, targets=n)
+    return Dense(hidden, h * n)
+
+
 def _model_info(
     config: ForecastConfig, data: PreparedSeries, scales: Mapping[str, float]
 ) -> dict[str, Any]:
@@ -527,6 +794,8 @@ def _model_info(
     return {
         "model": config.model,
         "residual": config.residual,
+        "revin": config.revin == "on",
+        **_loss_info(config),
         "targets": list(config.target),
         "horizon": config.horizon,
         "scaler": scaler_to_dict(data.scaler),
@@ -534,15 +803,25 @@ def _model_info(
     }
 
 
-def _chosen(config: ForecastConfig, info: Mapping[str, Any]) -> ForecastConfig:
-    """``config`` with the model the run trained (``--model auto`` resolved)."""
-    if (config.model, config.residual) == (info["model"], info["residual"]):
-        return config
-    return dataclasses.replace(config, model=info["model"], residual=info["residual"])
+def _with_choice(
+    config: ForecastConfig, model: str, residual: bool, revin: bool
+) -> ForecastConfig:
+    """``config`` with a model chosen: nothing left to choose."""
+    return dataclasses.replace(
+        config, model=model, residual=residual, revin="on" if revin else "off"
+    )
+
+
+def chosen_config(config: ForecastConfig, info: Mapping[str, Any]) -> ForecastConfig:
+    """``config`` with the model the run trained (``--model auto``, ``--revin auto``
+    resolved; a run of an rnnkit without RevIN has ``revin`` off)."""
+    return _with_choice(config, info["model"], bool(info["residual"]), bool(info.get("revin")))
 
 
 def _model_name(info: Mapping[str, Any]) -> str:
-    return "window residual" if info["residual"] else str(info["model"])
+    if info["residual"]:
+        return "window residual"
+    return f"{info['model']}{' revin' if info.get('revin') else ''}"
 
 
 def _naive_name(config: ForecastConfig) -> str:
@@ -668,7 +947,7 @@ def selection_line(selection: Mapping[str, Any]) -> str:
     )
 
 
-def _spec(config: ForecastConfig) -> Any:
+def spec_of(config: ForecastConfig) -> Any:
     from rnnkit.forecasting import ForecastSpec
 
     return ForecastSpec(

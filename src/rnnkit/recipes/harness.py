@@ -281,6 +281,14 @@ class Recipe(ABC, Generic[C]):
     def plot(self, config: C, data: RecipeData, predictions: list[Any], run: RunDirectory) -> None:
         """Recipe plots beside the curves (never empty; none by default)."""
 
+    def finish(
+        self, config: C, data: RecipeData, model: nn.Module, run: RunDirectory
+    ) -> dict[str, Any]:
+        """Work with the trained model after the test figures (forecasts past the end of the
+        data, a backtest): files into ``run``; the figures returned go into ``run.json``'s
+        ``result`` (none by default)."""
+        return {}
+
     def notes(self, config: C, data: RecipeData, figures: Mapping[str, Any]) -> list[str]:
         """Sentences for the report under its table."""
         return []
@@ -564,10 +572,14 @@ def run_recipe(
     )
     run.plot_curves(title=f"rnnkit {recipe.name}")
     recipe.plot(config, data, predictions, run)
+    finish_start = time.perf_counter()
+    finished = recipe.finish(config, data, model, run)
+    finish_seconds = time.perf_counter() - finish_start
     reached = any(f["time_budget_reached"] for f in facts)
     result = {
         "recipe": recipe.name,
         **figures,
+        **finished,
         "baselines": baselines,
         "val_loss": val_loss,
         "test_loss": test_loss,
@@ -578,6 +590,7 @@ def run_recipe(
         "data_seconds": round(data_seconds, 3),
         "train_seconds": round(train_seconds, 3),
         "evaluate_seconds": round(evaluate_seconds, 3),
+        "finish_seconds": round(finish_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
     }
     run.write_run_json(
