@@ -264,9 +264,10 @@ def _quiet() -> None:
 
 
 def run_darts(task: Task, seed: int, loss: str, epochs: int, work: Path) -> Run:
-    """darts ``BlockRNNModel`` (LSTM 32, reversible instance normalisation). Covariates as past
-    covariates: BlockRNNModel takes no future covariates (its input is the past window), so
-    WorkDay and Temperature enter over the input window only."""
+    """darts ``BlockRNNModel`` (LSTM 32, reversible instance normalisation). Known columns as
+    future covariates: darts 0.48's BlockRNNModel reads them over the input window (beside the
+    target) and over the horizon (each output step's values joined to its RNN output before
+    the final Linear)."""
     from darts import TimeSeries
     from darts.models import BlockRNNModel
     from darts.utils.likelihood_models import QuantileRegression
@@ -278,8 +279,9 @@ def run_darts(task: Task, seed: int, loss: str, epochs: int, work: Path) -> Run:
     def series(piece: Piece) -> Any:
         return TimeSeries.from_values(piece.values.astype(np.float32)[:, None])
 
-    def covariates(piece: Piece) -> Any:
-        return TimeSeries.from_values(piece.covariates.astype(np.float32))
+    def covariates(piece: Piece, future: np.ndarray | None = None) -> Any:
+        values = piece.covariates if future is None else np.concatenate([piece.covariates, future])
+        return TimeSeries.from_values(values.astype(np.float32))
 
     train = [p for p in task.train if len(p.values) >= need]
     validation = [p for p in task.validation if len(p.values) >= need]
@@ -296,7 +298,7 @@ def run_darts(task: Task, seed: int, loss: str, epochs: int, work: Path) -> Run:
         "restore": "best validation checkpoint",
         "batch_size": 32,
         "random_state": seed,
-        "covariates": "past (input window only)" if task.known else "none",
+        "covariates": "future_covariates (input window and horizon)" if task.known else "none",
         "train_series": f"{len(train)} of {len(task.train)} (those with input + horizon steps)",
     }
     kwargs: dict[str, Any] = {}
@@ -332,8 +334,8 @@ def run_darts(task: Task, seed: int, loss: str, epochs: int, work: Path) -> Run:
         "dataloader_kwargs": {"num_workers": 0},
     }
     if task.known:
-        fit["past_covariates"] = [covariates(p) for p in train]
-        fit["val_past_covariates"] = [covariates(p) for p in validation]
+        fit["future_covariates"] = [covariates(p) for p in train]
+        fit["val_future_covariates"] = [covariates(p) for p in validation]
     start = time.perf_counter()
     model.fit(**fit)
     train_seconds = time.perf_counter() - start
@@ -342,7 +344,9 @@ def run_darts(task: Task, seed: int, loss: str, epochs: int, work: Path) -> Run:
     inputs = [series(p) for p in task.test]
     extra: dict[str, Any] = {}
     if task.known:
-        extra["past_covariates"] = [covariates(p) for p in task.test]
+        extra["future_covariates"] = [
+            covariates(p, f) for p, f in zip(task.test, task.future, strict=True)
+        ]
     start = time.perf_counter()
     if loss == "quantile":
         out = model.predict(
