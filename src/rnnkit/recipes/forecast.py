@@ -34,7 +34,7 @@ from rnnkit.recipes.harness import Metric, Recipe, RecipeData
 from rnnkit.recipes.options import TrainSettings, check_config, option
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from torch import nn
 
@@ -96,8 +96,11 @@ class ForecastConfig:
         (0.1, 0.5, 0.9), "--loss quantile: the quantile levels, comma-separated"
     )
     level: float = option(
-        0.8, "the central interval reported (0.8: from the 0.1 to the 0.9 quantile)",
-        low=0.0, high=1.0, low_open=True,
+        0.8,
+        "the central interval reported (0.8: from the 0.1 to the 0.9 quantile)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
     )
     revin: str = option(
         "auto",
@@ -229,6 +232,7 @@ def candidates(config: ForecastConfig) -> list[str]:
         names += ["stream", "window residual"]
     return names
 
+
 SCREEN_SHARE = 4
 """A candidate's short run: 1 / SCREEN_SHARE of the epochs (and of the time budget) ..."""
 SCREEN_UPDATES = 100
@@ -277,16 +281,25 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         selection = None
         names = candidates(config)
         if len(names) > 1:
-            selection = self._select(config, data, scales, names)
+
+            def parts_for(candidate: ForecastConfig) -> RecipeData:
+                spec = spec_of(candidate)
+                return RecipeData(
+                    *fc.part_examples(data, spec),
+                    info=_model_info(candidate, data, scales),
+                    extra={"validation": fc.validation_examples(data, spec)},
+                )
+
+            selection = self.select(config, names, parts_for)
         model, residual, revin = CANDIDATES[selection["chosen"] if selection else names[0]]
-        chosen = _with_choice(config, model, residual, revin)
+        chosen = with_choice(config, model, residual, revin)
         train, val, test = fc.part_examples(data, spec_of(chosen))
         timed = series.times is not None
         info: dict[str, Any] = {
             "model": model,
             "residual": residual,
             "revin": revin,
-            **_loss_info(config),
+            **loss_info(config),
             "targets": list(config.target),
             "known": list(config.known),
             "horizon": config.horizon,
@@ -317,27 +330,28 @@ class ForecastRecipe(Recipe[ForecastConfig]):
                 "validation": fc.validation_examples(data, spec_of(chosen)),
                 "members": [],
                 "future": (whole, ahead),
+                "prepared": data,
             },
         )
 
-    def _select(
+    def select(
         self,
         config: ForecastConfig,
-        data: PreparedSeries,
-        scales: Mapping[str, float],
         names: Sequence[str],
+        parts_for: Callable[[ForecastConfig], RecipeData],
     ) -> dict[str, Any]:
         """``--model auto`` and ``--revin auto``: each candidate trained briefly
         (:data:`SCREEN_SHARE`, :data:`SCREEN_UPDATES`), scored on the validation part; the
-        lowest mean validation MASE over the targets is chosen."""
+        lowest mean validation MASE over the targets is chosen. ``parts_for(candidate)``: the
+        candidate's examples, ``info`` and ``extra["validation"]``."""
         started = time.perf_counter()
         screened: dict[str, Any] = {}
         for name in names:
             model, residual, revin = CANDIDATES[name]
             if model == "stream" and config.input_length < 2:
                 continue  # the stream model trains on chunks of >= 2 steps
-            candidate = _with_choice(config, model, residual, revin)
-            screened[name] = self._screen(candidate, data, scales, len(names))
+            candidate = with_choice(config, model, residual, revin)
+            screened[name] = self._screen(candidate, parts_for(candidate), len(names))
         chosen = min(screened, key=lambda name: screened[name]["score"])
         return {
             "rule": "lowest validation MASE, averaged over the targets, after a short run "
@@ -348,23 +362,15 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             "seconds": round(time.perf_counter() - started, 3),
         }
 
-    def _screen(
-        self,
-        config: ForecastConfig,
-        data: PreparedSeries,
-        scales: Mapping[str, float],
-        count: int,
-    ) -> dict[str, Any]:
+    def _screen(self, config: ForecastConfig, part: RecipeData, count: int) -> dict[str, Any]:
         """One candidate's short run and its validation figures."""
         import torch
 
-        from rnnkit import forecasting as fc
         from rnnkit.training import EarlyStopping, PlateauSchedule, TimeBudget, Trainer
 
         started = time.perf_counter()
         s = config.train
-        train, val, test = fc.part_examples(data, spec_of(config))
-        part = RecipeData(train, val, test, info=_model_info(config, data, scales))
+        train, val = part.train, part.validation
         torch.manual_seed(s.seed)
         model = self.build_model(config, part)
         optimizer = self.optimizer(config, model)
@@ -395,10 +401,12 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         summary = trainer.fit(
             source, epochs=epochs, validation=self.source(config, val, training=False)
         )
-        examples = fc.validation_examples(data, spec_of(config))
+        examples = part.extra["validation"]
         predictions = trainer.predict(self.source(config, examples, training=False))
         result = self.forecasts_in_units(part.info, examples, predictions)
-        figures = self._figures(config, part, result.pred, result.truth, "validation ")
+        figures = self._figures(
+            config, part, result.pred, result.truth, "validation ", series_of(examples)
+        )
         return {
             "score": _mean_mase(figures, config),
             "validation": figures,
@@ -427,11 +435,10 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         from rnnkit.forecasting import masked_squared_error
         from rnnkit.training import Criterion
 
-        head = _head(config, 1)
         if config.loss == "mse":
             return Criterion(masked_squared_error, masked_squared_error)
-        loss = head.loss  # type: ignore[union-attr]
-        return Criterion(loss, loss)
+        head: Any = _head(config, 1)
+        return Criterion(head.loss, head.loss)
 
     def callbacks(self, config: ForecastConfig, data: RecipeData) -> list[Callback]:
         """One that predicts the validation forecasts (:func:`validation_examples`) with each
@@ -447,11 +454,13 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     ) -> Forecasts:
         from rnnkit.forecasting import forecasts
 
+        if predictions is not None and info.get("loss", "mse") != "mse":
+            head = info_head(info)
+            predictions = [head.point(_tensor(p)) for p in predictions]  # type: ignore[operator]
+        if "series_scalers" in info:
+            return _per_series_forecasts(info, examples, predictions, residual)
         scaler = info["scaler"]
         index = [scaler["columns"].index(t) for t in info["targets"]]
-        if predictions is not None and info.get("loss", "mse") != "mse":
-            head = _info_head(info)
-            predictions = [head.point(_tensor(p)) for p in predictions]  # type: ignore[operator]
         return forecasts(
             examples,
             predictions,
@@ -471,7 +480,7 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         each goes through :meth:`forecasts_in_units` as a point forecast would."""
         import numpy as np
 
-        head: Any = _info_head(info)
+        head: Any = info_head(info)
         outputs = [_tensor(p) for p in predictions]
 
         def units(values: list[Any]) -> np.ndarray:
@@ -547,12 +556,20 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         values: Any,
         truth: Any,
         part: str = "",
+        series: Any = None,
     ) -> dict[str, float]:
+        """MAE, MAPE and MASE per target; with ``series`` (each row's series index, long
+        format) MAE and MAPE over every observed target and MASE the mean over the series of
+        each one's MASE (its own scale), as the M competitions average it."""
         from rnnkit.forecasting import forecast_errors
 
         out: dict[str, float] = {}
         for j, name in enumerate(config.target):
-            errors = forecast_errors(values[..., j], truth[..., j], data.info["mase_scale"][name])
+            scale = data.info["mase_scale"][name]
+            if series is None:
+                errors = forecast_errors(values[..., j], truth[..., j], scale)
+            else:
+                errors = _pooled_errors(values[..., j], truth[..., j], series, scale)
             prefix = part + ("" if len(config.target) == 1 else f"{name} ")
             out.update(
                 {f"{prefix}{k}": v for k, v in zip(("mae", "mape", "mase"), errors, strict=True)}
@@ -568,12 +585,16 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         import numpy as np
 
         result = self.forecasts_in_units(data.info, data.test, predictions)
-        figures: dict[str, Any] = self._figures(config, data, result.pred, result.truth)
-        validation = data.extra["validation"]
+        test_series, validation = series_of(data.test), data.extra["validation"]
+        figures: dict[str, Any] = self._figures(
+            config, data, result.pred, result.truth, series=test_series
+        )
         members = data.extra["members"]
         mean = [np.mean([m[i] for m in members], axis=0) for i in range(len(validation))]
         val = self.forecasts_in_units(data.info, validation, mean)
-        figures.update(self._figures(config, data, val.pred, val.truth, "validation "))
+        figures.update(
+            self._figures(config, data, val.pred, val.truth, "validation ", series_of(validation))
+        )
         if config.loss != "mse":
             values = self.probabilistic_in_units(data.info, data.test, predictions)
             figures.update(self._interval_figures(config, data.info, values, result.truth))
@@ -592,12 +613,13 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         out: dict[str, dict[str, float]] = {"persistence": {}, _naive_name(config): {}}
         for examples, part in ((data.test, ""), (data.extra["validation"], "validation ")):
             persistence = self._persistence(data.info, examples)
+            rows = series_of(examples)
             out["persistence"].update(
-                self._figures(config, data, persistence.pred, persistence.truth, part)
+                self._figures(config, data, persistence.pred, persistence.truth, part, rows)
             )
             naive = persistence.naive
             out[_naive_name(config)].update(
-                self._figures(config, data, naive, persistence.truth, part)
+                self._figures(config, data, naive, persistence.truth, part, rows)
             )
         return out
 
@@ -616,6 +638,12 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
         result = self.forecasts_in_units(info, examples, predictions)
         ids, rows = forecast_table(result, info["targets"], info["time_unit"])
+        series = series_of(examples)
+        if series is not None:  # long format: the series id (and the target, if several)
+            n, names = len(info["targets"]), info["series_ids"]
+            for r, row in enumerate(rows):
+                o, j = divmod(r, n)
+                row["series"] = names[series[o]] + (f":{row['series']}" if n > 1 else "")
         if info.get("loss", "mse") != "mse":
             values = self.probabilistic_in_units(info, examples, predictions)
             n = len(info["targets"])
@@ -643,7 +671,9 @@ class ForecastRecipe(Recipe[ForecastConfig]):
                 path, config.time_column, list(scaler.columns), time_format=config.time_format
             )
             try:
-                part = fc.file_examples(series, scaler, config.target, config.known, spec_of(config))
+                part = fc.file_examples(
+                    series, scaler, config.target, config.known, spec_of(config)
+                )
             except ValueError as error:
                 raise ValueError(f"{path}: {error}") from None
             ids += [f"{path.name}:{i}" for i in range(len(part))]
@@ -655,6 +685,11 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     ) -> None:
         from rnnkit.forecasting import plot_forecasts
 
+        if data.info.get("layout") == "long":
+            from rnnkit.recipes.forecast_long import long_plot_forecast
+
+            long_plot_forecast(self, config, data, predictions, run.path / "forecast.png")
+            return
         plot_forecasts(
             run.path / "forecast.png",
             self.forecasts_in_units(data.info, data.test, predictions),
@@ -681,13 +716,25 @@ class ForecastRecipe(Recipe[ForecastConfig]):
 
         result = self.forecasts_in_units(data.info, data.test, None)
         config = chosen_config(config, data.info)
-        n, k, h = len(config.target), len(config.known), config.horizon
+        n, h = len(config.target), config.horizon
         cell = f"{config.cell.upper()}Cell"
-        if config.model == "window":
-            net = f"Fold({cell}({2 * n + (k + 1 if k else 0)}, {config.hidden_size}))"
-        else:
-            net = f"Recurrence({cell}({2 * n + h * k}, {config.hidden_size}))"
+        inputs = data.info.get("inputs", _inputs(config))
+        fold = "Fold" if config.model == "window" else "Recurrence"
+        net = f"{fold}({cell}({inputs}, {config.hidden_size}))"
+        head = {
+            "mse": f"Dense({config.hidden_size}, {h * n})",
+            "quantile": f"QuantileHead({config.hidden_size}, {h}, {list(config.quantiles)})",
+            "gaussian": f"GaussianHead({config.hidden_size}, {h})",
+            "student-t": f"StudentTHead({config.hidden_size}, {h})",
+        }[config.loss]
+        net = f"RevINForecaster({net} >> {head})" if config.revin == "on" else f"{net} >> {head}"
         known = f" Known in advance: {', '.join(config.known)}." if config.known else ""
+        if data.info.get("layout") == "long":
+            known += "".join(
+                f" {what}: {', '.join(names)}."
+                for what, names in (("Past only", config.past), ("Static", config.static))
+                if names
+            )
         residual = ", trained on the difference from seasonal naive" if config.residual else ""
         s = config.train
         best = s.patience > 0 or s.time_budget is not None
@@ -696,18 +743,24 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         warnings = warning_lines(config, figures, self.baselines(config, data))
         for line in warnings:
             print(line, flush=True)
+        validation = self.forecasts_in_units(data.info, data.extra["validation"], None)
+        observed = int((~np.isnan(result.truth)).sum())
         return [
-            f"Model: {net} >> Dense({config.hidden_size}, {h * n}){residual}; the weights "
-            f"{kept} kept.{known}",
+            f"Model: {net}{residual}; the weights {kept} kept.{known}",
             *([selection_line(selection)] if selection else []),
-            f"Test: {len(result.when)} forecast origins, {int((~np.isnan(result.truth)).sum())} "
-            f"observed target values, horizon {h} steps. Validation: "
-            f"{len(self.forecasts_in_units(data.info, data.extra['validation'], None).when)} forecast "
+            f"Test: {len(result.when)} forecast origins, {observed} observed target values, "
+            f"horizon {h} steps. Validation: {len(validation.when)} forecast "
             "origins (the validation windows, the same for every model).",
             "Persistence repeats the last observed value over the horizon; seasonal naive "
             f"takes the value {config.season} steps (one season) before each target step. MASE "
             "divides by the mean absolute error of the seasonal-naive forecast on the training "
-            "part.",
+            "part."
+            if data.info.get("layout") != "long"
+            else "Persistence repeats each series' last observed value over the horizon; "
+            f"seasonal naive takes the value {config.season} steps before each target step. "
+            "MAE pools every observed test target of every series (each in its own units); "
+            "MASE is the mean over the series of each one's MAE over its in-sample "
+            "seasonal-naive MAE (its history before the test part).",
             *seasonality_lines(data.info["seasonality"], config),
             *data.extra.get("finish", ()),
             *warnings,
@@ -737,7 +790,72 @@ def _validation_forecasts(
     return ValidationForecasts()
 
 
-def _info_head(info: Mapping[str, Any]) -> nn.Module:
+def series_of(examples: Sequence[Any]) -> Any:
+    """Each example's series index (long format: its ``series`` stream), or None."""
+    import numpy as np
+
+    if not examples or "series" not in examples[0]:
+        return None
+    return np.array([int(e["series"].reshape(-1)[0]) for e in examples])
+
+
+def _pooled_errors(
+    values: Any, truth: Any, series: Any, scales: Sequence[float]
+) -> tuple[float, float, float]:
+    """MAE and MAPE over every observed target of every series, and the mean over the series
+    with an observed target of each one's MASE (``scales[s]``)."""
+    import numpy as np
+
+    from rnnkit.forecasting import forecast_errors
+
+    mae, mape, _ = forecast_errors(values, truth, 1.0)
+    mases = []
+    for s in np.unique(series):
+        rows = series == s
+        if (~np.isnan(truth[rows])).any():
+            mases.append(forecast_errors(values[rows], truth[rows], scales[int(s)])[2])
+    return mae, mape, float(np.mean(mases))
+
+
+def _per_series_forecasts(
+    info: Mapping[str, Any],
+    examples: Sequence[Any],
+    predictions: Sequence[Any] | None,
+    residual: bool | None,
+) -> Forecasts:
+    """:func:`~rnnkit.forecasting.forecasts` of long-format examples, each scaled back with
+    its own series' scaler (``info["series_scalers"]``: per series the targets' ``center``
+    and ``scale``), in the examples' order."""
+    import numpy as np
+
+    from rnnkit.forecasting import Forecasts, forecasts
+
+    rows = series_of(examples)
+    centers, scales = info["series_scalers"]["center"], info["series_scalers"]["scale"]
+    parts, order = [], []
+    for s in np.unique(rows):
+        index = np.flatnonzero(rows == s)
+        parts.append(
+            forecasts(
+                [examples[int(i)] for i in index],
+                None if predictions is None else [predictions[int(i)] for i in index],
+                horizon=info["horizon"],
+                center=np.asarray(centers[int(s)], dtype=float),
+                scale=np.asarray(scales[int(s)], dtype=float),
+                residual=info["residual"] if residual is None else residual,
+            )
+        )
+        order.append(index)
+    back = np.argsort(np.concatenate(order), kind="stable")
+
+    def joined(name: str) -> Any:
+        return np.concatenate([getattr(p, name) for p in parts])[back]
+
+    pred = joined("pred") if predictions is not None else None
+    return Forecasts(joined("when"), joined("truth"), joined("naive"), pred)
+
+
+def info_head(info: Mapping[str, Any]) -> nn.Module:
     """A head of the run's kind (``info``'s ``loss``, ``quantiles``, ``horizon`` and targets)
     for its methods (point, quantiles, intervals), which read no weights."""
     from rnnkit import probabilistic as pr
@@ -750,7 +868,7 @@ def _info_head(info: Mapping[str, Any]) -> nn.Module:
     return pr.StudentTHead(1, h, targets=n)
 
 
-def _loss_info(config: ForecastConfig) -> dict[str, Any]:
+def loss_info(config: ForecastConfig) -> dict[str, Any]:
     return {"loss": config.loss, "quantiles": list(config.quantiles), "level": config.level}
 
 
@@ -795,7 +913,7 @@ def _model_info(
         "model": config.model,
         "residual": config.residual,
         "revin": config.revin == "on",
-        **_loss_info(config),
+        **loss_info(config),
         "targets": list(config.target),
         "horizon": config.horizon,
         "scaler": scaler_to_dict(data.scaler),
@@ -803,9 +921,7 @@ def _model_info(
     }
 
 
-def _with_choice(
-    config: ForecastConfig, model: str, residual: bool, revin: bool
-) -> ForecastConfig:
+def with_choice(config: ForecastConfig, model: str, residual: bool, revin: bool) -> ForecastConfig:
     """``config`` with a model chosen: nothing left to choose."""
     return dataclasses.replace(
         config, model=model, residual=residual, revin="on" if revin else "off"
@@ -815,7 +931,7 @@ def _with_choice(
 def chosen_config(config: ForecastConfig, info: Mapping[str, Any]) -> ForecastConfig:
     """``config`` with the model the run trained (``--model auto``, ``--revin auto``
     resolved; a run of an rnnkit without RevIN has ``revin`` off)."""
-    return _with_choice(config, info["model"], bool(info["residual"]), bool(info.get("revin")))
+    return with_choice(config, info["model"], bool(info["residual"]), bool(info.get("revin")))
 
 
 def _model_name(info: Mapping[str, Any]) -> str:
@@ -936,13 +1052,16 @@ def seasonality_lines(found: Mapping[str, Mapping[str, Any]], config: ForecastCo
 
 
 def selection_line(selection: Mapping[str, Any]) -> str:
-    """What ``--model auto`` chose, with each candidate's validation MASE."""
+    """What ``--model auto`` (or ``--revin auto``) chose, with each candidate's validation
+    MASE."""
     parts = ", ".join(
         f"{name} {c['score']:.4g} ({c['epochs']} epochs)"
         for name, c in selection["candidates"].items()
     )
+    model = any(not name.startswith("window") for name in selection["candidates"])
+    flags = "--model auto" if model else "--revin auto"
     return (
-        f"--model auto chose {selection['chosen']} by the {selection['rule']}: {parts}; "
+        f"{flags} chose {selection['chosen']} by the {selection['rule']}: {parts}; "
         f"{selection['seconds']:.1f} s, then the full run of {selection['chosen']}."
     )
 

@@ -35,7 +35,8 @@ class FutureForecast:
     ``[R, H]``; a probabilistic run's ``lower``, ``upper`` ``[R, H]`` and ``quantiles``
     ``[R, H, Q]`` at ``levels``; ``history`` per row, the observed ``(when, values)`` before it
     (what the plot draws); ``unit`` as :func:`~rnnkit.forecasting.time_unit` (None: rows or
-    integer times)."""
+    integer times); ``truth`` ``[R, H]`` when the steps were observed (a test part's
+    forecast), drawn beside the forecast."""
 
     names: tuple[str, ...]
     origin: np.ndarray
@@ -47,6 +48,7 @@ class FutureForecast:
     levels: tuple[float, ...]
     history: tuple[tuple[np.ndarray, np.ndarray], ...]
     unit: str | None
+    truth: np.ndarray | None = None
 
 
 def future_part(series: TimeSeries, targets: int, known: int) -> tuple[TimeSeries, int]:
@@ -199,6 +201,8 @@ def plot_future(
             ax.fill_between(
                 x, forecast.lower[r], forecast.upper[r], color="tab:blue", alpha=0.25, lw=0
             )
+        if forecast.truth is not None:
+            ax.plot(x, forecast.truth[r], color="black", lw=1, ls=":", label="observed after")
         ax.plot(x, forecast.pred[r], color="tab:blue", lw=1.2, label="forecast")
         ax.set_title(forecast.names[r], fontsize=7 if small else 10)
         if small:
@@ -253,5 +257,3 @@ def finish_forecast(
         lines.append(sentence)
     data.extra["finish"] = lines
     return out
-
-

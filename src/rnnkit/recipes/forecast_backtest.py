@@ -1,0 +1,148 @@
+"""``rnnkit forecast --backtest``: the trained model forecasts from every ``--stride``-th
+origin across the test part (:func:`rnnkit.backtesting.backtest`: the first origin is the row
+before the test part, the input windows reach back into the validation part as a forecaster in
+service would), optionally trained further on the data up to every ``--refit-every``-th origin.
+
+``backtest.csv`` has one row per origin, horizon step and target (``origin``, ``step``,
+``when``, ``series``, ``prediction``, ``truth``, ``error``, and ``naive``, the seasonal-naive
+forecast of the same step); ``run.json``'s ``result.backtest`` holds the figures per target
+(MAE, MASE, observed targets, seasonal naive's MAE) and per horizon step (MAE and MASE, per
+target). A probabilistic model is backtested on its point forecast (the median, or the mean).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from torch import Tensor, nn
+
+    from rnnkit.backtesting import Backtest
+    from rnnkit.recipes.forecast import ForecastConfig, ForecastRecipe
+    from rnnkit.recipes.harness import RecipeData
+    from rnnkit.recipes.rundir import RunDirectory
+
+__all__ = ["REFIT_SHARE", "run_backtest", "write_backtest_csv"]
+
+REFIT_SHARE = 4
+"""A refit trains 1 / REFIT_SHARE of ``--epochs`` (at least one) on the data up to its origin,
+from the weights it has: a fresh optimizer, no early stopping (the origin's future is unseen)."""
+
+
+def run_backtest(
+    recipe: ForecastRecipe,
+    config: ForecastConfig,
+    data: RecipeData,
+    model: nn.Module,
+    run: RunDirectory,
+) -> tuple[dict[str, Any], str]:
+    """The backtest of the trained model (a copy, when it is refit): ``backtest.csv`` in
+    ``run``, the figures for ``run.json`` and a sentence for the report."""
+    from rnnkit.backtesting import backtest, model_predictor
+    from rnnkit.recipes.forecast import chosen_config, info_head, spec_of
+    from rnnkit.training import Trainer
+
+    info = data.info
+    chosen = chosen_config(config, info)
+    spec = spec_of(chosen)
+    refit = chosen.refit_every or None
+    model = copy.deepcopy(model) if refit else model
+    raw = model_predictor(model)
+    head: Any = info_head(info) if info.get("loss", "mse") != "mse" else None
+
+    def predict(examples: list[dict[str, Tensor]]) -> Sequence[Any]:
+        """The model's point forecasts (a head's median or mean)."""
+        outputs = raw(examples)
+        return outputs if head is None else [head.point(o) for o in outputs]
+    fit = None
+    settings = chosen.train
+    epochs = max(1, math.ceil(settings.member_epochs / REFIT_SHARE))
+    if refit:
+
+        def fit(examples: list[dict[str, Tensor]], origin: int) -> None:
+            trainer = Trainer(
+                model,
+                recipe.criterion(chosen, data),
+                recipe.optimizer(chosen, model),
+                input_streams=recipe.input_streams,
+                target_stream=recipe.target_stream,
+                device=settings.device,
+                **recipe.train_settings_for(chosen, epochs),
+            )
+            source = recipe.source(chosen, examples, training=True, seed=settings.seed + origin)
+            trainer.fit(source, epochs=epochs)
+
+    result = backtest(data.extra["prepared"], spec, predict, fit=fit, refit_every=refit)
+    write_backtest_csv(run.path / "backtest.csv", result)
+    figures = _figures(result)
+    names = ", ".join(
+        f"{t} MAE {f['mae']:.4g} (MASE {f['mase']:.4g}; seasonal naive {f['naive_mae']:.4g})"
+        for t, f in figures["summary"].items()
+    )
+    refits = (
+        f", trained further ({epochs} epochs each) at {len(result.fits)} origins" if refit else ""
+    )
+    return figures, (
+        f"Backtest (backtest.csv): {len(result.origins)} origins every {spec.stride} steps "
+        f"from the row before the test part{refits}: {names}; figures per horizon step in "
+        "run.json (result.backtest.per_step)."
+    )
+
+
+def _figures(result: Backtest) -> dict[str, Any]:
+    summary = result.summary()
+    for j, name in enumerate(result.targets):
+        seen = ~np.isnan(result.truth[..., j])
+        error = np.abs(result.naive[..., j] - result.truth[..., j])[seen]
+        summary[name]["naive_mae"] = float(error.mean()) if seen.any() else math.nan
+    steps = result.per_step()
+    return {
+        "origins": len(result.origins),
+        "refit_at": list(result.fits),
+        "summary": summary,
+        "per_step": {
+            name: {
+                "mae": [_finite(v) for v in steps["mae"][:, j]],
+                "mase": [_finite(v) for v in steps["mase"][:, j]],
+            }
+            for j, name in enumerate(result.targets)
+        },
+    }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def write_backtest_csv(path: Any, result: Backtest) -> Any:
+    """``backtest.csv`` (the module docstring has its columns), written atomically."""
+    from rnnkit.serialization import replacing
+
+    rows = result.table()
+    naive = result.naive.reshape(-1)  # the table's order: origin, step, target
+    with replacing(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["origin", "step", "when", "series", "prediction", "truth", "error", "naive"]
+        )
+        for row, value in zip(rows, naive, strict=True):
+            writer.writerow(
+                [
+                    row["origin"],
+                    row["step"],
+                    row["when"],
+                    row["series"],
+                    f"{row['prediction']:.6g}",
+                    f"{row['truth']:.6g}",
+                    f"{row['error']:.6g}",
+                    f"{float(value):.6g}",
+                ]
+            )
+    return path
