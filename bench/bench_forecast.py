@@ -93,6 +93,7 @@ class Row:
     coverage: float | None
     width: float | None
     train_seconds: float | None
+    data_seconds: float | None = None  # rnnkit: reading, and --model/--revin auto's short runs
 
     @property
     def mean_mae(self) -> float | None:
@@ -152,6 +153,7 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> list[Row]:
                 coverage=_mean([x.get("coverage") for x in results]),
                 width=_mean([x.get("width") for x in results]),
                 train_seconds=_mean([r.get("train_seconds") for r in runs]),
+                data_seconds=_mean([r.get("data_seconds") for r in runs]),
             )
         )
     return rows
@@ -231,7 +233,14 @@ def checks(rows: Sequence[Row]) -> list[Check]:
 
 
 def _number(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
+    """``digits`` significant digits, whole numbers from 10,000 on.
+
+    >>> _number(0.412345), _number(158569.8), _number(None)
+    ('0.4123', '158,570', '-')
+    """
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.{digits}g}"
 
 
 def markdown(rows: Sequence[Row], seeds: Sequence[int] = SEEDS) -> str:
@@ -259,6 +268,14 @@ def markdown(rows: Sequence[Row], seeds: Sequence[int] = SEEDS) -> str:
         cells += [_number(r.mean_mae), _number(r.mase), _number(coverage, 3), _number(r.width)]
         cells.append(_number(r.train_seconds, 3))
         lines.append("| " + " | ".join(cells) + " |")
+    setup = [(r.data, r.loss, r.data_seconds) for r in rows if r.data_seconds is not None]
+    if setup:
+        each = ", ".join(f"{d} {loss} {_number(x, 3)} s" for d, loss, x in setup)
+        lines += [
+            "",
+            "rnnkit's train s is run.json's `timings.train_seconds`; reading the data and the "
+            f"short runs of `--model auto` / `--revin auto` (`timings.data_seconds`): {each}.",
+        ]
     lines += ["", "| data | target | met | figures |", "|---|---|---|---|"]
     words = {True: "yes", False: "no", None: "-"}
     for c in checks(rows):

@@ -128,6 +128,10 @@ def test_rnnkit_record_reads_run_json():
     got = bf.rnnkit_record(run)
     assert got["result"] == {"mae": 0.41, "mase": 0.33, "coverage": 0.79, "width": 1.9}
     assert (got["train_seconds"], got["data_seconds"], got["total_seconds"]) == (3.5, 2.0, 7.0)
+    got.update(data="co2", library="rnnkit", loss="quantile", seed=0)
+    table = bf.markdown(bf.summarise([got]), seeds=(0,))
+    assert "| co2 | quantile | rnnkit | 0.41 | 0.41 | 0.33 | 79 | 1.9 | 3.5 |" in table
+    assert "(`timings.data_seconds`): co2 quantile 2 s." in table
 
 
 def test_cached_runs_are_read_not_rerun(tmp_path, monkeypatch, capsys):
