@@ -45,7 +45,12 @@ def test_demo_runs_and_writes_its_run_directory(tmp_path, capsys):
     naive = result["baselines"]["seasonal naive (season 52)"]
     assert naive["mae"] == pytest.approx(_seasonal_naive_mae_by_hand(values), rel=1e-6)
     assert math.isfinite(result["mae"]) and result["recipe"] == "demo"
-    assert {p.name for p in run.iterdir()} == {*CONTRACT, "forecast.png"}
+    assert {p.name for p in run.iterdir()} == {
+        *CONTRACT,
+        "forecast.png",
+        "forecast.csv",
+        "future.png",
+    }
     info = json.loads((run / "run.json").read_text())
     assert info["recipe"] == "demo" and info["config"]["train"]["epochs"] == 1
     assert info["config"]["target"] == ["co2"] and info["config"]["csv"] == str(co2_csv())

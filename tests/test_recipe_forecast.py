@@ -79,6 +79,7 @@ def _config(csv_path, **changes):
         horizon=3,
         season=12,
         model="window",
+        revin="off",  # the plain models; tests/test_forecast_options.py covers RevIN
     )
     values.update(hidden_size=8, train=TrainSettings(**settings))
     values.update(changes)
@@ -280,7 +281,12 @@ def test_bad_files_give_one_line_with_the_place(tmp_path, capsys):
 
 def test_run_directory_holds_the_contract_and_the_forecast_plot(window_run):
     path, run = window_run
-    assert {p.name for p in run.iterdir()} == {*CONTRACT, "forecast.png"}
+    assert {p.name for p in run.iterdir()} == {
+        *CONTRACT,
+        "forecast.png",
+        "forecast.csv",
+        "future.png",
+    }
     assert (run / "forecast.png").stat().st_size > 5000
     info = json.loads((run / "run.json").read_text())
     assert info["recipe"] == "forecast" and info["config"]["target"] == ["a"]

@@ -46,7 +46,7 @@ def run_backtest(
     """The backtest of the trained model (a copy, when it is refit): ``backtest.csv`` in
     ``run``, the figures for ``run.json`` and a sentence for the report."""
     from rnnkit.backtesting import backtest, model_predictor
-    from rnnkit.recipes.forecast import chosen_config, info_head, spec_of
+    from rnnkit.recipes.forecast_models import chosen_config, info_head, spec_of
     from rnnkit.training import Trainer
 
     info = data.info
@@ -61,6 +61,7 @@ def run_backtest(
         """The model's point forecasts (a head's median or mean)."""
         outputs = raw(examples)
         return outputs if head is None else [head.point(o) for o in outputs]
+
     fit = None
     settings = chosen.train
     epochs = max(1, math.ceil(settings.member_epochs / REFIT_SHARE))

@@ -183,7 +183,7 @@ def load_long(recipe: ForecastRecipe, config: ForecastConfig) -> RecipeData:
     the other hooks read."""
     from rnnkit.data.panel import load_panel, split_panel
     from rnnkit.forecasting import time_unit
-    from rnnkit.recipes.forecast import (
+    from rnnkit.recipes.forecast_models import (
         CANDIDATES,
         candidates,
         loss_info,
@@ -284,7 +284,7 @@ def long_future(
 ) -> tuple[FutureForecast | None, str]:
     """Each series' forecast past the end of its history, and a sentence for the report."""
     from rnnkit.backtesting import model_predictor
-    from rnnkit.recipes.forecast import chosen_config
+    from rnnkit.recipes.forecast_models import chosen_config
     from rnnkit.recipes.forecast_outputs import FutureForecast
 
     info = data.info

@@ -72,7 +72,7 @@ def single_table_future(
     observed row), and a sentence for the report."""
     from rnnkit import forecasting as fc
     from rnnkit.backtesting import model_predictor
-    from rnnkit.recipes.forecast import chosen_config, spec_of
+    from rnnkit.recipes.forecast_models import chosen_config, spec_of
 
     info = data.info
     chosen = chosen_config(config, info)

@@ -1,0 +1,245 @@
+"""``rnnkit forecast``'s probabilistic losses, RevIN choice, forecasts past the end, long
+format and backtest: each figure recomputed here from the files the run wrote (or from an
+independent path through the library), never only its presence."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from rnnkit.backtesting import backtest
+from rnnkit.cli import main
+from rnnkit.forecasting import ForecastSpec
+from rnnkit.recipes.forecast import RECIPE, ForecastConfig
+from rnnkit.recipes.harness import run_recipe
+from rnnkit.recipes.options import TrainSettings
+
+
+def _single(path, steps=240, future=0, seed=0):
+    """``t,y,x`` daily: y a cycle of 7 driven by a known x; ``future`` rows with x only."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=steps + future)
+    y = 10 + np.sin(2 * np.pi * np.arange(steps) / 7) + 0.5 * x[:steps]
+    y = y + 0.1 * rng.normal(size=steps)
+    start = np.datetime64("2020-01-01")
+    lines = ["t,y,x"]
+    for i in range(steps + future):
+        value = f"{y[i]:.6f}" if i < steps else ""
+        lines.append(f"{start + i},{value},{x[i]:.6f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _config(path, **changes):
+    settings = {"epochs": 2, "minibatch_size": 32, "learning_rate": 0.01, "threads": 1}
+    settings.update(changes.pop("train", {}))
+    values = dict(
+        csv=path,
+        target=("y",),
+        time_column="t",
+        input_length=14,
+        horizon=4,
+        season=7,
+        model="window",
+        revin="off",
+        hidden_size=8,
+        train=TrainSettings(**settings),
+    )
+    values.update(changes)
+    return ForecastConfig(**values)
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _floats(text):
+    return np.array([float(v) for v in text.split()])
+
+
+@pytest.fixture(scope="module")
+def quantile_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quantile")
+    path = _single(folder / "s.csv")
+    config = _config(path, loss="quantile", quantiles=(0.1, 0.5, 0.9), backtest=True)
+    result = run_recipe(RECIPE, config, folder / "run", progress=False, log=lambda _: None)
+    return config, folder / "run", result
+
+
+def test_quantile_coverage_width_and_pinball_are_those_of_the_written_intervals(quantile_run):
+    """Coverage, width and pinball recomputed from predictions.csv's target, lower,
+    prediction (the median) and upper columns, with NumPy only."""
+    _, run, result = quantile_run
+    rows = _read(run / "predictions.csv")
+    truth = np.concatenate([_floats(r["target"]) for r in rows])
+    low = np.concatenate([_floats(r["lower"]) for r in rows])
+    mid = np.concatenate([_floats(r["prediction"]) for r in rows])
+    high = np.concatenate([_floats(r["upper"]) for r in rows])
+    seen = ~np.isnan(truth)
+    y, lo, md, hi = truth[seen], low[seen], mid[seen], high[seen]
+    assert (lo <= md + 1e-4).all() and (md <= hi + 1e-4).all()  # quantiles never cross
+    figures = result.figures
+    assert figures["coverage"] == pytest.approx(((y >= lo) & (y <= hi)).mean(), abs=1e-12)
+    assert figures["width"] == pytest.approx((hi - lo).mean(), rel=1e-4)
+    assert figures["mae"] == pytest.approx(np.abs(md - y).mean(), rel=1e-4)
+    pinball = np.mean(
+        [
+            np.maximum(q * (y - f), (q - 1) * (y - f)).mean()
+            for q, f in ((0.1, lo), (0.5, md), (0.9, hi))
+        ]
+    )
+    assert figures["pinball"] == pytest.approx(pinball, rel=1e-4)
+    assert figures["crps"] == pytest.approx(2 * pinball, rel=1e-4)  # CRPS from 3 quantiles
+
+
+def test_forecast_csv_continues_the_dates_past_the_end(quantile_run):
+    _, run, _ = quantile_run
+    rows = _read(run / "forecast.csv")
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    last = np.datetime64("2020-01-01") + 239
+    assert {r["origin"] for r in rows} == {str(last)}
+    assert [r["time"] for r in rows] == [str(last + k) for k in range(1, 5)]
+    for r in rows:
+        assert float(r["lower"]) <= float(r["prediction"]) <= float(r["upper"])
+        assert float(r["q0.5"]) == float(r["prediction"])
+    assert (run / "future.png").stat().st_size > 5000
+
+
+def test_backtest_figures_are_those_of_backtest_csv_and_its_naive_the_library_one(quantile_run):
+    """backtest.csv's errors averaged by hand give run.json's figures; its naive column is
+    what :func:`rnnkit.backtesting.backtest` gives for seasonal naive on the same series."""
+    config, run, result = quantile_run
+    rows = _read(run / "backtest.csv")
+    bt = result.figures["backtest"]
+    error = np.array([float(r["error"]) for r in rows])
+    seen = ~np.isnan(error)
+    assert bt["summary"]["y"]["mae"] == pytest.approx(error[seen].mean(), rel=1e-4)
+    assert bt["origins"] * config.horizon == len(rows)
+    steps = np.array([int(r["step"]) for r in rows])
+    for k in range(1, config.horizon + 1):
+        at = (steps == k) & seen
+        assert bt["per_step"]["y"]["mae"][k - 1] == pytest.approx(error[at].mean(), rel=1e-4)
+    data = result.data.extra["prepared"]
+    spec = ForecastSpec("window", config.input_length, config.horizon, config.season)
+    naive = backtest(data, spec, lambda examples: [e["naive"] for e in examples])
+    assert np.allclose(
+        naive.pred.reshape(-1), [float(r["naive"]) for r in rows], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_revin_auto_chooses_the_lower_validation_mase(tmp_path):
+    path = _single(tmp_path / "s.csv")
+    config = _config(path, revin="auto")
+    result = run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())["data"]
+    scores = {n: c["score"] for n, c in info["selection"]["candidates"].items()}
+    assert set(scores) == {"window", "window revin"}
+    chosen = min(scores, key=scores.__getitem__)
+    assert result.figures["model"] == chosen and info["revin"] == (chosen == "window revin")
+
+
+def test_gaussian_and_student_t_heads_train_with_revin(tmp_path):
+    path = _single(tmp_path / "s.csv")
+    for loss in ("gaussian", "student-t"):
+        config = _config(path, loss=loss, revin="on", train={"epochs": 1})
+        result = run_recipe(RECIPE, config, tmp_path / loss, progress=False, log=lambda _: None)
+        f = result.figures
+        assert 0.0 <= f["coverage"] <= 1.0 and f["width"] > 0 and f["crps"] > 0
+        # CRPS never exceeds the MAE of the point forecast (a distribution's is at most its
+        # median's absolute error, averaged)
+        assert f["crps"] <= f["mae"] + 1e-6
+
+
+def test_known_covariates_forecast_over_the_future_rows_or_say_why_not(tmp_path):
+    path = _single(tmp_path / "f.csv", future=4)
+    run_recipe(RECIPE, _config(path, known=("x",)), tmp_path / "a", progress=False, log=print)
+    rows = _read(tmp_path / "a" / "forecast.csv")
+    last = np.datetime64("2020-01-01") + 239
+    assert [r["time"] for r in rows] == [str(last + k) for k in range(1, 5)]
+    short = _single(tmp_path / "g.csv", future=2)
+    run_recipe(RECIPE, _config(short, known=("x",)), tmp_path / "b", progress=False, log=print)
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "No forecast past the end: the known columns ['x'] need 4 rows" in report
+    assert "found 2" in report and not (tmp_path / "b" / "forecast.csv").exists()
+
+
+def _panel(path, lengths=(30, 40, 9), seed=0):
+    """``id,year,v``: a trend per series, one series shorter than the input window."""
+    rng = np.random.default_rng(seed)
+    lines = ["id,year,v"]
+    for s, n in enumerate(lengths):
+        base = rng.uniform(10, 100)
+        for t in range(n):
+            lines.append(f"S{s},{1950 + t},{base * (1 + 0.05 * t) + rng.normal():.4f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_long_format_persistence_mase_is_the_mean_of_each_series_own(tmp_path):
+    """Persistence's test MASE recomputed by hand: per series the MAE of its last value
+    before the test part over its in-sample naive MAE (all its history before the test
+    part), averaged over the series."""
+    path = _panel(tmp_path / "p.csv")
+    config = ForecastConfig(
+        csv=path,
+        series_id="id",
+        time_column="year",
+        target=("v",),
+        horizon=3,
+        season=1,
+        input_length=6,
+        model="window",
+        revin="off",
+        hidden_size=8,
+        train=TrainSettings(epochs=1, threads=1),
+    )
+    with pytest.warns(UserWarning, match="S2"):  # too short to train on: named
+        run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
+    values = {}
+    for line in path.read_text().splitlines()[1:]:
+        name, _, v = line.split(",")
+        values.setdefault(name, []).append(float(v))
+    mases, errors = [], []
+    for v in values.values():
+        v = np.array(v)
+        history, test = v[:-3], v[-3:]
+        scale = np.abs(np.diff(history)).mean()
+        error = np.abs(test - history[-1])
+        mases.append(error.mean() / scale)
+        errors.append(error)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())["result"]
+    persistence = run["baselines"]["persistence"]
+    assert persistence["mase"] == pytest.approx(np.mean(mases), rel=1e-5)
+    assert persistence["mae"] == pytest.approx(np.concatenate(errors).mean(), rel=1e-5)
+    rows = _read(tmp_path / "run" / "forecast.csv")
+    assert sorted({r["series"] for r in rows}) == ["S0", "S1", "S2"]
+    s2 = [r for r in rows if r["series"] == "S2"]
+    assert [r["time"] for r in s2] == ["1959", "1960", "1961"] and s2[0]["origin"] == "1958"
+
+
+def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
+    bad = tmp_path / "dup.csv"
+    bad.write_text("id,year,v\nA,2000,1\nA,2001,2\nA,2001,3\n")
+    argv = ["forecast", str(bad), "--series-id", "id", "--time-column", "year", "--target", "v"]
+    assert main([*argv, "--horizon", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "dup.csv:4" in err and "series 'A'" in err and "'2001' again" in err
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"refit_every": 2}, "refit_every: a --backtest option"),
+        ({"past": ("x",)}, "past: a long-format option"),
+        ({"loss": "quantile", "quantiles": (0.2, 0.5, 0.8)}, "level: expected an interval within"),
+        ({"revin": "on", "model": "stream"}, "revin: normalises the plain window model"),
+        ({"series_id": "id", "model": "stream"}, "series_id: long format trains the window"),
+    ],
+)
+def test_option_conflicts_are_refused(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        _config(tmp_path / "s.csv", **changes)
