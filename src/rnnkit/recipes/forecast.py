@@ -689,9 +689,15 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     ) -> dict[str, Any]:
         """The forecast past the end of the data (``forecast.csv``, ``future.png``) and, with
         ``--backtest``, the backtest (:mod:`rnnkit.recipes.forecast_outputs`)."""
-        from rnnkit.recipes.forecast_outputs import finish_forecast
+        from rnnkit.recipes.forecast_outputs import single_table_future, write_future
 
-        return finish_forecast(self, config, data, model, run)
+        if config.series_id is not None:
+            from rnnkit.recipes.forecast_long import long_future
+
+            forecast, note = long_future(self, config, data, model)
+        else:
+            forecast, note = single_table_future(self, config, data, model)
+        return write_future(self, config, data, model, run, forecast, note)
 
     def notes(
         self, config: ForecastConfig, data: RecipeData, figures: Mapping[str, Any]

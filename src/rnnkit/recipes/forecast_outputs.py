@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from rnnkit.recipes.harness import RecipeData
     from rnnkit.recipes.rundir import RunDirectory
 
-__all__ = ["FutureForecast", "future_part", "plot_future", "write_forecast_csv"]
+__all__ = [
+    "FutureForecast",
+    "future_part",
+    "plot_future",
+    "single_table_future",
+    "write_forecast_csv",
+    "write_future",
+]
 
 
 @dataclass(frozen=True)
@@ -219,21 +226,18 @@ def plot_future(
     return path, rows
 
 
-def finish_forecast(
+def write_future(
     recipe: ForecastRecipe,
     config: ForecastConfig,
     data: RecipeData,
     model: nn.Module,
     run: RunDirectory,
+    forecast: FutureForecast | None,
+    note: str,
 ) -> dict[str, Any]:
-    """``rnnkit forecast``'s work after the test figures: the forecast past the end and, with
-    ``--backtest``, the backtest; the report's sentences go to ``data.extra["finish"]``."""
-    if config.series_id is not None:
-        from rnnkit.recipes.forecast_long import long_future
-
-        forecast, note = long_future(recipe, config, data, model)
-    else:
-        forecast, note = single_table_future(recipe, config, data, model)
+    """``rnnkit forecast``'s work after the test figures, given its forecast past the end
+    (:func:`single_table_future`, or the long format's): ``forecast.csv``, ``future.png`` and,
+    with ``--backtest``, the backtest; the report's sentences go to ``data.extra["finish"]``."""
     lines = [note]
     out: dict[str, Any] = {}
     if forecast is not None:
