@@ -65,9 +65,47 @@ def _floats(text):
 def quantile_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quantile")
     path = _single(folder / "s.csv")
-    config = _config(path, loss="quantile", quantiles=(0.1, 0.5, 0.9), backtest=True)
+    config = _config(
+        path, loss="quantile", quantiles=(0.1, 0.5, 0.9), backtest=True, calibrate="off"
+    )
     result = run_recipe(RECIPE, config, folder / "run", progress=False, log=lambda _: None)
     return config, folder / "run", result
+
+
+def _intervals(run):
+    rows = _read(run / "predictions.csv")
+    return [
+        np.stack([_floats(r[k]) for r in rows]) for k in ("target", "lower", "prediction", "upper")
+    ]
+
+
+def test_calibrated_intervals_are_the_raw_ones_stretched_by_the_validation_factors(
+    quantile_run, tmp_path
+):
+    """The same run (same seed) with ``--calibrate validation``: each horizon step's interval
+    is the uncalibrated one stretched about the median by run.json's factor for that step, and
+    coverage and width are those of the stretched intervals."""
+    config, raw_run, raw = quantile_run
+    path = _single(tmp_path / "s.csv")
+    changes = {"csv": path, "calibrate": "validation", "backtest": False}
+    calibrated = ForecastConfig(**{**config.__dict__, **changes})
+    result = run_recipe(RECIPE, calibrated, tmp_path / "run", progress=False, log=lambda _: None)
+    factors = np.array(result.data.info["interval_scale"][0])
+    assert factors.shape == (config.horizon,) and (factors > 0).all()
+    y, lo0, md0, hi0 = _intervals(raw_run)
+    _, lo, md, hi = _intervals(tmp_path / "run")
+    assert np.allclose(md, md0, atol=1e-5)  # the same model: deterministic training
+    assert np.allclose(md - lo, factors * (md0 - lo0), rtol=1e-4, atol=1e-5)
+    assert np.allclose(hi - md, factors * (hi0 - md0), rtol=1e-4, atol=1e-5)
+    seen = ~np.isnan(y)
+    inside = (y >= lo) & (y <= hi)
+    figures = result.figures
+    assert figures["coverage"] == pytest.approx(inside[seen].mean(), abs=1e-12)
+    assert figures["width"] == pytest.approx((hi - lo)[seen].mean(), rel=1e-4)
+    assert figures["uncalibrated coverage"] == pytest.approx(raw.figures["coverage"], abs=1e-12)
+    assert figures["pinball"] == pytest.approx(raw.figures["pinball"], rel=1e-5)  # quantiles kept
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert recorded["data"]["interval_scale"][0] == pytest.approx(factors.tolist())
 
 
 def test_quantile_coverage_width_and_pinball_are_those_of_the_written_intervals(quantile_run):

@@ -797,6 +797,74 @@ def interval_width(truth: Any, lower: Any, upper: Any) -> float:
     return float((hi - lo).mean())
 
 
+def interval_scale(
+    truth: Any, center: Any, lower: Any, upper: Any, level: float, axis: int | None = 1
+) -> np.ndarray:
+    """Split-conformal factors (Vovk et al. 2005; normalised scores as in Papadopoulos et al.
+    2008) that make ``center - s (center - lower)`` to ``center + s (upper - center)`` cover
+    ``level`` of held-out truths: computed on a calibration part (the validation
+    forecasts), applied to new ones with :func:`scale_interval`.
+
+    .. code-block:: text
+
+        r_i = max((c_i - y_i) / (c_i - l_i), (y_i - c_i) / (u_i - c_i))    the stretch y_i needs
+        s   = the ceil((n + 1) level)-th smallest r_i                      (the largest r_i when
+                                                                           that exceeds n)
+
+    so that, for exchangeable truths, the stretched interval covers a new one with probability
+    at least ``level``. One factor per index of ``axis`` (the horizon step of ``[O, H, ...]``
+    forecasts: coverage falls with the lead time), pooled over the other axes; ``axis=None``
+    one factor for all. NaN truths are skipped; an index with no observed truth gets the
+    pooled factor. A zero half-width counts as ``1e-12`` of the series' units.
+
+    >>> y = np.array([[0.0], [1.0], [3.0], [-2.0]])  # scores 0, 1, 3, 2; ceil(5 * 0.5) = 3rd
+    >>> interval_scale(y, 0.0, -1.0, 1.0, 0.5, axis=None)
+    array(2.)
+    """
+    level = check_level(level)
+    y, observed = _truth(truth)
+    c = _like("center", center, y.shape, observed)
+    lo = _like("lower", lower, y.shape, observed)
+    hi = _like("upper", upper, y.shape, observed)
+    if ((lo > c) | (hi < c))[observed].any():
+        raise ValueError("center: expected lower <= center <= upper wherever truth is observed")
+    with np.errstate(invalid="ignore"):
+        below = (c - y) / np.maximum(c - lo, 1e-12)
+        above = (y - c) / np.maximum(hi - c, 1e-12)
+    scores = np.where(observed, np.maximum(below, above), np.nan)
+
+    def factor(r: np.ndarray) -> float:
+        r = np.sort(r[~np.isnan(r)])
+        rank = min(len(r), int(np.ceil((len(r) + 1) * level)))
+        return float(r[rank - 1])
+
+    pooled = factor(scores)
+    if axis is None:
+        return np.array(pooled)
+    moved = np.moveaxis(scores, axis, 0)
+    return np.array([factor(r) if (~np.isnan(r)).any() else pooled for r in moved])
+
+
+def scale_interval(
+    center: Any, lower: Any, upper: Any, scale: Any, axis: int | None = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``lower`` and ``upper`` stretched about ``center`` by :func:`interval_scale`'s factors
+    (``scale``, one per index of ``axis``, or one for all when ``axis`` is None).
+
+    >>> scale_interval(np.zeros((1, 2)), -np.ones((1, 2)), np.ones((1, 2)), [2.0, 0.5])
+    (array([[-2. , -0.5]]), array([[2. , 0.5]]))
+    """
+    c, lo, hi = (np.asarray(v, dtype=np.float64) for v in (center, lower, upper))
+    s = np.asarray(scale, dtype=np.float64)
+    if axis is not None:
+        shape = [1] * c.ndim
+        shape[axis] = -1
+        s = s.reshape(shape)
+    if (s < 0).any():
+        raise ValueError(f"scale: expected factors >= 0, found min {float(s.min()):g}")
+    return c - s * (c - lo), c + s * (hi - c)
+
+
 def _quantile_forecasts(
     truth: Any, forecasts: Any, quantiles: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -111,6 +111,12 @@ class ForecastConfig:
         high=1.0,
         low_open=True,
     )
+    calibrate: str = option(
+        "validation",
+        "probabilistic losses: stretch or shrink the --level interval, per horizon step, so "
+        "that it covers --level of the validation targets (split conformal), or off",
+        choices=("validation", "off"),
+    )
     revin: str = option(
         "auto",
         "reversible instance normalisation of each input window (window model): on, off, or "
@@ -457,14 +463,23 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         )
 
     def probabilistic_in_units(
-        self, info: Mapping[str, Any], examples: Sequence[Any], predictions: Sequence[Any]
+        self,
+        info: Mapping[str, Any],
+        examples: Sequence[Any],
+        predictions: Sequence[Any],
+        calibrated: bool = True,
     ) -> dict[str, Any]:
         """A probabilistic run's forecasts in the series' units: ``lower`` and ``upper``
         ``[O, H, n]`` (the ``level`` interval), ``quantiles`` ``[O, H, n, Q]`` (at the
         ``quantiles`` levels) and, for a distribution head, ``loc``, ``scale`` (and ``df``);
         every quantity a positive affine map of the head's (quantiles are equivariant), so
-        each goes through :meth:`forecasts_in_units` as a point forecast would."""
+        each goes through :meth:`forecasts_in_units` as a point forecast would. With
+        ``calibrated`` and the run's ``interval_scale`` (``--calibrate validation``, set by
+        :meth:`score`), the interval is stretched about the point forecast by those factors,
+        one per target and horizon step."""
         import numpy as np
+
+        from rnnkit.probabilistic import scale_interval
 
         head: Any = info_head(info)
         outputs = [_tensor(p) for p in predictions]
@@ -480,6 +495,13 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             "lower": units([b[0] for b in bounds]),
             "upper": units([b[1] for b in bounds]),
         }
+        factors = info.get("interval_scale")
+        if calibrated and factors is not None:
+            center = self.forecasts_in_units(info, examples, predictions).pred
+            for j, factor in enumerate(factors):
+                out["lower"][..., j], out["upper"][..., j] = scale_interval(
+                    center[..., j], out["lower"][..., j], out["upper"][..., j], factor
+                )
         levels = list(info["quantiles"])
         out["quantiles"] = np.stack(
             [units([head.quantile(o, q) for o in outputs]) for q in levels], axis=-1
@@ -582,12 +604,20 @@ class ForecastRecipe(Recipe[ForecastConfig]):
             self._figures(config, data, val.pred, val.truth, "validation ", series_of(validation))
         )
         if config.loss != "mse":
-            values = self.probabilistic_in_units(data.info, data.test, predictions)
-            figures.update(self._interval_figures(config, data.info, values, result.truth))
-            values = self.probabilistic_in_units(data.info, validation, mean)
+            values = self.probabilistic_in_units(data.info, validation, mean, calibrated=False)
+            if config.calibrate == "validation":
+                data.info["interval_scale"] = _interval_scales(data.info, values, val)
+                raw = self.probabilistic_in_units(data.info, data.test, predictions, False)
+                uncalibrated = self._interval_figures(config, data.info, raw, result.truth)
+                figures.update(
+                    {f"uncalibrated {k}": v for k, v in uncalibrated.items() if "coverage" in k}
+                )
+                values = self.probabilistic_in_units(data.info, validation, mean)
             figures.update(
                 self._interval_figures(config, data.info, values, val.truth, "validation ")
             )
+            values = self.probabilistic_in_units(data.info, data.test, predictions)
+            figures.update(self._interval_figures(config, data.info, values, result.truth))
         lost = _losses(config, figures, self.baselines(config, data))
         figures["model"] = _model_name(data.info)
         figures["beats_persistence"] = not lost["persistence"]
@@ -780,6 +810,29 @@ def _validation_forecasts(
             data.extra["members"].append(predictor.predict(source))
 
     return ValidationForecasts()
+
+
+def _interval_scales(
+    info: Mapping[str, Any], values: Mapping[str, Any], validation: Forecasts
+) -> list[list[float]]:
+    """Per target, one split-conformal factor per horizon step from the validation
+    forecasts (:func:`rnnkit.probabilistic.interval_scale`)."""
+    from rnnkit.probabilistic import interval_scale
+
+    assert validation.pred is not None
+    return [
+        [
+            round(float(f), 6)
+            for f in interval_scale(
+                validation.truth[..., j],
+                validation.pred[..., j],
+                values["lower"][..., j],
+                values["upper"][..., j],
+                info["level"],
+            )
+        ]
+        for j in range(len(info["targets"]))
+    ]
 
 
 def series_of(examples: Sequence[Any]) -> Any:
