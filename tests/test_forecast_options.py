@@ -259,6 +259,39 @@ def test_long_format_persistence_mase_is_the_mean_of_each_series_own(tmp_path):
     assert [r["time"] for r in s2] == ["1959", "1960", "1961"] and s2[0]["origin"] == "1958"
 
 
+def test_predict_on_a_long_file_repeats_forecast_csv_and_refuses_new_series(tmp_path, capsys):
+    """``rnnkit predict`` on the training file gives forecast.csv's forecasts again (a second
+    path: the file read anew, scaled with the run's stored scalers); with rows appended to one
+    series, that series' forecast starts after its new end; a series the run never saw is
+    refused by name."""
+    path = _panel(tmp_path / "p.csv", lengths=(30, 40, 25))
+    argv = ["forecast", str(path), "--series-id", "id", "--time-column", "year", "--target", "v"]
+    options = ["--horizon", "3", "--season", "1", "--input-length", "6", "--model", "window"]
+    run = tmp_path / "run"
+    small = ["--revin", "off", "--hidden-size", "8", "--epochs", "1", "--threads", "1"]
+    assert main([*argv, *options, *small, "--run-dir", str(run), "--quiet"]) == 0
+    future = {}
+    for r in _read(run / "forecast.csv"):
+        future.setdefault(r["series"], []).append(float(r["prediction"]))
+    out = tmp_path / "predicted.csv"
+    assert main(["predict", str(run), str(path), "--out", str(out)]) == 0
+    rows = {r["series"]: r for r in _read(out)}
+    assert sorted(rows) == sorted(future) == ["S0", "S1", "S2"]
+    for name, values in future.items():
+        assert np.allclose(_floats(rows[name]["prediction"]), values, rtol=1e-5, atol=1e-4)
+    assert rows["S0"]["id"] == "1980"  # the year after S0's last (30 rows from 1950)
+    longer = tmp_path / "longer.csv"
+    text = path.read_text() + "S0,1980,99.0\nS0,1981,101.0\n"
+    longer.write_text(text)
+    assert main(["predict", str(run), str(longer), "--out", str(out)]) == 0
+    rows = {r["series"]: r for r in _read(out)}
+    assert rows["S0"]["id"] == "1982" and rows["S1"]["id"] == "1990"
+    stranger = tmp_path / "new.csv"
+    stranger.write_text(text + "S9,2000,5.0\nS9,2001,6.0\n")
+    assert main(["predict", str(run), str(stranger), "--out", str(out)]) == 1
+    assert "found 1 new: ['S9']" in capsys.readouterr().err
+
+
 def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
     bad = tmp_path / "dup.csv"
     bad.write_text("id,year,v\nA,2000,1\nA,2001,2\nA,2001,3\n")

@@ -674,9 +674,15 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     ) -> tuple[list[str], list[Any]]:
         """CSV files with the training file's columns: forecasts from the last row and every
         ``stride``-th row before it (see :func:`rnnkit.forecasting.file_examples`), for the
-        model the run trained (the one ``--model auto`` chose)."""
+        model the run trained (the one ``--model auto`` chose). A long-format run reads
+        long-format files (:func:`rnnkit.recipes.forecast_long.long_inputs`)."""
         from rnnkit import forecasting as fc
         from rnnkit.data.timeseries import load_series
+
+        if info.get("layout") == "long":
+            from rnnkit.recipes.forecast_long import long_inputs
+
+            return long_inputs(info, config, paths)
 
         config = chosen_config(config, info)
         scaler = fc.scaler_from_dict(info["scaler"])

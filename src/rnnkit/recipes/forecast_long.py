@@ -21,7 +21,8 @@ seasonal-naive MAE over its history before the test part (the M competitions' co
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,7 +36,14 @@ if TYPE_CHECKING:
     from rnnkit.recipes.forecast_outputs import FutureForecast
     from rnnkit.recipes.harness import RecipeData
 
-__all__ = ["inputs_of", "load_long", "long_examples", "long_future", "long_plot_forecast"]
+__all__ = [
+    "inputs_of",
+    "load_long",
+    "long_examples",
+    "long_future",
+    "long_inputs",
+    "long_plot_forecast",
+]
 
 Example = dict[str, "Tensor"]
 Part = str
@@ -182,7 +190,7 @@ def load_long(recipe: ForecastRecipe, config: ForecastConfig) -> RecipeData:
     """The long-format run's data: examples, the model choice (``--revin auto``) and what
     the other hooks read."""
     from rnnkit.data.panel import load_panel, split_panel
-    from rnnkit.forecasting import time_unit
+    from rnnkit.forecasting import scaler_to_dict, time_unit
     from rnnkit.recipes.forecast_models import (
         CANDIDATES,
         candidates,
@@ -220,6 +228,10 @@ def load_long(recipe: ForecastRecipe, config: ForecastConfig) -> RecipeData:
             "center": [s.center[index].tolist() for s in split.scalers],
             "scale": [s.scale[index].tolist() for s in split.scalers],
         },
+        "panel_scalers": [scaler_to_dict(s) for s in split.scalers],
+        "static_scaler": None
+        if split.static_scaler is None
+        else scaler_to_dict(split.static_scaler),
         "mase_scale": scales,
         "steps": [[int(b) for b in bounds] for bounds in split.bounds],
         "seasonality": {},
@@ -339,6 +351,69 @@ def long_future(
         + (f", with the {info['level']:g} interval" if lower is not None else "")
         + "; future.png draws them."
     )
+
+
+def long_inputs(
+    info: Mapping[str, Any], config: ForecastConfig, paths: Sequence[Path]
+) -> tuple[list[str], list[Example]]:
+    """``rnnkit predict`` on long-format files with the training file's columns: each series'
+    forecast past the end of its history (the windows :func:`long_future` forecasts from),
+    scaled with the scalers the run fitted on that series' training part, so the training file
+    itself gives ``forecast.csv``'s forecasts again and a file with more rows forecasts from its
+    new end. Ids are ``file:series``.
+
+    Raises:
+        ValueError: a series the run did not train on (it has no scaler for it), named with
+            the file, or a file without the run's columns (:func:`rnnkit.data.panel.load_panel`).
+    """
+    from rnnkit.data.panel import PanelSplit, load_panel
+    from rnnkit.data.timeseries import TimeSeries
+    from rnnkit.forecasting import scaler_from_dict
+    from rnnkit.recipes.forecast_models import chosen_config
+
+    config = chosen_config(config, info)
+    known_ids = {name: i for i, name in enumerate(info["series_ids"])}
+    static = None if info["static_scaler"] is None else scaler_from_dict(info["static_scaler"])
+    ids: list[str] = []
+    examples: list[Example] = []
+    for path in paths:
+        panel = load_panel(
+            path,
+            id_column=config.series_id or "",
+            time_column=config.time_column or "time",
+            targets=config.target,
+            past=config.past,
+            known=config.known,
+            static=config.static,
+            time_format=config.time_format,
+        )
+        unknown = [name for name in panel.ids if name not in known_ids]
+        if unknown:
+            raise ValueError(
+                f"{path}: expected series the run trained on (each is scaled with its own "
+                f"training part's statistics, kept for the run's {len(known_ids)} series), "
+                f"found {len(unknown)} new: {unknown[:5]}"
+            )
+        scalers = tuple(scaler_from_dict(info["panel_scalers"][known_ids[i]]) for i in panel.ids)
+        history = [int(h) for h in panel.history]
+        split = PanelSplit(
+            panel=panel,
+            horizon=config.horizon,
+            validation=config.horizon,
+            bounds=np.array([[h, h, h] for h in history], dtype=np.int64),
+            scalers=scalers,
+            scaled=tuple(sc.transform(x) for sc, x in zip(scalers, panel.series, strict=True)),
+            static_scaler=static,
+            static=panel.static
+            if static is None
+            else static.transform(TimeSeries(panel.static, panel.static_columns)).values,
+        )
+        for example in long_examples(split, "future", config):
+            name = panel.ids[int(example["series"])]
+            example["series"] = torch.tensor([known_ids[name]], dtype=torch.int64)
+            ids.append(f"{path.name}:{name}")
+            examples.append(example)
+    return ids, examples
 
 
 def long_plot_forecast(
