@@ -292,6 +292,58 @@ def test_predict_on_a_long_file_repeats_forecast_csv_and_refuses_new_series(tmp_
     assert "found 1 new: ['S9']" in capsys.readouterr().err
 
 
+def test_long_format_backtest_figures_per_step_and_series_are_those_of_backtest_csv(tmp_path):
+    """One origin per series: backtest.csv's errors averaged by hand per step and per series
+    give run.json's figures; its overall MAE and MASE are the run's own test MAE and MASE (the
+    same forecasts by another path), and its naive column is seasonal naive (the last value,
+    season 1)."""
+    path = _panel(tmp_path / "p.csv", lengths=(30, 40, 25))
+    config = ForecastConfig(
+        csv=path,
+        series_id="id",
+        time_column="year",
+        target=("v",),
+        horizon=3,
+        season=1,
+        input_length=6,
+        model="window",
+        revin="off",
+        hidden_size=8,
+        backtest=True,
+        train=TrainSettings(epochs=1, threads=1),
+    )
+    result = run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
+    bt = result.figures["backtest"]
+    rows = _read(tmp_path / "run" / "backtest.csv")
+    assert len(rows) == 3 * 3 and bt["origins"] == 3
+    error = np.array([float(r["error"]) for r in rows])
+    steps = np.array([int(r["step"]) for r in rows])
+    names = np.array([r["series"] for r in rows])
+    for k in (1, 2, 3):
+        # backtest.csv holds 6 significant digits
+        assert bt["per_step"]["v"]["mae"][k - 1] == pytest.approx(error[steps == k].mean(), 1e-5)
+    values = {}
+    for line in path.read_text().splitlines()[1:]:
+        name, _, v = line.split(",")
+        values.setdefault(name, []).append(float(v))
+    mases = []
+    for name, v in values.items():
+        scale = np.abs(np.diff(v[:-3])).mean()
+        mase = error[names == name].mean() / scale
+        assert bt["per_series"]["v"][name]["mae"] == pytest.approx(
+            error[names == name].mean(), 1e-5
+        )
+        assert bt["per_series"]["v"][name]["mase"] == pytest.approx(mase, rel=1e-5)
+        assert [float(r["naive"]) for r in rows if r["series"] == name] == pytest.approx(
+            [v[-4]] * 3, rel=1e-5
+        )
+        mases.append(mase)
+    assert bt["summary"]["v"]["mae"] == pytest.approx(result.figures["mae"], rel=1e-6)
+    assert bt["summary"]["v"]["mase"] == pytest.approx(np.mean(mases), rel=1e-5)
+    assert bt["summary"]["v"]["mase"] == pytest.approx(result.figures["mase"], rel=1e-6)
+    assert rows[0]["origin"] == "26" and rows[0]["when"] == "1977"  # S0: 30 rows from 1950
+
+
 def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
     bad = tmp_path / "dup.csv"
     bad.write_text("id,year,v\nA,2000,1\nA,2001,2\nA,2001,3\n")
@@ -309,6 +361,10 @@ def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
         ({"loss": "quantile", "quantiles": (0.2, 0.5, 0.8)}, "level: expected an interval within"),
         ({"revin": "on", "model": "stream"}, "revin: normalises the plain window model"),
         ({"series_id": "id", "model": "stream"}, "series_id: long format trains the window"),
+        (
+            {"series_id": "id", "backtest": True, "refit_every": 2},
+            "refit_every: with --series-id the backtest has one origin per series",
+        ),
     ],
 )
 def test_option_conflicts_are_refused(tmp_path, changes, message):

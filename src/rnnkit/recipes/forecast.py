@@ -127,7 +127,7 @@ class ForecastConfig:
         False,
         "also forecast from every --stride-th origin across the test part (the input windows "
         "reaching back into the validation part), with figures per horizon step and target: "
-        "backtest.csv",
+        "backtest.csv; long format: one origin per series, figures per step and per series",
     )
     refit_every: int = option(
         0, "--backtest: train further on the data up to every k-th origin (0: never)", low=0
@@ -205,11 +205,11 @@ class ForecastConfig:
                 "series_id: long format trains the window model (--model window or auto), found "
                 + ("--residual" if self.residual else f"model {self.model!r}")
             )
-        if self.series_id is not None and self.backtest:
+        if self.series_id is not None and self.refit_every:
             raise ValueError(
-                "backtest: rolling origins over a single table's test part; with --series-id "
-                "the test part is each series' last --horizon steps (one origin per series, "
-                "reported per series and per step)"
+                f"refit_every: with --series-id the backtest has one origin per series (the "
+                f"test part is each series' last --horizon steps), nothing to refit at; found "
+                f"{self.refit_every}"
             )
         if self.revin == "on" and (self.model == "stream" or self.residual):
             raise ValueError(

@@ -8,6 +8,11 @@ service would), optionally trained further on the data up to every ``--refit-eve
 forecast of the same step); ``run.json``'s ``result.backtest`` holds the figures per target
 (MAE, MASE, observed targets, seasonal naive's MAE) and per horizon step (MAE and MASE, per
 target). A probabilistic model is backtested on its point forecast (the median, or the mean).
+
+A long-format run (``--series-id``) has one origin per series, the row before its test part (its
+last ``--horizon`` steps): :func:`long_backtest` writes the same ``backtest.csv`` with the series
+id in ``series`` (``id:target`` with several targets) and gives the figures per horizon step and
+per series, MASE scaled by each series' own in-sample seasonal-naive MAE.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +35,7 @@ if TYPE_CHECKING:
     from rnnkit.recipes.harness import RecipeData
     from rnnkit.recipes.rundir import RunDirectory
 
-__all__ = ["REFIT_SHARE", "run_backtest", "write_backtest_csv"]
+__all__ = ["REFIT_SHARE", "long_backtest", "run_backtest", "write_backtest_csv"]
 
 REFIT_SHARE = 4
 """A refit trains 1 / REFIT_SHARE of ``--epochs`` (at least one) on the data up to its origin,
@@ -94,6 +100,79 @@ def run_backtest(
         f"Backtest (backtest.csv): {len(result.origins)} origins every {spec.stride} steps "
         f"from the row before the test part{refits}: {names}; figures per horizon step in "
         "run.json (result.backtest.per_step)."
+    )
+
+
+def long_backtest(
+    recipe: ForecastRecipe, data: RecipeData, model: nn.Module, run: RunDirectory
+) -> tuple[dict[str, Any], str]:
+    """A long-format run's backtest (the module docstring): ``backtest.csv`` in ``run``, the
+    figures for ``run.json`` and a sentence for the report."""
+    from rnnkit.backtesting import model_predictor
+    from rnnkit.forecasting import when_text
+    from rnnkit.serialization import replacing
+
+    info = data.info
+    examples = data.test
+    result = recipe.forecasts_in_units(info, examples, model_predictor(model)(examples))
+    assert result.pred is not None
+    series = np.array([int(e["series"].reshape(-1)[0]) for e in examples])
+    names, targets = info["series_ids"], info["targets"]
+    error = np.abs(result.pred - result.truth)  # [O, H, n], NaN where unobserved
+    naive = np.abs(result.naive - result.truth)
+    scales = np.array([info["mase_scale"][t] for t in targets]).T[series]  # [O, n]
+    scaled = error / scales[:, None, :]
+    figures: dict[str, Any] = {"origins": len(examples), "summary": {}, "per_step": {}}
+    figures["per_series"] = {}
+    for j, target in enumerate(targets):
+        e, q, z = error[..., j], scaled[..., j], naive[..., j]
+        with warnings.catch_warnings():  # a step or series with no observed truth: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_origin = np.nanmean(q, axis=1)  # each series' MASE over its horizon
+            figures["summary"][target] = {
+                "mae": float(np.nanmean(e)),
+                "mase": float(np.nanmean(per_origin)),
+                "observed": int((~np.isnan(e)).sum()),
+                "naive_mae": float(np.nanmean(z)),
+            }
+            figures["per_step"][target] = {
+                "mae": [_finite(v) for v in np.nanmean(e, axis=0)],
+                "mase": [_finite(v) for v in np.nanmean(q, axis=0)],
+            }
+            figures["per_series"][target] = {
+                names[s]: {"mae": _finite(np.nanmean(e[o])), "mase": _finite(per_origin[o])}
+                for o, s in enumerate(series)
+            }
+    path = run.path / "backtest.csv"
+    with replacing(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["origin", "step", "when", "series", "prediction", "truth", "error", "naive"]
+        )
+        for o, s in enumerate(series):
+            for h in range(result.pred.shape[1]):
+                for j, target in enumerate(targets):
+                    truth = result.truth[o, h, j]
+                    writer.writerow(
+                        [
+                            info["steps"][s][1] - 1,  # the series' row before its test part
+                            h + 1,
+                            when_text(int(result.when[o, h]), info["time_unit"]),
+                            names[s] + (f":{target}" if len(targets) > 1 else ""),
+                            f"{result.pred[o, h, j]:.6g}",
+                            f"{truth:.6g}",
+                            f"{error[o, h, j]:.6g}",
+                            f"{result.naive[o, h, j]:.6g}",
+                        ]
+                    )
+    summary = ", ".join(
+        f"{t} MAE {f['mae']:.4g} (MASE {f['mase']:.4g}; seasonal naive {f['naive_mae']:.4g})"
+        for t, f in figures["summary"].items()
+    )
+    return figures, (
+        f"Backtest (backtest.csv): one origin per series, the row before its last "
+        f"{result.pred.shape[1]} steps, {len(series)} series: {summary}; figures per horizon "
+        "step and per series in run.json (result.backtest.per_step, .per_series)."
     )
 
 

@@ -254,9 +254,12 @@ def write_future(
             )
         out["forecast_rows"] = int(forecast.pred.size)
     if config.backtest:
-        from rnnkit.recipes.forecast_backtest import run_backtest
+        from rnnkit.recipes.forecast_backtest import long_backtest, run_backtest
 
-        figures, sentence = run_backtest(recipe, config, data, model, run)
+        if config.series_id is None:
+            figures, sentence = run_backtest(recipe, config, data, model, run)
+        else:
+            figures, sentence = long_backtest(recipe, data, model, run)
         out["backtest"] = figures
         lines.append(sentence)
     data.extra["finish"] = lines
