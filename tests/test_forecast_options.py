@@ -217,12 +217,9 @@ def _panel(path, lengths=(30, 40, 9), seed=0):
     return path
 
 
-def test_long_format_persistence_mase_is_the_mean_of_each_series_own(tmp_path):
-    """Persistence's test MASE recomputed by hand: per series the MAE of its last value
-    before the test part over its in-sample naive MAE (all its history before the test
-    part), averaged over the series."""
-    path = _panel(tmp_path / "p.csv")
-    config = ForecastConfig(
+def _panel_config(path, **changes):
+    """A one-epoch window model over :func:`_panel`'s file, horizon 3."""
+    values = dict(
         csv=path,
         series_id="id",
         time_column="year",
@@ -235,6 +232,15 @@ def test_long_format_persistence_mase_is_the_mean_of_each_series_own(tmp_path):
         hidden_size=8,
         train=TrainSettings(epochs=1, threads=1),
     )
+    return ForecastConfig(**{**values, **changes})
+
+
+def test_long_format_persistence_mase_is_the_mean_of_each_series_own(tmp_path):
+    """Persistence's test MASE recomputed by hand: per series the MAE of its last value
+    before the test part over its in-sample naive MAE (all its history before the test
+    part), averaged over the series."""
+    path = _panel(tmp_path / "p.csv")
+    config = _panel_config(path)
     with pytest.warns(UserWarning, match="S2"):  # too short to train on: named
         run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
     values = {}
@@ -298,20 +304,7 @@ def test_long_format_backtest_figures_per_step_and_series_are_those_of_backtest_
     same forecasts by another path), and its naive column is seasonal naive (the last value,
     season 1)."""
     path = _panel(tmp_path / "p.csv", lengths=(30, 40, 25))
-    config = ForecastConfig(
-        csv=path,
-        series_id="id",
-        time_column="year",
-        target=("v",),
-        horizon=3,
-        season=1,
-        input_length=6,
-        model="window",
-        revin="off",
-        hidden_size=8,
-        backtest=True,
-        train=TrainSettings(epochs=1, threads=1),
-    )
+    config = _panel_config(path, backtest=True)
     result = run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
     bt = result.figures["backtest"]
     rows = _read(tmp_path / "run" / "backtest.csv")
