@@ -3,7 +3,8 @@
 #
 #   1. the CUDA tests (every test whose name has "cuda", in the files that mention it);
 #   2. bench/run.py --device cuda: fused vs cuDNN (lstm/gru/rnn main), ragged vs padded and
-#      packed, scan vs loop (T=4096 and the others), GRU-D;
+#      packed, scan vs loop (T=4096 and the others), GRU-D, the modern recurrences' parallel
+#      forms against their loops at T=4096 (LRU, Mamba, GLA, DeltaNet);
 #   3. bench/gpu_checks.py: bf16 autocast against float32 (stated tolerances), pinned-memory
 #      transfers in MinibatchSource, Tree-LSTM batched vs per node;
 #   4. the "## GPU checks" section of bench/README.md from the JSON in bench/results/.
@@ -45,7 +46,8 @@ else
     DEVICE=cuda
     OUT=${OUT:-bench/results}
     CASES=(lstm/main gru/main rnn/main ragged/ scan/mingru/B1-T4096 scan/minlstm/B4-T4096
-           scan/mingru/B64-T100 grud)
+           scan/mingru/B64-T100 grud modern/lru/loop/B4-T4096 modern/mamba/loop/B4-T4096
+           modern/gla/loop/B4-T4096 modern/deltanet/loop/B4-T4096)
     CHECK_ARGS=()
     README=bench/README.md
     T_TESTS=90 T_BENCH=240 T_CHECKS=120

@@ -528,6 +528,19 @@ def all_cases() -> list[Case]:
     return cases
 
 
+def modern_recurrence_cases() -> list[Case]:
+    """Issue 20's cases (``bench/modern_cases.py``, ``bench/modern_matrix_cases.py``): each
+    modern cell's parallel form against its loop and the plainest for-loop of its equations,
+    training, at T = 1,024, 4,096 and 16,384. Run only when asked (``--cases modern``): the
+    loops at T = 16,384 take minutes."""
+    sys.path.insert(0, str(HERE))
+    from modern_cases import cases as diagonal_cases
+    from modern_matrix_cases import matrix_cases
+
+    picked = [*diagonal_cases(), *matrix_cases()]
+    return [Case(c.name, c.subject, c.peer, c.build, c.target, c.note) for c in picked]
+
+
 # ---------------------------------------------------------------------------- timing
 
 
@@ -862,7 +875,10 @@ def main() -> None:
         return
     rounds = args.rounds or (3 if args.quick else 9)
     min_sample = 0.01 if args.quick else 0.05
-    cases = [c for c in all_cases() if not args.cases or any(s in c.name for s in args.cases)]
+    pool = all_cases()
+    if args.cases and any(s.startswith("modern") for s in args.cases):
+        pool += modern_recurrence_cases()
+    cases = [c for c in pool if not args.cases or any(s in c.name for s in args.cases)]
     results: list[Result] = []
     for case in cases:
         result = measure(case, device, rounds, min_sample)

@@ -75,3 +75,28 @@ def test_pin_memory_pins_every_tensor_stream(monkeypatch: pytest.MonkeyPatch) ->
         for x, y in zip(a["x"].to_list(), b["x"].to_list(), strict=True):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
         torch.testing.assert_close(a["y"], b["y"], rtol=0, atol=0)
+
+
+def test_every_cuda_case_of_gpu_sh_names_a_bench_case() -> None:
+    """The CUDA run's --cases (a list in gpu.sh that no CPU run exercises) each select at
+    least one case of bench/run.py, the modern recurrences' cases included, so a renamed case
+    cannot silently drop out of the GPU run."""
+    import importlib.util
+    import sys
+
+    script = (ROOT / "bench" / "gpu.sh").read_text()
+    block = re.search(r"DEVICE=cuda\n.*?CASES=\((.*?)\)", script, re.S)
+    assert block is not None
+    wanted = block.group(1).split()
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = run
+    try:
+        spec.loader.exec_module(run)
+        names = [c.name for c in run.all_cases() + run.modern_recurrence_cases()]
+    finally:
+        del sys.modules["bench_run"]
+    assert any(w.startswith("modern/") for w in wanted)
+    for w in wanted:
+        assert any(w in n for n in names), f"gpu.sh's case {w!r} selects nothing"

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
         UnfoldFrom,
     )
     from rnnkit.lazy import UninitializedModelError, count_parameters
+    from rnnkit.modern.delta import DeltaNetCell, GatedDeltaNetCell
+    from rnnkit.modern.diagonal import HawkCell, LRUCell, MambaCell, RGLRUCell, S6Cell
+    from rnnkit.modern.matrix import GLACell, Mamba2Cell, MLSTMCell
     from rnnkit.onnx_export import export_onnx, export_step_onnx
     from rnnkit.probabilistic import (
         GaussianHead,
@@ -54,9 +57,11 @@ if TYPE_CHECKING:
         crps_student_t,
         gaussian_nll,
         interval_coverage,
+        interval_scale,
         interval_width,
         mean_pinball_loss,
         quantile_loss,
+        scale_interval,
         student_t_nll,
     )
     from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
@@ -104,6 +109,7 @@ __all__ = [
     "CorruptFileError",
     "Criterion",
     "Delay",
+    "DeltaNetCell",
     "Dense",
     "Dropout",
     "EarlyStopping",
@@ -111,15 +117,22 @@ __all__ = [
     "FileWriteError",
     "Fold",
     "FusedKernel",
+    "GLACell",
     "GRUCell",
     "GRUDCell",
+    "GatedDeltaNetCell",
     "GaussianHead",
     "GradientMonitor",
+    "HawkCell",
+    "LRUCell",
     "LSTMCell",
     "Lambda",
     "Layer",
     "LayerNormalization",
     "LearningRateLogger",
+    "MLSTMCell",
+    "Mamba2Cell",
+    "MambaCell",
     "MinGRUCell",
     "MinLSTMCell",
     "MinibatchSource",
@@ -133,6 +146,7 @@ __all__ = [
     "ProgressBar",
     "ProgressPrinter",
     "QuantileHead",
+    "RGLRUCell",
     "RNNCell",
     "RNTNCell",
     "ReaderError",
@@ -142,6 +156,7 @@ __all__ = [
     "RecursiveCell",
     "RevIN",
     "RevINForecaster",
+    "S6Cell",
     "SequenceBatch",
     "Sequential",
     "Stabilizer",
@@ -166,6 +181,7 @@ __all__ = [
     "export_step_onnx",
     "gaussian_nll",
     "interval_coverage",
+    "interval_scale",
     "interval_width",
     "load",
     "load_panel",
@@ -175,6 +191,7 @@ __all__ = [
     "quantile_loss",
     "register_module",
     "save",
+    "scale_interval",
     "split_panel",
     "squared_error",
     "student_t_nll",
@@ -269,6 +286,18 @@ _SOURCES: dict[str, str] = {
     "Backtest": "rnnkit.backtesting",
     "backtest": "rnnkit.backtesting",
     "model_predictor": "rnnkit.backtesting",
+    "LRUCell": "rnnkit.modern.diagonal",
+    "RGLRUCell": "rnnkit.modern.diagonal",
+    "S6Cell": "rnnkit.modern.diagonal",
+    "MambaCell": "rnnkit.modern.diagonal",
+    "HawkCell": "rnnkit.modern.diagonal",
+    "GLACell": "rnnkit.modern.matrix",
+    "Mamba2Cell": "rnnkit.modern.matrix",
+    "MLSTMCell": "rnnkit.modern.matrix",
+    "DeltaNetCell": "rnnkit.modern.delta",
+    "GatedDeltaNetCell": "rnnkit.modern.delta",
+    "interval_scale": "rnnkit.probabilistic",
+    "scale_interval": "rnnkit.probabilistic",
 }
 
 

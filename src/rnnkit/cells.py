@@ -109,6 +109,24 @@ def check_cell(cell: object, argument: str = "cell") -> None:
         )
 
 
+def check_state(
+    cell: object, state: tuple[Tensor, ...], expected: tuple[tuple[int, ...], ...]
+) -> None:
+    """Raise ``ValueError`` naming ``cell``, the expected and the found shapes unless
+    ``state`` holds one tensor per entry of ``expected``, each ``[B, *shape]`` with one
+    batch size ``B`` (a ``step`` checks the state it is handed so)."""
+    found = tuple(tuple(s.shape) for s in state)
+    batch = found[0][0] if found and found[0] else None
+    if len(found) != len(expected) or any(
+        f != (batch, *e) for f, e in zip(found, expected, strict=False)
+    ):
+        want = ", ".join(f"[B, {', '.join(map(str, e))}]" for e in expected)
+        raise ValueError(
+            f"state: {type(cell).__name__} expected a state of {len(expected)} tensor(s) of "
+            f"shapes ({want}), found {found}"
+        )
+
+
 def as_tuple(state: State) -> tuple[Tensor, ...]:
     """A state as a tuple of tensors."""
     return state if isinstance(state, tuple) else (state,)
@@ -309,6 +327,12 @@ class _StepCell(nn.Module):
         dtype = dtype or self.weight_ih.dtype
         device = device or self.weight_ih.device
         return torch.zeros(batch_size, size, device=device, dtype=dtype)
+
+
+StepCell = _StepCell
+"""The shared base of rnnkit's cells (public name for cells defined in other modules):
+``input_projection``, ``step``, ``__call__`` as ``step(input_projection(x))``, torch.nn's
+uniform initialisation and shape inference from the first call."""
 
 
 def _materialize_from_state(

@@ -17,7 +17,9 @@ The engine (:func:`run_recurrence`) has four execution paths, proven equal by th
     the batch goes in packed (exact at each sequence's end). For ``need='last'`` (a Fold)
     a batch that fits one padded segment is one kernel call and one gather.
 ``'scan'``
-    A cell linear in the state (a ``scan`` method) runs as a parallel prefix scan.
+    A cell whose recurrence has a parallel form runs it: ``cell.parallel(px, state,
+    lengths)`` when the cell has one (see :func:`run_recurrence`), else the prefix scan of a
+    cell linear in the state (a ``scan`` method, as minGRU and minLSTM have).
 ``'loop'``
     Any cell: the input projection of all N steps in one matrix product, then one step per
     time step over the active rows only (``torch.split`` of the projection, whose backward
@@ -136,11 +138,31 @@ def scan_pays(x: SequenceBatch, hidden_size: int) -> bool:
     return x.data.is_cuda or x.batch_size * hidden_size <= 1024
 
 
+def has_parallel(cell: Any) -> bool:
+    """Whether ``cell`` has a parallel form the ``'scan'`` path runs: a ``parallel`` method
+    (any state) or a ``scan`` method (a single state linear in itself), looked up on the
+    class."""
+    return callable(getattr(type(cell), "parallel", None)) or callable(
+        getattr(type(cell), "scan", None)
+    )
+
+
+def parallel_pays(cell: Any, x: SequenceBatch) -> bool:
+    """Whether the parallel form of ``cell`` beats its loop on ``x``: the cell's own measured
+    rule (``cell.parallel_pays(x)``) when it has one, else :func:`scan_pays`."""
+    rule = getattr(cell, "parallel_pays", None)
+    if callable(rule):
+        return bool(rule(x))
+    return scan_pays(x, cell.hidden_size)
+
+
 def select_backend(
     cell: Any, backend: Backend, every_state: bool = False, x: SequenceBatch | None = None
 ) -> str:
     """The execution path for ``cell``: the requested one, checked, or the automatic one
-    (for a scannable cell it depends on the batch ``x`` when given)."""
+    (for a cell with a parallel form it depends on the batch ``x`` when given, see
+    :func:`parallel_pays`). ``every_state``: every state tensor of a state with several is
+    wanted at every step, which a cell's ``parallel`` does not give (the loop does)."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend: expected one of {_BACKENDS}, found {backend!r}")
     kernel = declared_kernel(cell)
@@ -151,16 +173,24 @@ def select_backend(
             "backend='fused' gives the output of every step, not every state tensor; "
             "use 'loop' or 'auto' for states()"
         )
-    scannable = callable(getattr(type(cell), "scan", None))  # a method, looked up on the class
+    scannable = has_parallel(cell)
     if backend == "scan" and not scannable:
         raise ValueError(
             f"backend='scan' needs a cell whose recurrence is linear in the state (a `scan` "
-            f"method, as MinGRUCell and MinLSTMCell have); {type(cell).__name__} has none"
+            f"method, as MinGRUCell and MinLSTMCell have, or a `parallel` method); "
+            f"{type(cell).__name__} has none"
+        )
+    if backend == "scan" and every_state:
+        raise ValueError(
+            f"backend='scan' gives the output of every step, not every state tensor of "
+            f"{type(cell).__name__}; use 'loop' or 'auto' for states()"
         )
     if backend != "auto":
         return backend
     if scannable:
-        return "scan" if x is None or scan_pays(x, cell.hidden_size) else "loop"
+        if every_state:
+            return "loop"
+        return "scan" if x is None or parallel_pays(cell, x) else "loop"
     # Only the output h of every step comes out of the fused kernel; every state needs a loop.
     return "fused" if isinstance(kernel, FusedKernel) and not every_state else "loop"
 
@@ -412,9 +442,29 @@ def _run_segments(
 def _run_scan(
     cell: Any, x: SequenceBatch, state: tuple[Tensor, ...]
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """A linear recurrence as a parallel prefix scan over the padded (sorted) batch; each
-    sequence's output at step t depends on its steps up to t only, so padding is never read."""
-    px = x.with_data(cell.input_projection(x.data)).to_padded_time_major()
+    """The cell's parallel form over the padded (sorted) batch: ``cell.parallel(px, state,
+    lengths)`` (outputs ``[T, B, H]`` and each sequence's final state) when it has one, else
+    the prefix scan ``cell.scan(px, h0)`` of a single state; each sequence's output at step t
+    depends on its steps up to t only, so padding is never read."""
+    projected = cell.input_projection(x.data)
+    if callable(getattr(type(cell), "parallel", None)):
+        sizes = x._sizes
+        equal = sizes[0] == sizes[-1]  # the packed data is then the time-major padding
+        steps, batch = len(sizes), x.batch_size
+        if equal:
+            px = projected.view(steps, batch, -1)
+        else:
+            px = x.with_data(projected).to_padded_time_major()
+        out, final = cell.parallel(px, state, x.sorted_lengths)
+        final = as_tuple(final)
+        if len(final) != len(state):
+            raise ValueError(
+                f"{type(cell).__name__}.parallel: expected a final state of {len(state)} "
+                f"tensor(s), as its initial state, found {len(final)}"
+            )
+        flat = out.flatten(0, 1)
+        return (flat if equal else flat.index_select(0, x.padded_index)), final
+    px = x.with_data(projected).to_padded_time_major()
     out = cell.scan(px, state[0])
     data = out.flatten(0, 1).index_select(0, x.padded_index)
     return data, (data.index_select(0, x.last_rows_sorted()),)
@@ -467,8 +517,11 @@ def _run_reference(
     outputs: list[list[Tensor]] = [[] for _ in state]
     for t in range(x.max_length):
         new = as_tuple(cell(padded[t], _unwrap(state)))
-        keep = mask[t].unsqueeze(1)
-        state = tuple(torch.where(keep, n, s) for n, s in zip(new, state, strict=True))
+        keep = mask[t]
+        state = tuple(
+            torch.where(keep.view(-1, *(1,) * (s.dim() - 1)), n, s)
+            for n, s in zip(new, state, strict=True)
+        )
         for k, s in enumerate(state):
             outputs[k].append(s)
     index = x.padded_index
@@ -675,7 +728,7 @@ class Recurrence(Layer):
         # backend asked for and every_state: resolved once per (backend, every_state)
         self._resolved: dict[tuple[str, bool], str] = {}
         self._input_size = getattr(cell, "input_size", None)
-        self._scannable = callable(getattr(type(cell), "scan", None))
+        self._scannable = has_parallel(cell)
         self._state_tensors = len(self.initial.shapes)
         self._constant_start: tuple[tuple[Any, ...], tuple[Tensor, ...]] | None = None
 

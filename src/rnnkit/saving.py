@@ -61,6 +61,7 @@ from rnnkit.layers import (
     saved_modules,
 )
 from rnnkit.lazy import check_initialized
+from rnnkit.modern import saved_modules as modern_modules
 from rnnkit.recurrence import Bidirectional, Fold, Recurrence, RecurrenceFrom, Unfold
 from rnnkit.recursive import (
     ChildSumTreeLSTMCell,
@@ -432,6 +433,8 @@ def _register_builtins() -> None:
     register_module(Average, _attributes(members=lambda m: list(m.members)), name="rnnkit.Average")
     register_module(Lambda, _lambda_config, name="rnnkit.Lambda")
     for cls, to_config, name in saved_modules():
+        register_module(cls, to_config, name=name)
+    for cls, to_config, name in modern_modules():
         register_module(cls, to_config, name=name)
     register_module(
         Sequential, _attributes(layers=lambda m: list(m.layers)), name="rnnkit.Sequential"

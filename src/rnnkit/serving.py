@@ -45,7 +45,9 @@ class OnnxStepper:
         self._initial = [
             np.asarray(v, dtype=self.dtype) for v in json.loads(meta["rnnkit.initial_state"])
         ]
-        self.state_names = [i.name for i in self.session.get_inputs()[1:]]
+        # state_k for every state tensor; the graph reads only some (an unread one is dropped)
+        self.state_names = [f"state_{k}" for k in range(len(self._initial))]
+        self._reads = {i.name for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def initial_state(self, batch_size: int) -> tuple[Array, ...]:
@@ -61,7 +63,9 @@ class OnnxStepper:
                 f"state: expected {len(self.state_names)} state tensors, found {len(state)}"
             )
         feed = {"x": np.ascontiguousarray(x, dtype=self.dtype)}
-        feed.update(zip(self.state_names, state, strict=True))
+        feed.update(
+            (n, s) for n, s in zip(self.state_names, state, strict=True) if n in self._reads
+        )
         return tuple(self.session.run(self.output_names, feed))
 
     def run(

@@ -498,6 +498,7 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         factors = info.get("interval_scale")
         if calibrated and factors is not None:
             center = self.forecasts_in_units(info, examples, predictions).pred
+            assert center is not None
             for j, factor in enumerate(factors):
                 out["lower"][..., j], out["upper"][..., j] = scale_interval(
                     center[..., j], out["lower"][..., j], out["upper"][..., j], factor

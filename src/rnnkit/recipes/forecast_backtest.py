@@ -113,7 +113,7 @@ def long_backtest(
     from rnnkit.serialization import replacing
 
     info = data.info
-    examples = data.test
+    examples = [dict(e) for e in data.test]
     result = recipe.forecasts_in_units(info, examples, model_predictor(model)(examples))
     assert result.pred is not None
     series = np.array([int(e["series"].reshape(-1)[0]) for e in examples])

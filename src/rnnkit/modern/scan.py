@@ -1,0 +1,380 @@
+"""Fast primitives of the diagonal recurrences: a first-order linear scan, Mamba's selective
+scan (:func:`selective_scan`) and the packed stream of a ragged batch.
+
+:func:`linear_scan` computes, over dim 0,
+
+.. code-block:: text
+
+    h_t = a_t ⊙ h_{t-1} + b_t        h_{-1} = h0        (h_{t-1} taken as 0 where resets[t])
+
+for real or complex ``a``, ``b``, exactly: only products and sums, never a division by a
+cumulative product, so a decay near 0 loses nothing (the log-space scan of
+:class:`rnnkit.cells.MinGRUCell` divides in log space and needs positive coefficients). It is a
+``torch.autograd.Function``: the forward pass keeps only ``a`` and the states, and the
+backward pass is the same scan run backwards in time,
+
+.. code-block:: text
+
+    λ_t = g_t + conj(a_{t+1}) ⊙ λ_{t+1}      ∂L/∂b_t = λ_t      ∂L/∂a_t = λ_t ⊙ conj(h_{t-1})
+
+so training builds one graph node whatever T, where a loop builds a few per step.
+
+>>> import torch
+>>> a = torch.tensor([0.5, 0.5, 0.5]); b = torch.tensor([1.0, 1.0, 1.0])
+>>> linear_scan(a, b, torch.tensor(0.0)).tolist()
+[1.0, 1.5, 1.75]
+>>> linear_scan(a, b, torch.tensor(0.0), resets=torch.tensor([False, False, True])).tolist()
+[1.0, 1.5, 1.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rnnkit.sequences import SequenceBatch
+
+__all__ = ["PackedStream", "linear_scan", "packed_stream", "scan_packed", "selective_scan"]
+
+# How the passes run, measured (one thread of the 2-core AMD EPYC shared with other jobs,
+# float32 a, b [T, D], ms, best of 3). Forward only:
+#   D = 1024:  T=1024: loop 18.0, chunks of 16: 16.3, 32: 3.7, 64: 9.5;
+#              T=4096: loop 68.1, 32: 38.9, 64: 42.0;  T=16384: loop 363, 32: 248, 64: 323
+#   D = 4096:  T=4096: loop 174, chunks of 32: 346;   D = 16384, T=4096: loop 467, 32: 1304
+# Training (forward and backward), T=4096: D=256: sequential 236, chunks of 16: 88, 32: 66,
+# 64: 76; D=1024: sequential 234, 32: 237, 128: 177; D=4096: sequential 855, 32: 1892.
+# Against the log-space scan of minGRU (positive a, b only), training, D=1024: T=1024 66 vs
+# 1006, T=4096 257 vs 4581, T=16384 1347 vs 26077 (15-19x).
+# A step of a few thousand elements costs more than the fixed overhead of an operation, and
+# the two-level scan's extra passes (a transposed copy, the running products, the fix-up)
+# then cost more than they save: from _SEQUENTIAL_FROM elements per step the pass is the plain
+# sequential one (one fused multiply-add per step, into the output), below it chunks of
+# _CHUNK steps.
+_SEQUENTIAL_FROM = 4096
+_CHUNK = 32
+
+
+def _sequential(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
+    """``h_t = a_t h_{t∓1} + b_t`` step by step into a new tensor (``a``, ``b`` of one shape
+    ``[T, ...]``; backwards in time when ``reverse``)."""
+    out = torch.empty(b.shape, dtype=b.dtype, device=b.device)
+    h = h0.expand(b.shape[1:])
+    steps = range(b.shape[0] - 1, -1, -1) if reverse else range(b.shape[0])
+    for t in steps:
+        h = torch.addcmul(b[t], a[t], h, out=out[t])
+    return out
+
+
+def _chunked(a: Tensor, b: Tensor, h0: Tensor, chunk: int) -> Tensor:
+    """The two-level scan: within chunks of ``chunk`` steps a sequential pass over all chunks
+    at once (local states from 0 and the running products of ``a``, in a ``[L, C, ...]``
+    layout so that each step's slab is contiguous), then a pass over the chunks carrying each
+    chunk's start state, then one fix-up ``h += P ⊙ carry``."""
+    steps, rest = b.shape[0], b.shape[1:]
+    chunks = -(-steps // chunk)
+    pad = chunks * chunk - steps
+    if pad:
+        a = torch.cat([a, a.new_ones((pad, *rest))])
+        b = torch.cat([b, b.new_zeros((pad, *rest))])
+    p = a.reshape(chunks, chunk, *rest).transpose(0, 1).contiguous()  # [L, C, ...]
+    h = b.reshape(chunks, chunk, *rest).transpose(0, 1).contiguous()
+    if p.data_ptr() == a.data_ptr():  # a view of a: the products must not write into a
+        p = p.clone()
+    if h.data_ptr() == b.data_ptr():
+        h = h.clone()
+    for t in range(1, chunk):
+        h[t].addcmul_(p[t], h[t - 1])
+        p[t].mul_(p[t - 1])
+    carry = torch.empty((chunks, *rest), dtype=h.dtype, device=h.device)
+    c = h0.expand(rest)
+    for k in range(chunks):
+        carry[k] = c
+        c = torch.addcmul(h[-1, k], p[-1, k], c)
+    h.addcmul_(p, carry.unsqueeze(0))
+    return h.transpose(0, 1).reshape(chunks * chunk, *rest)[:steps]
+
+
+def _scan(a: Tensor, b: Tensor, h0: Tensor, chunk: int | None, reverse: bool = False) -> Tensor:
+    """``h [T, ...]`` of ``h_t = a_t h_{t-1} + b_t`` from ``h0`` (backwards in time, ``h_t =
+    a_t h_{t+1} + b_t``, when ``reverse``), no graph; ``a``, ``b`` of one shape."""
+    steps = b.shape[0]
+    if chunk is None:
+        chunk = steps if b[0].numel() >= _SEQUENTIAL_FROM else _CHUNK
+    if chunk >= steps or chunk == 1:
+        return _sequential(a, b, h0, reverse)
+    if reverse:
+        return _chunked(a.flip(0), b.flip(0), h0, chunk).flip(0)
+    return _chunked(a, b, h0, chunk)
+
+
+def _adjoint(a: Tensor, grad: Tensor, chunk: int | None) -> Tensor:
+    """``λ_t = g_t + conj(a_{t+1}) ⊙ λ_{t+1}`` (``λ_{T-1} = g_{T-1}``): the scan backwards in
+    time with ``a`` shifted by one step."""
+    steps = grad.shape[0]
+    if chunk is None:
+        chunk = steps if grad[0].numel() >= _SEQUENTIAL_FROM else _CHUNK
+    if chunk >= steps or chunk == 1:
+        lam = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+        lam[-1] = grad[-1]
+        decay = a.conj() if a.is_complex() else a
+        for t in range(steps - 2, -1, -1):
+            torch.addcmul(grad[t], decay[t + 1], lam[t + 1], out=lam[t])
+        return lam
+    shifted = torch.cat([a[1:], a[:1]]).conj()  # the last entry multiplies λ_T = 0
+    return _scan(shifted, grad, grad.new_zeros(()), chunk, reverse=True)
+
+
+class _LinearScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, h0: Tensor, chunk: int | None) -> Tensor:
+        shape = torch.broadcast_shapes(a.shape, b.shape, (1, *h0.shape))
+        h = _scan(a.expand(shape), b.expand(shape), h0, chunk)
+        ctx.save_for_backward(a, h0, h)
+        ctx.chunk = chunk
+        ctx.shapes = (a.shape, b.shape, h0.shape)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        a, h0, h = ctx.saved_tensors
+        a_shape, b_shape, h0_shape = ctx.shapes
+        a = a.expand(h.shape)
+        lam = _adjoint(a, grad, ctx.chunk)
+        grad_a = grad_b = grad_h0 = None
+        if ctx.needs_input_grad[0]:
+            full = torch.empty_like(lam)
+            torch.mul(lam[1:], h[:-1].conj(), out=full[1:])
+            torch.mul(lam[0], h0.expand(h.shape[1:]).conj(), out=full[0])
+            grad_a = full.sum_to_size(a_shape)
+        if ctx.needs_input_grad[1]:
+            grad_b = lam.sum_to_size(b_shape)
+        if ctx.needs_input_grad[2]:
+            grad_h0 = (lam[0] * a[0].conj()).sum_to_size(h0_shape)
+        return grad_a, grad_b, grad_h0, None
+
+
+def linear_scan(
+    a: Tensor,
+    b: Tensor,
+    h0: Tensor,
+    resets: Tensor | None = None,
+    chunk: int | None = None,
+) -> Tensor:
+    """Every state ``h [T, ...]`` of ``h_t = a_t ⊙ h_{t-1} + b_t`` from ``h_{-1} = h0``.
+
+    Args:
+        a: ``[T, ...]`` decays (real or complex; broadcast against ``b``, e.g. ``[1, N]``
+            for a decay constant in time).
+        b: ``[T, ...]`` inputs.
+        h0: the state before step 0, broadcast to ``b.shape[1:]``.
+        resets: optional bool ``[T, ...]`` (broadcast): where set, ``h_{t-1}`` is taken as 0,
+            so several sequences run as one stream (see :func:`packed_stream`).
+        chunk: the chunk length of the two-level scan (a positive int; 1, or T and more:
+            the sequential pass); None picks by the step's size, from the figures in this
+            module's source (sequential from 4096 elements per step, else chunks of 32).
+
+    Returns ``[T, ...]`` (``torch.broadcast_shapes(a.shape, b.shape)``), of ``b``'s dtype
+    (complex when either is complex). Gradients flow to ``a``, ``b`` and ``h0``.
+    """
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk: expected a positive integer (steps per chunk), found {chunk!r}")
+    if a.dim() < 1 or b.dim() < 1:
+        raise ValueError(
+            f"a, b: expected tensors [T, ...] with time first, found shapes {tuple(a.shape)} "
+            f"and {tuple(b.shape)}"
+        )
+    try:
+        torch.broadcast_shapes(a.shape, b.shape, (1, *h0.shape))
+    except RuntimeError as e:
+        raise ValueError(
+            f"a, b, h0: expected shapes that broadcast to [T, ...] (h0 to [...]), found "
+            f"{tuple(a.shape)}, {tuple(b.shape)} and {tuple(h0.shape)}"
+        ) from e
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), h0.dtype)
+    a, b, h0 = a.to(dtype), b.to(dtype), h0.to(dtype)
+    if resets is not None:
+        if resets.dtype != torch.bool:
+            raise ValueError(f"resets: expected a bool tensor, found dtype {resets.dtype}")
+        a = torch.where(resets.to(a.device), torch.zeros((), dtype=dtype, device=a.device), a)
+    out: Tensor = _LinearScan.apply(a, b, h0, chunk)
+    return out
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """Forward: per step ``exp(Δ_t A)`` and ``(Δ_t u_t) B_tᵀ`` in a reused slab and one
+    fused multiply-add into the saved states; the readout ``h_t C_t`` of all steps is one
+    batched product after the loop. Backward: per step the adjoint ``λ_t``, the gradients of
+    ``B_t``, ``C_t``, ``Δ_t u_t`` (small products), the carry to step ``t-1`` and the gradient
+    of ``Δ_t A``. Views are taken once outside the loops (each indexing is a Python call)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, delta: Tensor, a: Tensor, b: Tensor, c: Tensor, u: Tensor, h0: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        steps, batch, d = delta.shape
+        n = a.shape[-1]
+        dtu = (delta * u).unsqueeze(-1)  # [T, B, D, 1]
+        d_col, b_row = delta.unsqueeze(-1), b.unsqueeze(-2)
+        h_all = torch.empty((steps, *h0.shape), dtype=h0.dtype, device=h0.device)
+        decay, inject = torch.empty_like(h0), torch.empty_like(h0)
+        h = h0
+        for t in range(steps):
+            torch.mul(d_col[t], a, out=decay).exp_()
+            torch.mul(dtu[t], b_row[t], out=inject)
+            h = torch.addcmul(inject, decay, h, out=h_all[t])
+        flat = h_all.view(steps * batch, d, n)
+        y = torch.bmm(flat, c.reshape(steps * batch, n, 1)).view(steps, batch, d)
+        ctx.save_for_backward(delta, a, b, c, u, h0, h_all)
+        return y, h_all
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_y: Tensor | None, grad_h: Tensor | None) -> tuple[Tensor, ...]:
+        delta, a, b, c, u, h0, h_all = ctx.saved_tensors
+        steps = delta.shape[0]
+        if grad_y is None:
+            grad_y = torch.zeros_like(u)
+        grad_y = grad_y.contiguous()
+        dtu = delta * u
+        d_col, g_col, c_row = delta.unsqueeze(-1), grad_y.unsqueeze(-1), c.unsqueeze(-2)
+        g_row, dtu_row, b_col = grad_y.unsqueeze(-2), dtu.unsqueeze(-2), b.unsqueeze(-1)
+        g_delta = torch.empty_like(u)
+        g_a_rows = torch.zeros_like(h0)  # Σ_t q_t ⊙ Δ_t, summed over the batch at the end
+        carry = torch.zeros_like(h0)  # exp(Δ_{t+1} A) ⊙ λ_{t+1}
+        lam, decay, q = torch.empty_like(h0), torch.empty_like(h0), torch.empty_like(h0)
+        g_b: list[Tensor] = []
+        g_c: list[Tensor] = []
+        g_dtu: list[Tensor] = []
+        # One [B, D, N] slab per quantity, reused: a [T, B, D, N] buffer of adjoints would
+        # cost a page fault per step on first write (78 µs against 16 µs for the update).
+        for t in range(steps - 1, -1, -1):
+            torch.addcmul(carry, g_col[t], c_row[t], out=lam)
+            if grad_h is not None:
+                lam += grad_h[t]
+            g_c.append(torch.bmm(g_row[t], h_all[t]))
+            g_b.append(torch.bmm(dtu_row[t], lam))
+            g_dtu.append(torch.bmm(lam, b_col[t]))
+            torch.mul(d_col[t], a, out=decay).exp_()
+            torch.mul(lam, decay, out=carry)
+            torch.mul(carry, h_all[t - 1] if t > 0 else h0, out=q)  # ∂L/∂(Δ_t A)
+            g_a_rows.addcmul_(q, d_col[t])
+            torch.sum(q.mul_(a), dim=-1, out=g_delta[t])
+        grad_b = torch.stack(g_b[::-1]).view(b.shape)
+        grad_c = torch.stack(g_c[::-1]).view(c.shape)
+        grad_dtu = torch.stack(g_dtu[::-1]).view(u.shape)
+        g_delta.addcmul_(grad_dtu, u)
+        return g_delta, g_a_rows.sum(0), grad_b, grad_c, grad_dtu * delta, carry
+
+
+def selective_scan(
+    delta: Tensor, a: Tensor, b: Tensor, c: Tensor, u: Tensor, h0: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The selective state space of Mamba-1, fused step by step, with its own backward pass.
+
+    .. code-block:: text
+
+        h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t ⊙ u_t) B_tᵀ        [B, D, N]
+        y_t = h_t C_t                                           [B, D]
+
+    Args: ``delta``, ``u [T, B, D]``; ``a [D, N]`` (A, negative); ``b``, ``c [T, B, N]``;
+    ``h0 [B, D, N]``. Returns ``(y [T, B, D], h [T, B, D, N])``; gradients reach every input.
+
+    Why a fused loop and not :func:`linear_scan` over materialised ``exp(Δ A)`` and ``Δ u
+    Bᵀ``: each of those is a ``[T, B, D, N]`` tensor, and on a CPU the vectorised form then
+    makes about ten passes over memory, each slower than the whole step's work done in cache
+    (profile of ``bench/modern_cases.py`` S6 at T=1024, B=4, D=128, N=16, one thread: 20
+    elementwise passes of 28 ms each). Here each step's ``[B, D, N]`` slab is formed, used and
+    dropped while in cache: 3 operations per step forward (the readout ``h C`` batched over
+    all steps after the loop) and 11 backward, one graph node.
+    """
+    if a.shape != h0.shape[1:] or delta.shape != u.shape or b.shape != c.shape:
+        raise ValueError(
+            f"selective_scan: expected delta, u [T, B, D], a [D, N], b, c [T, B, N], h0 "
+            f"[B, D, N], found delta {tuple(delta.shape)}, a {tuple(a.shape)}, b "
+            f"{tuple(b.shape)}, c {tuple(c.shape)}, u {tuple(u.shape)}, h0 {tuple(h0.shape)}"
+        )
+    y, h = _SelectiveScan.apply(delta, a, b, c, u, h0)
+    return y, h
+
+
+@dataclass(frozen=True)
+class PackedStream:
+    """A ragged batch's sequences concatenated one after another (sequence-major).
+
+    ``order [N]``: the rows of the batch's packed ``data`` in stream order (the sorted
+    sequences in turn, each in time order); ``inverse [N]``: the stream position of each
+    packed row (``stream[inverse]`` is back in packed order); ``resets [N]`` bool, True at
+    each sequence's first step; ``starts [B]`` and ``ends [B]``: the stream positions of
+    each sorted sequence's first and last steps.
+    """
+
+    order: Tensor
+    inverse: Tensor
+    resets: Tensor
+    starts: Tensor
+    ends: Tensor
+
+
+def packed_stream(x: SequenceBatch) -> PackedStream:
+    """The :class:`PackedStream` of ``x`` (index tensors on ``x.data``'s device).
+
+    >>> x = SequenceBatch.from_list([torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0, 5.0])])
+    >>> stream = packed_stream(x)
+    >>> x.data[stream.order].tolist(), stream.resets.tolist()
+    ([3.0, 4.0, 5.0, 1.0, 2.0], [True, False, False, True, False])
+    """
+    lengths = x.sorted_lengths
+    starts = torch.cumsum(lengths, 0) - lengths
+    seq, step = _row_position(x)
+    inverse = starts[seq] + step
+    order = torch.empty_like(inverse)
+    order[inverse] = torch.arange(len(inverse))
+    resets = torch.zeros(len(inverse), dtype=torch.bool)
+    resets[starts] = True
+    device = x.data.device
+    return PackedStream(
+        order.to(device),
+        inverse.to(device),
+        resets.to(device),
+        starts.to(device),
+        (starts + lengths - 1).to(device),
+    )
+
+
+def _row_position(x: SequenceBatch) -> tuple[Tensor, Tensor]:
+    """For every packed row of ``x``: its sorted sequence and its step (CPU int64)."""
+    sizes = x.batch_sizes
+    step = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    offsets = torch.cumsum(sizes, 0) - sizes
+    seq = torch.arange(len(step)) - offsets[step]
+    return seq, step
+
+
+def scan_packed(
+    a: Tensor, b: Tensor, h0: Tensor, x: SequenceBatch, chunk: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`linear_scan` over a ragged batch without padding: ``a``, ``b [N, ...]`` in the
+    packed rows of ``x`` (``a`` may be ``[1, ...]``, constant), ``h0 [B, ...]`` in sorted
+    order. The sequences run as one stream with resets at their starts (each starting from
+    its own ``h0``). Returns every state ``[N, ...]`` in packed rows and the final state
+    ``[B, ...]`` (sorted order)."""
+    stream = packed_stream(x)
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    a_s = a.expand(shape)[stream.order]
+    b_s = b.expand(shape)[stream.order]
+    # The first step of each sequence starts from its own h0: b += a h0 there, a -> 0.
+    first_a = a_s[stream.starts]
+    b_s = b_s.index_add(0, stream.starts, first_a * h0.to(b_s.dtype))
+    h = linear_scan(
+        a_s, b_s, h0.new_zeros(shape[1:]), resets=_expand(stream.resets, a_s), chunk=chunk
+    )
+    return h[stream.inverse], h[stream.ends]
+
+
+def _expand(flags: Tensor, like: Tensor) -> Tensor:
+    return flags.reshape(-1, *([1] * (like.dim() - 1)))
