@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +28,9 @@ from torch import Tensor, nn
 from rnnkit import Recurrence, SequenceBatch
 from rnnkit.modern.delta import DeltaNetCell, GatedDeltaNetCell
 from rnnkit.modern.matrix import GLACell, Mamba2Cell, MLSTMCell
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from modern_cases import ModernCase  # bench/ is not a package: its folder is on the path
 
 Fn = Callable[[], object]
 B, WIDTH, HEADS = 4, 256, 4
@@ -44,14 +46,7 @@ CELLS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-@dataclass(frozen=True)
-class MatrixCase:
-    name: str
-    subject: str
-    peer: str
-    build: Callable[[torch.device], tuple[Fn, Fn]]
-    target: float | None = None
-    note: str = ""
+MatrixCase = ModernCase  # one case type for both halves of issue 20's bench
 
 
 def plain_loop(cell: nn.Module, px: Tensor) -> Tensor:
