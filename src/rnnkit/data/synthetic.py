@@ -10,8 +10,14 @@
   blanks for the first ``delay + K`` steps and the ``K`` symbols for the last ``K``. A model
   that outputs blanks and then guesses uniformly scores a cross-entropy per step of
   ``K log S / (delay + 2K)`` (:func:`copy_baseline`).
+* :func:`selective_copy` (Gu & Dao 2023, the selective copying task of the Mamba paper):
+  ``K`` data tokens drawn from ``1..V-2`` at random distinct positions among ``L`` steps of
+  noise (0), then ``K`` markers (``V - 1``); the target is the data tokens in order at the
+  marker steps. Where the tokens sit varies from sequence to sequence, so a time-invariant
+  recurrence (a fixed convolution) cannot solve it; a uniform guess is right with
+  probability ``1 / (V - 2)`` (:func:`selective_copy_baseline`).
 
-Both return plain tensors (``[B, T, ...]`` inputs, targets); :func:`as_examples` turns them
+All three return plain tensors (``[B, T, ...]`` inputs, targets); :func:`as_examples` turns them
 into the examples :class:`~rnnkit.data.MinibatchSource` batches.
 
 Files (for ``rnnkit predict``): an adding-problem file is CSV, one step a line
@@ -29,6 +35,11 @@ True
 >>> x[0].tolist()[2:], y[0].tolist()[:5]   # after the 2 symbols: 2 blanks, "go", 2 blanks
 ([0, 0, 9, 0, 0], [0, 0, 0, 0, 0])
 >>> bool((y[0, -2:] == x[0, :2]).all())
+True
+>>> x, y = selective_copy(1, length=6, num_copy=2, vocab_size=5, seed=0)
+>>> x.shape, y[0].tolist()[:6], x[0, -2:].tolist()   # 6 steps of noise and data, 2 markers
+(torch.Size([1, 8]), [0, 0, 0, 0, 0, 0], [4, 4])
+>>> x[0, :6][x[0, :6] > 0].tolist() == y[0, -2:].tolist()
 True
 """
 
@@ -51,6 +62,8 @@ __all__ = [
     "copy_task",
     "read_adding_csv",
     "read_copy_file",
+    "selective_copy",
+    "selective_copy_baseline",
     "write_adding_csv",
     "write_copy_file",
 ]
@@ -130,6 +143,62 @@ def copy_baseline(delay: int, num_copy: int = 10, num_symbols: int = 8) -> float
     _check_count("num_copy", num_copy, 1)
     _check_count("num_symbols", num_symbols, 1)
     return num_copy * math.log(num_symbols) / (delay + 2 * num_copy)
+
+
+def selective_copy(
+    num_examples: int, length: int, num_copy: int = 16, vocab_size: int = 16, *, seed: int
+) -> tuple[Tensor, Tensor]:
+    """The selective copying task (Gu & Dao 2023): find ``num_copy`` tokens among noise and
+    repeat them in order after the markers.
+
+    .. code-block:: text
+
+        x = [noise and data: L steps] [marker] * K        K = num_copy, L = length
+        y = [0] * L                   [the K data tokens of x, in order]
+
+    Token 0 is the noise (the white token of the paper's figure), ``1..vocab_size-2`` the data,
+    ``vocab_size - 1`` the marker; the vocabulary has ``vocab_size`` ids (the paper's setting:
+    16, with 16 tokens to copy among 4,096 steps). The ``K`` data tokens are drawn uniformly
+    and placed at ``K`` distinct positions of the first ``L`` steps, drawn uniformly. Only the
+    last ``K`` target steps are scored; the others are 0.
+
+    Returns ids ``x [B, L + K]`` and ``y [B, L + K]`` (int64). The same ``seed`` gives the
+    same data.
+
+    >>> x, y = selective_copy(2, length=10, num_copy=3, seed=0)
+    >>> (x[:, :10] > 0).sum(dim=1).tolist(), x[:, 10:].unique().tolist()
+    ([3, 3], [15])
+    """
+    _check_count("num_examples", num_examples, 1)
+    _check_count("num_copy", num_copy, 1)
+    _check_count("vocab_size", vocab_size, 3)
+    _check_count("length", length, 1)
+    if length < num_copy:
+        raise ValueError(
+            f"length: expected at least num_copy = {num_copy} steps to hold the data tokens, "
+            f"found {length}"
+        )
+    g = _generator(seed)
+    tokens = torch.randint(1, vocab_size - 1, (num_examples, num_copy), generator=g)
+    keys = torch.rand(num_examples, length, generator=g)
+    positions = keys.argsort(dim=1)[:, :num_copy].sort(dim=1).values
+    x = torch.zeros(num_examples, length + num_copy, dtype=torch.int64)
+    x.scatter_(1, positions, tokens)
+    x[:, length:] = vocab_size - 1
+    y = torch.zeros_like(x)
+    y[:, length:] = tokens
+    return x, y
+
+
+def selective_copy_baseline(vocab_size: int = 16) -> float:
+    """Accuracy on the copied tokens of a uniform guess among the ``vocab_size - 2`` data
+    tokens (its cross-entropy per copied token is ``log(vocab_size - 2)`` nats).
+
+    >>> round(selective_copy_baseline(16), 4)   # the paper's vocabulary: 14 data tokens
+    0.0714
+    """
+    _check_count("vocab_size", vocab_size, 3)
+    return 1.0 / (vocab_size - 2)
 
 
 def as_examples(x: Tensor, y: Tensor, names: Sequence[str] = ("x", "y")) -> list[dict[str, Tensor]]:

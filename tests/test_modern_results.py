@@ -1,0 +1,98 @@
+"""bench/modern_results.py: a ``--quick`` run of 2 tasks x 2 models in a temporary cache,
+its JSON figures recomputed from the saved predictions and the saved labels recomputed from
+the tasks' own definitions, the cache reused, bad names refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnkit.data.listops import evaluate_listops, read_listops_tsv
+from rnnkit.data.synthetic import selective_copy
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+try:
+    import modern_results as mr
+finally:
+    sys.path.remove(str(ROOT / "bench"))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ARGS = ["--quick", "--tasks", "selective_copy,listops", "--models", "lstm,hawk"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    cache = tmp_path_factory.mktemp("modern")
+    return cache, mr.main([*ARGS, "--cache-dir", str(cache)])
+
+
+def accuracy(predicted: list, labels: list) -> float:
+    """Percent of equal entries, in plain Python over nested lists."""
+    flat_p = [v for row in predicted for v in (row if isinstance(row, list) else [row])]
+    flat_l = [v for row in labels for v in (row if isinstance(row, list) else [row])]
+    assert len(flat_p) == len(flat_l) > 0
+    return 100.0 * sum(p == t for p, t in zip(flat_p, flat_l, strict=True)) / len(flat_l)
+
+
+def test_one_cached_json_per_task_and_model(run):
+    cache, results = run
+    assert [(r["task"], r["model"]) for r in results] == [
+        ("selective_copy", "lstm"),
+        ("selective_copy", "hawk"),
+        ("listops", "lstm"),
+        ("listops", "hawk"),
+    ]
+    for r in results:
+        saved = json.loads((cache / f"{r['task']}-quick-{r['model']}.json").read_text())
+        assert saved == json.loads(json.dumps(r))
+        assert saved["updates"] == 3 and saved["settings"]["quick"]
+        assert 0 < saved["parameters"] < 5_000
+
+
+def test_accuracy_is_what_the_saved_predictions_score(run):
+    _, results = run
+    for r in results:
+        expected = accuracy(r["predictions"]["predicted"], r["predictions"]["labels"])
+        assert r["test"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_saved_labels_are_the_tasks_own(run):
+    cache, results = run
+    # selective copy: the test set is seed 2; its targets rebuilt in plain Python from x
+    x, _ = selective_copy(64, 12, 4, 6, seed=2)
+    rebuilt = [[t for t in row[:12] if t != 0] for row in x.tolist()]
+    # ListOps: the cached test expressions, evaluated again
+    examples = read_listops_tsv(cache / "data" / "listops-quick-test.tsv")
+    values = [evaluate_listops(e.sequence) for e in examples]
+    for r in results:
+        labels = r["predictions"]["labels"]
+        assert labels == (rebuilt if r["task"] == "selective_copy" else values)
+
+
+def test_rerun_reads_the_cache_and_prints_the_table(run, capsys):
+    cache, results = run
+    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*.json")}
+    again = mr.main([*ARGS, "--cache-dir", str(cache)])
+    assert again == results
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.json")} == stamps
+    out = capsys.readouterr().out
+    for r in results:
+        shown = f"{r['test']['accuracy']:.1f} %"
+        assert f"| {r['task']} | {r['model']} | {shown} | {r['parameters']:,} | 3 |" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "lstm,transformer"], "--models: expected names from lstm"),
+        (["--tasks", "imdb"], "--tasks: expected names from selective_copy"),
+        (["--budget-seconds", "0"], "--budget-seconds, --updates: expected > 0"),
+    ],
+)
+def test_bad_arguments_are_refused(argv, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        mr.main([*argv, "--cache-dir", str(tmp_path)])
