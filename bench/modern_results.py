@@ -6,10 +6,9 @@ Every model trains on the same budget: at most ``--updates`` Adam updates and at
 (``--threads``), at about the same parameter count (``--params``: each model's width is the
 one whose count comes closest). The classic cells run through ``Recurrence`` (two layers, a
 linear head); the modern ones are two of their paper's residual blocks, built in one line
-(``rnnkit.modern.blocks.stack``; the matrix kinds through ``SequenceModel`` over
-``MATRIX_BUILDERS``). Validation is scored half-way through the budget and at its end; the
-test figures are those of the state that scored best on validation (validation and test time
-is not counted in the budget).
+(``rnnkit.modern.stack``, every kind). Validation is scored half-way through the budget and at
+its end; the test figures are those of the state that scored best on validation (validation
+and test time is not counted in the budget).
 
 Tasks:
 
@@ -74,7 +73,7 @@ from rnnkit.data.synthetic import selective_copy, selective_copy_baseline
 from rnnkit.data.text import TextVocabulary
 from rnnkit.data.verses import text_streams
 from rnnkit.lazy import count_parameters
-from rnnkit.modern.blocks import BUILDERS, SequenceModel, stack
+from rnnkit.modern import stack
 from rnnkit.modern.matrix_blocks import MATRIX_BUILDERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,12 +171,7 @@ def build(model: str, width: int, layers: int, vocab: int, features: int, out: i
         return Net(ClassicStack(model, width, layers, size, out), embed)
     kind = MODERN[model]
     given = None if vocab else features
-    if kind in BUILDERS:
-        return Net(
-            stack(kind, d_model=width, layers=layers, input_size=given, output_size=out), embed
-        )
-    blocks = [MATRIX_BUILDERS[kind](width) for _ in range(layers)]
-    return Net(SequenceModel(blocks, width, given, out), embed)
+    return Net(stack(kind, d_model=width, layers=layers, input_size=given, output_size=out), embed)
 
 
 def sized(model: str, target: int, layers: int, vocab: int, features: int, out: int) -> Net:
