@@ -13,6 +13,7 @@ checks that both sides agree before timing.
     .venv/bin/python bench/modern_cases.py --steps 4096 --cells lru --peer plain
     .venv/bin/python bench/modern_cases.py --tune                # where 'auto' switches
     .venv/bin/python bench/modern_cases.py --memory --steps 4096 # peak memory, scan vs loop
+    .venv/bin/python bench/modern_cases.py --packed              # ragged: packed vs padded
 """
 
 from __future__ import annotations
@@ -219,6 +220,55 @@ def tune(device: torch.device) -> None:
                 print(f"tune {kind} T={steps} B={batch}: scan/loop {s / p:.2f}", flush=True)
 
 
+PACKED_SHAPES = ((16, 10, 1000, 128), (64, 10, 200, 64), (8, 500, 4000, 128))  # B, lengths, N
+
+
+def packed_vs_padded(rounds: int = 7) -> None:
+    """A ragged batch's diagonal scan (forward and backward, ``linear_scan`` with a constant
+    decay, as LRU's) run packed as one stream with resets (``scan_packed``: no padding) against
+    padded (what the engine hands ``parallel``), interleaved; the two checked equal first."""
+    g = torch.Generator().manual_seed(0)
+    for batch, low, high, n in PACKED_SHAPES:
+        lengths = torch.randint(low, high + 1, (batch,), generator=g).tolist()
+        pad, pack = _packed_and_padded(lengths, n, g, rounds)
+        print(
+            f"B={batch} lengths {low}-{high} N={n} ({sum(lengths)} of {batch * max(lengths)} "
+            f"padded rows real): padded {pad * 1e3:.1f} ms, packed {pack * 1e3:.1f} ms, "
+            f"packed/padded {pack / pad:.2f}",
+            flush=True,
+        )
+
+
+def _packed_and_padded(
+    lengths: list[int], n: int, g: torch.Generator, rounds: int
+) -> tuple[float, float]:
+    """Median seconds of the padded and the packed scan over sequences of ``lengths``."""
+    from rnnkit.modern.scan import linear_scan, scan_packed
+
+    x = SequenceBatch.from_list([torch.zeros(t, 1) for t in lengths])
+    a = torch.rand(1, n, generator=g) * 0.5 + 0.5
+    b = torch.randn(sum(lengths), n, generator=g, requires_grad=True)
+    h0 = torch.zeros(len(lengths), n)
+
+    def padded() -> Tensor:
+        h = linear_scan(a.unsqueeze(0), x.with_data(b).to_padded_time_major(), h0)
+        return h.flatten(0, 1).index_select(0, x.padded_index)
+
+    def packed() -> Tensor:
+        return scan_packed(a, b, h0, x)[0]
+
+    with torch.no_grad():
+        if not torch.allclose(padded(), packed(), atol=1e-5):
+            raise AssertionError("packed and padded scans differ")
+    times: dict[str, list[float]] = {"padded": [], "packed": []}
+    for _ in range(rounds):
+        for name, fn in (("padded", padded), ("packed", packed)):
+            start = time.perf_counter()
+            fn().sum().backward()
+            times[name].append(time.perf_counter() - start)
+    return statistics.median(times["padded"]), statistics.median(times["packed"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
@@ -230,8 +280,14 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--memory", action="store_true", help="peak memory, scan vs loop")
     parser.add_argument("--memory-probe", nargs=3, metavar=("CELL", "T", "BACKEND"))
+    parser.add_argument(
+        "--packed", action="store_true", help="a ragged batch's scan packed vs padded"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.packed:
+        packed_vs_padded()
+        return
     if args.memory_probe:
         kind, steps, backend = args.memory_probe
         print(memory_probe(kind, int(steps), backend))
