@@ -18,6 +18,13 @@ weights of the best validation epoch. Figures: MAE, MAPE % and MASE (over the tr
 in-sample seasonal-naive MAE) per target, on the observed validation and test values; the
 report says when the model does not beat a baseline on the validation part, and when the
 training part shows no seasonality at ``--season``.
+
+Also (docs/forecast.md): ``--loss quantile|gaussian|student-t`` for probabilistic forecasts,
+whose ``--level`` intervals are calibrated on the validation part (``--calibrate``); ``--revin``
+(reversible instance normalisation, chosen on validation by default); ``--series-id`` for many
+series in one long-format table (one global model, ``--past`` and ``--static`` covariates);
+``--backtest`` (rolling origins over the test part, ``--refit-every``); and every run writes
+``forecast.csv`` and ``future.png``, the forecast past the end of the data.
 """
 
 from __future__ import annotations
