@@ -448,7 +448,49 @@ class S6Cell(StepCell):
         return _pays(x)
 
 
-class MambaCell(StepCell):
+class _ConvMixer(StepCell):
+    """What :class:`MambaCell` and :class:`HawkCell` share: an input projection of
+    ``d_model``, a short convolution whose cache is in the state, a recurrence of width
+    ``inner`` and an output projection; the state ``(out [B, d_model], conv cache [B, inner,
+    W-1], recurrent state [B, inner, ...])``. Subclasses give :meth:`_shapes`."""
+
+    hidden_size: int
+    conv_width: int
+
+    def _shapes(self) -> tuple[tuple[int, ...], ...]:
+        raise NotImplementedError
+
+    def _draw_input(self) -> None:
+        with torch.no_grad():
+            bound = 1.0 / math.sqrt(self.hidden_size)
+            nn.init.uniform_(self.weight_ih, -bound, bound)
+            if self.bias_ih is not None:
+                nn.init.uniform_(self.bias_ih, -bound, bound)
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, ...]:
+        out = self._zeros(batch_size, self.hidden_size, device, dtype)
+        return (out, *(out.new_zeros(batch_size, *shape) for shape in self._shapes()[1:]))
+
+    def input_projection(self, x: Tensor) -> Tensor:
+        """``[..., d_model] -> [..., 2 inner]``: the two branches."""
+        if x.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"{type(self).__name__} input: expected input of shape [B, "
+                f"{self.hidden_size}], found {tuple(x.shape)}"
+            )
+        return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def parallel_pays(self, x: SequenceBatch) -> bool:
+        """The parallel form from :data:`PARALLEL_FROM` (16) steps, measured."""
+        return _pays(x)
+
+
+class MambaCell(_ConvMixer):
     r"""Mamba's mixer (Gu & Dao 2023, the Mamba block) as one cell, streamable.
 
     .. code-block:: text
@@ -477,41 +519,14 @@ class MambaCell(StepCell):
         self.conv = ShortConv(inner, conv_width)
         self.s6 = S6Cell(inner, state_size)
         self.out_proj = nn.Linear(inner, d_model, bias=False)
-        with torch.no_grad():
-            bound = 1.0 / math.sqrt(d_model)
-            nn.init.uniform_(self.weight_ih, -bound, bound)
+        self._draw_input()
 
     def reset_parameters(self) -> None:
         """Every part drawn again (torch.nn's uniform for the projections)."""
-        with torch.no_grad():
-            bound = 1.0 / math.sqrt(self.hidden_size)
-            nn.init.uniform_(self.weight_ih, -bound, bound)
+        self._draw_input()
         self.conv.reset_parameters()
         self.s6.reset_parameters()
         self.out_proj.reset_parameters()
-
-    def initial_state(
-        self,
-        batch_size: int,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        out = self._zeros(batch_size, self.hidden_size, device, dtype)
-        e = self.inner_size
-        return (
-            out,
-            out.new_zeros(batch_size, e, self.conv_width - 1),
-            out.new_zeros(batch_size, e, self.state_size),
-        )
-
-    def input_projection(self, x: Tensor) -> Tensor:
-        """``[..., d_model] -> [..., 2E]``: ``[u, z]``."""
-        if x.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"MambaCell input: expected input of shape [B, {self.hidden_size}], found "
-                f"{tuple(x.shape)}"
-            )
-        return nn.functional.linear(x, self.weight_ih)
 
     def _shapes(self) -> tuple[tuple[int, ...], ...]:
         e = self.inner_size
@@ -537,12 +552,8 @@ class MambaCell(StepCell):
         out = self.out_proj(y * nn.functional.silu(z))
         return out, (_last(out, lengths), cache, h)
 
-    def parallel_pays(self, x: SequenceBatch) -> bool:
-        """The parallel form from :data:`PARALLEL_FROM` (16) steps, measured."""
-        return _pays(x)
 
-
-class HawkCell(StepCell):
+class HawkCell(_ConvMixer):
     r"""Griffin's recurrent block (De et al. 2024; the mixer of Hawk) as one cell, streamable.
 
     .. code-block:: text
@@ -571,38 +582,12 @@ class HawkCell(StepCell):
         self.out_proj = nn.Linear(r, d_model)
         self._draw_input()
 
-    def _draw_input(self) -> None:
-        with torch.no_grad():
-            bound = 1.0 / math.sqrt(self.hidden_size)
-            nn.init.uniform_(self.weight_ih, -bound, bound)
-            if self.bias_ih is not None:
-                nn.init.uniform_(self.bias_ih, -bound, bound)
-
     def reset_parameters(self) -> None:
         """Every part drawn again."""
         self._draw_input()
         self.conv.reset_parameters()
         self.rglru.reset_parameters()
         self.out_proj.reset_parameters()
-
-    def initial_state(
-        self,
-        batch_size: int,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        out = self._zeros(batch_size, self.hidden_size, device, dtype)
-        r = self.rnn_size
-        return out, out.new_zeros(batch_size, r, self.conv_width - 1), out.new_zeros(batch_size, r)
-
-    def input_projection(self, x: Tensor) -> Tensor:
-        """``[..., d_model] -> [..., 2R]``: the gate branch and the recurrent branch."""
-        if x.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"HawkCell input: expected input of shape [B, {self.hidden_size}], found "
-                f"{tuple(x.shape)}"
-            )
-        return nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
     def _shapes(self) -> tuple[tuple[int, ...], ...]:
         r = self.rnn_size
@@ -625,7 +610,3 @@ class HawkCell(StepCell):
         h, (h_last,) = self.rglru.parallel(self.rglru.input_projection(u), (state[2],), lengths)
         out = self.out_proj(h * nn.functional.gelu(g))
         return out, (_last(out, lengths), cache, h_last)
-
-    def parallel_pays(self, x: SequenceBatch) -> bool:
-        """The parallel form from :data:`PARALLEL_FROM` (16) steps, measured."""
-        return _pays(x)
