@@ -456,9 +456,11 @@ class _ConvMixer(StepCell):
 
     hidden_size: int
     conv_width: int
+    _inner: int  # the recurrence's width, set by each subclass
+    _recurrent: tuple[int, ...]  # the recurrence's state shape after the batch dimension
 
     def _shapes(self) -> tuple[tuple[int, ...], ...]:
-        raise NotImplementedError
+        return (self.hidden_size,), (self._inner, self.conv_width - 1), self._recurrent
 
     def _draw_input(self) -> None:
         with torch.no_grad():
@@ -513,7 +515,8 @@ class MambaCell(_ConvMixer):
         self.expand = _positive("expand", expand)
         self.state_size = _positive("state_size", state_size)
         self.conv_width = _positive("conv_width", conv_width)
-        inner = self.inner_size = expand * d_model
+        inner = self.inner_size = self._inner = expand * d_model
+        self._recurrent = (inner, state_size)
         self.weight_ih = nn.Parameter(torch.empty(2 * inner, d_model))
         self.bias_ih = None
         self.conv = ShortConv(inner, conv_width)
@@ -527,10 +530,6 @@ class MambaCell(_ConvMixer):
         self.conv.reset_parameters()
         self.s6.reset_parameters()
         self.out_proj.reset_parameters()
-
-    def _shapes(self) -> tuple[tuple[int, ...], ...]:
-        e = self.inner_size
-        return (self.hidden_size,), (e, self.conv_width - 1), (e, self.state_size)
 
     def step(self, px: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor]:
         state = as_tuple(state)
@@ -574,7 +573,8 @@ class HawkCell(_ConvMixer):
         self.hidden_size = self.input_size = _positive("d_model", d_model)
         self.rnn_size = _positive("rnn_size", d_model if rnn_size is None else rnn_size)
         self.conv_width = _positive("conv_width", conv_width)
-        r = self.rnn_size
+        r = self._inner = self.rnn_size
+        self._recurrent = (r,)
         self.weight_ih = nn.Parameter(torch.empty(2 * r, d_model))
         self.bias_ih = nn.Parameter(torch.empty(2 * r))
         self.conv = ShortConv(r, conv_width)
@@ -588,10 +588,6 @@ class HawkCell(_ConvMixer):
         self.conv.reset_parameters()
         self.rglru.reset_parameters()
         self.out_proj.reset_parameters()
-
-    def _shapes(self) -> tuple[tuple[int, ...], ...]:
-        r = self.rnn_size
-        return (self.hidden_size,), (r, self.conv_width - 1), (r,)
 
     def step(self, px: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor]:
         state = as_tuple(state)

@@ -34,6 +34,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -139,6 +140,10 @@ class MatrixCell(StepCell):
     state)``.
     """
 
+    # The chunked form, each cell's own: outputs [T, B, H] and each sequence's final state
+    # from px [T, B, G] (sorted by length, descending), the state (sorted order) and lengths [B].
+    parallel: Callable[[Tensor, tuple[Tensor, ...], Tensor], tuple[Tensor, tuple[Tensor, ...]]]
+
     input_size: int
     heads: int
     key_size: int
@@ -167,14 +172,6 @@ class MatrixCell(StepCell):
             "key_size", self.value_size if key_size is None else key_size
         )
         self.chunk_size = check_positive("chunk_size", chunk_size)
-
-    def parallel(
-        self, px: Tensor, state: tuple[Tensor, ...], lengths: Tensor
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """The chunked form: outputs ``[T, B, H]`` and each sequence's final state from
-        ``px [T, B, G]`` (sorted by length, descending), ``state`` (sorted order) and
-        ``lengths [B]``; each cell defines its own."""
-        raise NotImplementedError(f"{type(self).__name__} defines no chunked form")
 
     def parallel_pays(self, x: SequenceBatch) -> bool:
         """Whether the chunked form beats the loop on ``x`` (``backend='auto'``): on a GPU
