@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from rnnkit import Bidirectional, Fold, Recurrence, RecurrenceFrom, SequenceBatch
 from rnnkit.cells import as_tuple
+from rnnkit.modern import scan
 from rnnkit.modern.diagonal import HawkCell, LRUCell, MambaCell, RGLRUCell, S6Cell, ShortConv
 from rnnkit.modern.scan import linear_scan, packed_stream, scan_packed
 from rnnkit.recurrence import select_backend
@@ -384,3 +385,46 @@ def test_lru_initialisation_lies_on_the_ring() -> None:
     phase = torch.atan2(im, re)
     assert phase.min().item() >= 0.0 and phase.max().item() <= math.pi / 4 + 1e-6
     torch.testing.assert_close(torch.exp(cell.gamma_log), torch.sqrt(1 - modulus**2))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+def test_selective_scan_in_chunks_equals_the_plain_loop(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mamba's selective scan against the equations written as a loop, in float64, values and
+    the gradients of every input (through the outputs and the states), whatever the number of
+    steps per chunk (the chunk boundaries at 3 and 7 do not divide the 20 steps)."""
+    steps, batch, d, n = 20, 2, 3, 4
+    monkeypatch.setattr(scan, "SCAN_SLAB", chunk * batch * d * n)
+    gen = torch.Generator().manual_seed(5)
+    delta = torch.rand(steps, batch, d, generator=gen, dtype=F64) * 0.5 + 0.05
+    a = -torch.rand(d, n, generator=gen, dtype=F64) - 0.5
+    b, c = (torch.randn(steps, batch, n, generator=gen, dtype=F64) for _ in range(2))
+    u = torch.randn(steps, batch, d, generator=gen, dtype=F64)
+    h0 = torch.randn(batch, d, n, generator=gen, dtype=F64)
+    mix_y = torch.randn(steps, batch, d, generator=gen, dtype=F64)
+    mix_h = torch.randn(steps, batch, d, n, generator=gen, dtype=F64)
+
+    def loop(*args: Tensor) -> tuple[Tensor, Tensor]:
+        delta, a, b, c, u, h = args
+        ys, hs = [], []
+        for t in range(steps):
+            h = (
+                torch.exp(delta[t, ..., None] * a) * h
+                + (delta[t] * u[t])[..., None] * b[t, :, None]
+            )
+            hs.append(h)
+            ys.append((h * c[t, :, None]).sum(-1))
+        return torch.stack(ys), torch.stack(hs)
+
+    results = []
+    for fn in (loop, scan.selective_scan):
+        inputs = [t.clone().requires_grad_() for t in (delta, a, b, c, u, h0)]
+        y, h = fn(*inputs)
+        loss = (y * mix_y).sum() + (h * mix_h).sum()
+        results.append((y, h, torch.autograd.grad(loss, inputs)))
+    (y_want, h_want, g_want), (y_got, h_got, g_got) = results
+    torch.testing.assert_close(y_got, y_want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(h_got, h_want, atol=1e-12, rtol=1e-12)
+    for got, want in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
