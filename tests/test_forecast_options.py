@@ -363,3 +363,45 @@ def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
 def test_option_conflicts_are_refused(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
         _config(tmp_path / "s.csv", **changes)
+
+
+@pytest.mark.parametrize("unit", [None, "D"])
+def test_future_plot_of_many_series_draws_each_under_its_name(tmp_path, monkeypatch, unit):
+    """Ten series in small multiples: each axis carries its series' name and draws that
+    series' last three horizons of history and its forecast (read back from the figure
+    before it is closed), with at most five ticks a side; the rest of the grid is blank."""
+    import matplotlib.pyplot as plt
+
+    from rnnkit.recipes.forecast_outputs import FutureForecast, plot_future
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    rng = np.random.default_rng(0)
+    n, h = 10, 3
+    day = 86_400_000_000 if unit else 1  # microseconds: the plot's datetime64[us] axis
+    start = np.datetime64("2020-01-01", "us").astype(np.int64) if unit else 1950
+    history = tuple((start + day * np.arange(10), rng.normal(size=10)) for _ in range(n))
+    pred = rng.normal(size=(n, h))
+    forecast = FutureForecast(
+        names=tuple(f"S{i}" for i in range(n)),
+        origin=np.full(n, start + 9 * day),
+        when=np.tile(start + day * np.arange(10, 13), (n, 1)),
+        pred=pred,
+        lower=pred - 1,
+        upper=pred + 1,
+        quantiles=None,
+        levels=(0.8,),
+        history=history,
+        unit=unit,
+    )
+    path, drawn = plot_future(tmp_path / "future.png", forecast, title="t")
+    assert drawn == n and path.stat().st_size > 5000
+    (fig,) = figures
+    used = [ax for ax in fig.axes if ax.axison]
+    assert len(used) == n and len(fig.axes) == 12  # 4 columns, 3 rows
+    for i, ax in enumerate(used):
+        assert [t.get_text() for t in ax.texts] == [f"S{i}"]
+        observed, predicted = ax.get_lines()[0], ax.get_lines()[-1]
+        np.testing.assert_allclose(observed.get_ydata(), history[i][1][-3 * h :])  # 3 horizons
+        np.testing.assert_allclose(predicted.get_ydata(), pred[i])
+        assert len(ax.get_yticks()) <= 5 and len(ax.xaxis.get_major_locator()()) <= 5

@@ -182,6 +182,8 @@ def plot_future(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.ticker import MaxNLocator
 
     rows = min(len(forecast.names), PLOT_LIMIT)
     h = forecast.when.shape[1]
@@ -211,16 +213,33 @@ def plot_future(
         if forecast.truth is not None:
             ax.plot(x, forecast.truth[r], color="black", lw=1, ls=":", label="observed after")
         ax.plot(x, forecast.pred[r], color="tab:blue", lw=1.2, label="forecast")
-        ax.set_title(forecast.names[r], fontsize=7 if small else 10)
         if small:
+            # the name inside the axis and three ticks a side: a title's placement and each
+            # tick's label are measured at every draw, most of a many-series figure's time
+            ax.text(0.03, 0.97, forecast.names[r], transform=ax.transAxes, fontsize=6, va="top")
             ax.tick_params(labelsize=5)
-        elif r == 0:
+            ax.yaxis.set_major_locator(MaxNLocator(3))
+            if timed:
+                dates = AutoDateLocator(maxticks=4)
+                ax.xaxis.set_major_locator(dates)
+                ax.xaxis.set_major_formatter(ConciseDateFormatter(dates))
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(3, integer=True))
+        else:
+            ax.set_title(forecast.names[r], fontsize=10)
+        if not small and r == 0:
             ax.legend(loc="best")
     if title:
         fig.suptitle(title)
     if timed:
         fig.autofmt_xdate()
-    fig.tight_layout()
+    if small:
+        # fixed margins: tight_layout measures every axis' text again, seconds per figure
+        # for a table of many series
+        top = 1 - 0.5 / size[1] if title else 0.99
+        fig.subplots_adjust(left=0.03, right=0.99, bottom=0.03, top=top, wspace=0.35, hspace=0.45)
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path, rows
