@@ -6,7 +6,11 @@ gradients, one torch thread. Three ways, all from the same weights and checked e
 * ``eager``: ``Recurrence(cell)``, the engine's loop (one ``cell.step`` call per step);
 * ``compiled step``: the same loop with ``cell.step`` replaced by ``torch.compile(cell.step)``;
 * ``compiled loop``: the whole 100-step loop written out in one function and compiled as one
-  graph (the inductor backend fuses each step's element-wise work into C++ kernels).
+  graph (the inductor backend fuses each step's element-wise work into C++ kernels);
+* ``compiled scan``: the cell's step function inside torch's ``scan`` operator
+  (``torch._higher_order_ops.scan``, a prototype), compiled whole: one step's graph, fused
+  once and run T times, so the compilation does not grow with T;
+* ``nn.LSTM``: torch's own LSTM (no layer norm) on the same input, the batch-1 reference.
 
     python bench/probe_compile.py [--steps 100] [--repeats 20]
 
@@ -28,9 +32,11 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch._higher_order_ops import scan
 
 from rnnkit import Bidirectional, LSTMCell, Recurrence, SequenceBatch
 
@@ -130,6 +136,27 @@ def main() -> None:
         row["compiled_loop_compile_s"] = round(time.perf_counter() - start, 1)
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
         row["compiled_loop_us_per_step"] = round(per_step(compiled, t, args.repeats), 1)
+
+        step_fn = cell.step_function()
+
+        def combine(state: tuple[Tensor, Tensor], px: Tensor) -> tuple[Any, Tensor]:
+            h, c = step_fn(px, state)
+            return (h, c), h.clone()  # scan refuses an output that aliases the carry
+
+        def scanned() -> Tensor:
+            proj = cell.input_projection(xs).unsqueeze(1)  # [T, 1, 4H]
+            return scan(combine, cell.initial_state(1), proj)[1].squeeze(1)
+
+        compiled_scan = torch.compile(scanned, dynamic=False, fullgraph=True)
+        start = time.perf_counter()
+        got = compiled_scan()
+        row["compiled_scan_compile_s"] = round(time.perf_counter() - start, 1)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        row["compiled_scan_us_per_step"] = round(per_step(compiled_scan, t, args.repeats), 1)
+        lstm = torch.nn.LSTM(128, 256)
+        row["nn_lstm_us_per_step"] = round(
+            per_step(lambda: lstm(xs.unsqueeze(1))[0], t, args.repeats), 1
+        )
     print(json.dumps(row))
 
 

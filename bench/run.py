@@ -397,6 +397,54 @@ def onnx_batch1_case(kind: str) -> Case:
     )
 
 
+def onnx_scan_batch1_case(kind: str) -> Case:
+    """``Recurrence(cell)`` exported whole with ``export_onnx`` (the input projection over all
+    steps, then an ONNX Scan over the cell's step graph) and run by onnxruntime in one call
+    per sequence (one intra-op thread), against nn.LSTM."""
+    _, t, i, h = MAIN
+
+    def build(device: torch.device) -> tuple[Fn, Fn]:
+        import tempfile
+
+        import numpy as np
+        import onnxruntime
+
+        from rnnkit import export_onnx
+
+        torch.manual_seed(0)
+        model = Recurrence(_custom_cell(kind, i, h)).eval()
+        x = _custom_input(kind, [t], i, torch.device("cpu"))
+        path = Path(tempfile.mkdtemp(prefix="rnnkit-bench-")) / "model.onnx"
+        export_onnx(model, path, x)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        padded, lengths = x.to_padded()
+        feed = {"x": padded.numpy(), "lengths": lengths.numpy()}
+        with torch.no_grad():
+            want = model(x).data.numpy()
+        if not np.allclose(session.run(None, feed)[0][0], want, atol=1e-4, rtol=1e-4):
+            raise RuntimeError(f"onnx-scan/{kind}: onnxruntime and eager disagree")
+        twin = _torch_twin(LSTMCell(i, h).to(device))
+        peer = _padded_time_major(_sequences([t], i, device, 1), t)
+        return (
+            lambda: session.run(None, feed),
+            _step(twin, lambda: twin(peer)[0].sum(), False),
+        )
+
+    return Case(
+        f"onnx-scan/{kind}/batch1",
+        f"{CUSTOM_NAMES[kind]} sequence in onnxruntime (export_onnx, Scan), B=1",
+        "nn.LSTM forward, B=1",
+        build,
+        BATCH1_TARGET,
+        "T=100 I=128 H=256; times per step; one call per sequence",
+        per_step=t,
+    )
+
+
 def compile_case() -> Case:
     """``torch.compile(Bidirectional(LSTM, LSTM))`` against the eager layer, training on a
     ragged batch; the first call (which compiles) is timed apart, in the facts."""
@@ -523,6 +571,7 @@ def all_cases() -> list[Case]:
     for kind in CUSTOM_NAMES:
         cases += [custom_case(kind), custom_batch1_case(kind), custom_linear_case(kind)]
     cases += [onnx_batch1_case(kind) for kind in CUSTOM_NAMES]
+    cases += [onnx_scan_batch1_case(kind) for kind in CUSTOM_NAMES]
     cases.append(compile_case())
     cases += [scan_case(k, *s) for k in ("mingru", "minlstm") for s in SCAN_SHAPES]
     return cases

@@ -469,7 +469,6 @@ def test_onnx_token_ids_bidirectional_then_fold(tmp_path):
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        (Recurrence(GRUCell(3, 4, reset="before")), r"model: export_onnx supports .*GRUCell"),
         (
             Fold(LSTMCell(3, 4)) >> Recurrence(GRUCell(4, 4)),
             r"model\.layers\.1: a Recurrence after",

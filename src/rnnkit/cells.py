@@ -551,6 +551,7 @@ class LSTMCell(_StepCell):
         ln_hh = _norm_args(self.layer_norm_hh) if self.layer_norm else None
         ln_c = _norm_args(self.layer_norm_c) if self.layer_norm else None
         layer_norm = nn.functional.layer_norm
+        gate_sizes = [self.weight_hh.shape[0] // 4] * 4  # sizes, not chunk(4): a static ONNX Split
 
         def step(px: Tensor, state: State) -> tuple[Tensor, Tensor]:
             h, c = state
@@ -563,7 +564,7 @@ class LSTMCell(_StepCell):
                 gates = torch.addmm(px, h, w_t)
                 if b_hh is not None:
                     gates = gates + b_hh
-            i, f, g, o = gates.chunk(4, dim=1)
+            i, f, g, o = gates.split_with_sizes(gate_sizes, dim=1)
             if peep is not None:
                 cs = c if s_dc is None else s_dc * c
                 i, f = torch.addcmul(i, peep[0], cs), torch.addcmul(f, peep[1], cs)
@@ -673,14 +674,14 @@ class GRUCell(_StepCell):
         hid, act, bias = self.hidden_size, self._activate, self.bias_hh
         s_dh, s_p = self._scale("stabilizer_dh"), self._scale("stabilizer_p")
         w_hr_t = None if self.weight_hr is None else self._transposed(self.weight_hr, steps)
-        split = [2 * hid, hid]
+        split, halves = [2 * hid, hid], [hid, hid]  # sizes: static Splits in ONNX
         if self.reset == "after":
             w_t = self._transposed(self.weight_hh, steps)
 
             def products(x_rz: Tensor, x_n: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
                 ph = h @ w_t if bias is None else torch.addmm(bias, h, w_t)
                 h_rz, h_n = ph.split_with_sizes(split, dim=1)
-                r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)
+                r, z = torch.sigmoid(x_rz + h_rz).split_with_sizes(halves, dim=1)
                 return act(torch.addcmul(x_n, r, h_n)), z
 
         else:
@@ -689,7 +690,8 @@ class GRUCell(_StepCell):
 
             def products(x_rz: Tensor, x_n: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
                 rz = torch.addmm(x_rz, h, w_rz_t)
-                r, z = torch.sigmoid(rz if b_rz is None else rz + b_rz).chunk(2, dim=1)
+                gates = torch.sigmoid(rz if b_rz is None else rz + b_rz)
+                r, z = gates.split_with_sizes(halves, dim=1)
                 pn = torch.addmm(x_n, r * h, w_n_t)
                 return act(pn if b_n is None else pn + b_n), z
 
@@ -884,7 +886,7 @@ class GRUDCell(_StepCell):
         """:meth:`step` with the weights split and transposed once."""
         d, hid = self.num_variables, self.hidden_size
         w_t = self._transposed(self.weight_ih, steps)
-        rz_n = [2 * hid, hid]
+        rz_n, halves = [2 * hid, hid], [hid, hid]  # sizes: static Splits in ONNX
         u_rz_t, u_n_t = (self._transposed(u, steps) for u in self.weight_hh.split(rz_n))
         parts = [d, d, d, d, hid, 3 * hid]
 
@@ -894,7 +896,8 @@ class GRUDCell(_StepCell):
             x_hat = torch.addcmul(c, held, x_last)
             h_hat = gamma_h * h
             wx_rz, wx_n = torch.addmm(vm, x_hat, w_t).split_with_sizes(rz_n, dim=-1)
-            r, z = torch.sigmoid(torch.addmm(wx_rz, h_hat, u_rz_t)).chunk(2, dim=-1)
+            gates = torch.sigmoid(torch.addmm(wx_rz, h_hat, u_rz_t))
+            r, z = gates.split_with_sizes(halves, dim=-1)
             n = torch.tanh(torch.addmm(wx_n, r * h_hat, u_n_t))
             return _lerp(h_hat, n, z), torch.addcmul(mx, unobserved, x_last)
 

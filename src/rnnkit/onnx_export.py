@@ -1,14 +1,17 @@
-"""ONNX export of the standard recurrent models (``rnnkit.export_onnx``).
+"""ONNX export of recurrent models (``rnnkit.export_onnx``).
 
 The exported graph takes padded input ``x [B, T, I]`` (or token ids ``[B, T]``) and
 ``lengths [B]`` (int64), with dynamic batch and length, and returns what the model returns:
 padded outputs ``[B, T, H]`` (zeros at padding) or ``[B, O]`` for a model ending in a Fold.
-Recurrent layers are re-expressed with ``torch.lstm``/``gru``/``rnn_*`` over padded input;
-backward layers reverse each sequence within its length by index arithmetic; a Fold takes
-each sequence's last valid step with a gather. Supported: Recurrence, Fold and Bidirectional
-over standard RNN (tanh/relu), LSTM and GRU cells, in either direction, with Embedding,
-Dense, Dropout, Activation and the per-step ``torch.nn`` layers; anything else is refused
-naming the layer. The outputs are checked against onnxruntime in ``tests/test_saving.py``.
+Recurrent layers over standard RNN (tanh/relu), LSTM and GRU cells are re-expressed with
+``torch.lstm``/``gru``/``rnn_*`` over padded input and become ONNX's RNN operators; any
+other cell becomes an ONNX ``Scan`` whose body is the cell's step graph, each row's state
+frozen after its last step. Backward layers reverse each sequence within its length by index
+arithmetic; a Fold takes each sequence's last valid step. Supported: Recurrence, Fold and
+Bidirectional over any cell built from standard torch operations, in either direction, with
+Embedding, Dense, Dropout, Activation and the per-step ``torch.nn`` layers; anything else is
+refused naming the layer. The outputs are checked against onnxruntime in
+``tests/test_saving.py`` and ``tests/test_onnx_scan.py``.
 
 :func:`export_step_onnx` exports the step function of any cell built from standard torch
 operations (state in, state out, dynamic batch) for streaming; :mod:`rnnkit.serving` drives
@@ -17,10 +20,11 @@ it over whole padded batches. Checked against onnxruntime in ``tests/test_onnx_c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import torch
@@ -29,7 +33,7 @@ from torch import Tensor, nn
 from rnnkit.cells import FusedKernel
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Sequential
 from rnnkit.lazy import check_initialized
-from rnnkit.recurrence import Bidirectional, Fold, Recurrence
+from rnnkit.recurrence import Bidirectional, Fold, Recurrence, _loop_step
 from rnnkit.saving import NAMED_FUNCTIONS, function_to_config, qualified_name
 from rnnkit.sequences import SequenceBatch
 
@@ -57,6 +61,28 @@ def _gather_time(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
 
 
+def _initial_vectors(layer: Recurrence, where: str) -> list[Tensor]:
+    """The layer's initial state for one row, one tensor per state tensor (``[H]``, or the
+    state's shape without the batch), for every batch size."""
+    zeros = [z[0] for z in _tuple(cast(Any, layer.cell).initial_state(1))]
+    initial = layer.initial
+    if initial.constant is not None:
+        return [torch.full_like(z, initial.constant) for z in zeros]
+    if len(initial.learned):
+        return [p.detach().clone() for p in initial.learned]
+    if initial.fixed is not None:
+        vectors = []
+        for k, f in enumerate(initial.fixed):
+            if f.dim() > 1 and f.shape[0] != 1:
+                raise ValueError(
+                    f"{where}.initial_state[{k}]: export_onnx needs one initial state for "
+                    f"every batch size ([H] or [1, H]), found shape {list(f.shape)}"
+                )
+            vectors.append(f.detach().reshape(zeros[k].shape))
+        return vectors
+    return zeros
+
+
 class _ExportRecurrence(nn.Module):
     """A Recurrence or Fold of a standard cell, on padded ``x [B, T, I]`` and ``lengths [B]``.
 
@@ -69,32 +95,11 @@ class _ExportRecurrence(nn.Module):
     def __init__(self, layer: Recurrence, where: str) -> None:
         super().__init__()
         kind = _fused_kind(layer.cell)
-        if kind is None:
-            raise ValueError(
-                f"{where}: export_onnx supports Recurrence/Fold over a standard RNNCell "
-                "(tanh or relu), LSTMCell (no peepholes, layer_norm or proj_size) or GRUCell "
-                f"(reset='after'), found {qualified_name(type(layer.cell))} with other options"
-            )
+        assert kind is not None, "_recurrent_stage sends other cells to _ExportScan"
         self.kind, self.fold, self.go_backwards = kind, isinstance(layer, Fold), layer.go_backwards
         self.cell = layer.cell
-        zeros = [z[0] for z in _tuple(cast(Any, layer.cell).initial_state(1))]
-        initial = layer.initial
-        if initial.constant is not None:
-            vectors = [torch.full_like(z, initial.constant) for z in zeros]
-        elif len(initial.learned):
-            vectors = [p.detach().clone() for p in initial.learned]
-        elif initial.fixed is not None:
-            vectors = []
-            for k, f in enumerate(initial.fixed):
-                if f.dim() > 1 and f.shape[0] != 1:
-                    raise ValueError(
-                        f"{where}.initial_state[{k}]: export_onnx needs one initial state for "
-                        f"every batch size ([H] or [1, H]), found shape {list(f.shape)}"
-                    )
-                vectors.append(f.detach().reshape(-1))
-        else:
-            vectors = zeros
         weight = cast(Any, layer.cell).weight_ih
+        vectors = _initial_vectors(layer, where)
         for k, v in enumerate(vectors):
             self.register_buffer(f"initial_{k}", v.to(weight, copy=True))
         self.num_states = len(vectors)
@@ -124,11 +129,207 @@ class _ExportRecurrence(nn.Module):
         return _gather_time(out, reverse) if self.go_backwards else out
 
 
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    weights = next(iter(module.parameters()), None)
+    return weights.dtype if weights is not None else torch.float32
+
+
+class _ExportScan(nn.Module):
+    """A Recurrence or Fold of any other cell, on padded ``x [B, T, I]`` and ``lengths [B]``.
+
+    The cell's input projection (when it splits itself, see :class:`~rnnkit.cells.Cell`) runs
+    over all steps at once; the steps run in an ONNX ``Scan`` whose body is the cell's step
+    graph, each row's state kept as it was after its last step (``Where`` on the step mask)
+    and its outputs zero past it. While traced, the scan is one ``rnnkit::Scan`` node
+    (:class:`_ScanNode`); :func:`_write_scans` puts the real ``Scan`` in its place.
+    Backwards, sequences are reversed within their lengths as in :class:`_ExportRecurrence`.
+    """
+
+    def __init__(self, layer: Recurrence, where: str) -> None:
+        super().__init__()
+        self.cell, self.where = layer.cell, where
+        self.fold, self.go_backwards = isinstance(layer, Fold), layer.go_backwards
+        cell: Any = layer.cell
+        self.split = callable(getattr(cell, "input_projection", None)) and callable(
+            getattr(cell, "step", None)
+        )
+        dtype = _dtype_of(cell)
+        vectors = _initial_vectors(layer, where)
+        for k, v in enumerate(vectors):
+            self.register_buffer(f"initial_{k}", v.to(dtype, copy=True))
+        self.num_states = len(vectors)
+        self.index = 0  # this stage's place among the model's scans, set by _ExportModel
+        self.step_size = 0  # the width of what one step reads, seen when traced
+
+    def step(self) -> Callable[..., Any]:
+        """What one step runs: the engine's step of the projected input, or the cell."""
+        return _loop_step(self.cell, 1) if self.split else self.cell
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        t, ends = _time_index(lengths, x.shape[1])
+        reverse = torch.where(t < ends, ends - 1 - t, t)
+        if self.go_backwards:
+            x = _gather_time(x, reverse)
+        batch, steps = x.shape[0], x.shape[1]
+        cell: Any = self.cell
+        if self.split:
+            x = cell.input_projection(x.reshape(batch * steps, x.shape[2]))
+            x = x.reshape(batch, steps, x.shape[1])
+        self.step_size = int(x.shape[2])
+        states = [getattr(self, f"initial_{k}") for k in range(self.num_states)]
+        h0 = [s.unsqueeze(0).expand(batch, *s.shape).contiguous() for s in states]
+        mask = (t < ends).transpose(0, 1).unsqueeze(2)  # [T, B, 1]
+        *final, ys = _ScanNode.apply(self.index, x.transpose(0, 1), mask, *h0)
+        if self.fold:
+            return cast(Tensor, final[0])
+        out = ys.transpose(0, 1)
+        return _gather_time(out, reverse) if self.go_backwards else out
+
+
+class _ScanNode(torch.autograd.Function):
+    """The scan of the :class:`_ExportScan` stage ``index``, traced as one ``rnnkit::Scan``
+    node: ``(xs [T, B, G], mask [T, B, 1], *h0) -> (*final, ys [T, B, H])``. Its values while
+    traced are placeholders of the right shapes (the tracer cannot follow a cell's parameters
+    into a custom function); the real graph's values are checked against the model once it is
+    written (:func:`_check_model`)."""
+
+    @staticmethod
+    def forward(ctx: Any, index: int, xs: Tensor, mask: Tensor, *h0: Tensor) -> tuple[Tensor, ...]:
+        ys = h0[0].unsqueeze(0).expand(xs.shape[0], *h0[0].shape)
+        return (*(h.clone() for h in h0), ys.clone())
+
+    @staticmethod
+    def symbolic(g: Any, index: int, xs: Any, mask: Any, *h0: Any) -> Any:
+        return g.op("rnnkit::Scan", *h0, xs, mask, stage_i=index, outputs=len(h0) + 1)
+
+
+class _BodyStep(nn.Module):
+    """``(px [B, G], state_0, ...) -> (new_state_0, ...)``: one step as the Scan body runs it."""
+
+    def __init__(self, stage: _ExportScan) -> None:
+        super().__init__()
+        self.cell, self.stage = stage.cell, [stage]  # a list: the stage is not a submodule
+
+    def forward(self, px: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        return _tuple(self.stage[0].step()(px, states if len(states) > 1 else states[0]))
+
+
+def _scan_body(stage: _ExportScan, opset_version: int) -> Any:
+    """The ONNX graph of one step of ``stage`` as a Scan body: inputs ``state_0 ..``, ``px``,
+    ``mask [B, 1]``; outputs each state kept where the mask is false, then the step's output
+    (zero where it is false). Names carry the stage's prefix, so none shadows the outer graph's."""
+    import io
+
+    import onnx
+    from onnx import helper
+
+    dtype = _dtype_of(stage.cell)
+    shapes = [tuple(getattr(stage, f"initial_{k}").shape) for k in range(stage.num_states)]
+    generator = torch.Generator().manual_seed(0)  # the caller's random state is left alone
+    states = tuple(torch.randn(2, *shape, dtype=dtype, generator=generator) for shape in shapes)
+    px = torch.randn(2, stage.step_size, dtype=dtype, generator=generator)
+    names = [f"state_{k}" for k in range(len(states))]
+    new_names = [f"new_{n}" for n in names]
+    buffer = io.BytesIO()
+    modes = [(module, module.training) for module in stage.cell.modules()]
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                _BodyStep(stage),
+                (px, *states),
+                cast(Any, buffer),  # the TorchScript exporter writes to a file object too
+                dynamo=False,
+                input_names=["px", *names],
+                output_names=new_names,
+                dynamic_axes={n: {0: "batch"} for n in ["px", *names, *new_names]},
+                opset_version=opset_version,
+            )
+    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{stage.where}: the step of {qualified_name(type(stage.cell))} cannot be exported "
+            f"to ONNX: {first}"
+        ) from e
+    finally:
+        for module, training in modes:
+            module.training = training
+    step = onnx.load_from_string(buffer.getvalue()).graph
+    declared = {i.name: i for i in step.input}
+    outputs = {o.name: o for o in step.output}
+
+    def typed(name: str, like: Any) -> Any:
+        info = onnx.ValueInfoProto()
+        info.CopyFrom(like)
+        info.name = name
+        return info
+
+    inputs = [declared.get(n) or typed(n, outputs[f"new_{n}"]) for n in names]
+    element = helper.np_dtype_to_tensor_dtype(torch.empty((), dtype=dtype).numpy().dtype)
+    px = declared.get("px") or helper.make_tensor_value_info("px", element, None)
+    mask = helper.make_tensor_value_info("mask", onnx.TensorProto.BOOL, ["batch", 1])
+    nodes, initializers = list(step.node), list(step.initializer)
+    body_outputs = []
+    for k, shape in enumerate(shapes):
+        rank = len(shape)  # the mask [B, 1] selects rows of [B, H]; [B, 1, 1] of [B, H, N]
+        if rank > 1 and all(i.name != f"axes_{rank}" for i in initializers):
+            axes = list(range(2, rank + 1))
+            initializers.append(
+                helper.make_tensor(f"axes_{rank}", onnx.TensorProto.INT64, [rank - 1], axes)
+            )
+            nodes.append(helper.make_node("Unsqueeze", ["mask", f"axes_{rank}"], [f"mask_{rank}"]))
+        where = ["mask" if rank == 1 else f"mask_{rank}", f"new_state_{k}", f"state_{k}"]
+        nodes.append(helper.make_node("Where", where, [f"kept_{k}"]))
+        body_outputs.append(typed(f"kept_{k}", outputs[f"new_state_{k}"]))
+    initializers.append(helper.make_tensor("zero", element, [], [0.0]))
+    where = ["mask" if len(shapes[0]) == 1 else f"mask_{len(shapes[0])}", "kept_0", "zero"]
+    nodes.append(helper.make_node("Where", where, ["y"]))
+    body_outputs.append(typed("y", outputs["new_state_0"]))
+    body = helper.make_graph(nodes, "step", [*inputs, px, mask], body_outputs, initializers)
+    return onnx.compose.add_prefix_graph(body, f"scan{stage.index}_")
+
+
+def _write_scans(path: str | os.PathLike[str], stages: list[_ExportScan], opset: int) -> None:
+    """Replace each traced ``rnnkit::Scan`` node of the model at ``path`` by an ONNX Scan over
+    its stage's step graph."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    for position, node in enumerate(list(graph.node)):
+        if node.domain != "rnnkit":
+            continue
+        stage = stages[next(a.i for a in node.attribute if a.name == "stage")]
+        scan = helper.make_node(
+            "Scan",
+            list(node.input),
+            list(node.output),
+            name=f"scan{stage.index}",
+            num_scan_inputs=2,
+            body=_scan_body(stage, opset),
+        )
+        graph.node.remove(node)
+        graph.node.insert(position, scan)
+    kept = [o for o in model.opset_import if o.domain != "rnnkit"]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _recurrent_stage(layer: Recurrence, where: str) -> nn.Module:
+    """The export form of a Recurrence or Fold: ONNX's own RNN operator for a standard cell,
+    a Scan over the step graph for any other."""
+    if _fused_kind(layer.cell) is not None:
+        return _ExportRecurrence(layer, where)
+    return _ExportScan(layer, where)
+
+
 class _ExportBidirectional(nn.Module):
     def __init__(self, layer: Bidirectional, where: str) -> None:
         super().__init__()
-        self.forward_layer = _ExportRecurrence(layer.forward_layer, f"{where}.forward_layer")
-        self.backward_layer = _ExportRecurrence(layer.backward_layer, f"{where}.backward_layer")
+        self.forward_layer = _recurrent_stage(layer.forward_layer, f"{where}.forward_layer")
+        self.backward_layer = _recurrent_stage(layer.backward_layer, f"{where}.backward_layer")
         self.merge = layer.merge
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -217,17 +418,20 @@ class _ExportModel(nn.Module):
                 found = [
                     _ExportBidirectional(layer, where)
                     if isinstance(layer, Bidirectional)
-                    else _ExportRecurrence(cast(Recurrence, layer), where)
+                    else _recurrent_stage(cast(Recurrence, layer), where)
                 ]
                 sequence = type(layer) is not Fold
             else:
                 found = _per_step(layer, where)
             stages.extend(found)
             self.recurrent.extend(
-                isinstance(s, (_ExportRecurrence, _ExportBidirectional)) for s in found
+                isinstance(s, (_ExportRecurrence, _ExportScan, _ExportBidirectional)) for s in found
             )
         self.stages = nn.ModuleList(stages)
         self.sequence_output = sequence
+        self.scans = [m for m in self.modules() if isinstance(m, _ExportScan)]
+        for index, scan in enumerate(self.scans):
+            scan.index = index
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         for stage, recurrent in zip(self.stages, self.recurrent, strict=True):
@@ -253,14 +457,22 @@ def export_onnx(
 
     Supported models: a :class:`~rnnkit.layers.Sequential` (or a single layer) of an
     optional first ``Embedding``, then ``Recurrence``, ``Fold`` and ``Bidirectional`` over
-    standard cells (``RNNCell`` tanh/relu, ``LSTMCell`` without peepholes, layer_norm or
-    proj_size, ``GRUCell`` with ``reset='after'``), in either direction, with zero, constant,
-    learned or fixed ``[H]`` initial states, and per-step ``Dense``, ``Dropout`` (exported as
-    the identity), ``Activation`` (tanh, relu, sigmoid) and torch.nn Linear, Identity, Tanh,
-    ReLU, Sigmoid, Dropout, LayerNorm. Anything else is refused with ``ValueError`` naming the
-    layer. The recurrent layers become ONNX LSTM/GRU/RNN operators. A model with a layer
-    built without its input size exports after its first call (before it, the error names
-    the layer: :mod:`rnnkit.lazy`).
+    any cell built from standard torch operations (rnnkit's cells, GRU-D, the modern cells of
+    :mod:`rnnkit.modern`, or a user's module following the step protocol of
+    :class:`~rnnkit.cells.Cell`), in either direction, with zero, constant, learned or fixed
+    ``[H]`` initial states, and per-step ``Dense``, ``Dropout`` (exported as the identity),
+    ``Activation`` (tanh, relu, sigmoid) and torch.nn Linear, Identity, Tanh, ReLU, Sigmoid,
+    Dropout, LayerNorm. Anything else is refused with ``ValueError`` naming the layer. A model
+    with a layer built without its input size exports after its first call (before it, the
+    error names the layer: :mod:`rnnkit.lazy`).
+
+    Standard cells (``RNNCell`` tanh/relu, ``LSTMCell`` without peepholes, layer_norm or
+    proj_size, ``GRUCell`` with ``reset='after'``) become ONNX LSTM/GRU/RNN operators. Any
+    other cell becomes a ``Scan``: its input projection (when it splits itself) over all
+    steps at once, then its step graph once per step, each row's state kept after its last
+    step. Such a graph is run through onnxruntime on ``example`` before it is kept: a step
+    whose result depends on a value read through Python (an ``if`` on a tensor, ``.item()``)
+    is frozen by the tracer, and the graph is then refused with ``ValueError``.
 
     ``example`` is a SequenceBatch the model accepts; it fixes the input dtype. The export uses
     torch's TorchScript-based exporter (``dynamo=False``): it maps the fused RNN functions to
@@ -286,19 +498,7 @@ def export_onnx(
     modes = [(module, module.training) for module in model.modules()]
     x_name = "ids" if token_ids else "x"
     output_axes = {0: "batch", 1: "time"} if wrapper.sequence_output else {0: "batch"}
-    with warnings.catch_warnings():
-        # Expected and harmless here: the TorchScript exporter announces its deprecation, and
-        # warns that an RNN's initial state may fix the batch size; ours is expanded from the
-        # input's batch size in the graph (the tests run other batch sizes through it).
-        warnings.filterwarnings(
-            "ignore", "You are using the legacy TorchScript", DeprecationWarning
-        )
-        warnings.filterwarnings(
-            "ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\."
-        )
-        warnings.filterwarnings(
-            "ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning
-        )
+    with _quiet_exporter():
         torch.onnx.export(
             wrapper,
             (padded, lengths.to(torch.int64)),
@@ -315,6 +515,78 @@ def export_onnx(
         )
     for module, training in modes:
         module.training = training
+    if wrapper.scans:
+        _write_scans(path, wrapper.scans, opset_version)
+        _check_model(model, path, example, x_name)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The TorchScript exporter with rnnkit's symbolics (``logaddexp``, ``expm1``, ``lerp``,
+    ``addcmul``) and
+    without the warnings that are expected and harmless here: its deprecation notices, the
+    warning that an RNN's initial state may fix the batch size (ours is expanded from the
+    input's batch size in the graph; the tests run other batch sizes through it), and the
+    tracer's shape-check warnings (a value read through Python is caught afterwards, where
+    the graph is run against the model on other inputs)."""
+    torch.onnx.register_custom_op_symbolic("aten::logaddexp", _logaddexp_symbolic, 15)
+    torch.onnx.register_custom_op_symbolic("aten::expm1", _expm1_symbolic, 9)
+    torch.onnx.register_custom_op_symbolic("aten::lerp", _lerp_symbolic, 9)
+    torch.onnx.register_custom_op_symbolic("aten::addcmul", _addcmul_symbolic, 15)
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "You are using the legacy TorchScript", DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\."
+        )
+        warnings.filterwarnings(
+            "ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning
+        )
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def _check_model(
+    model: nn.Module, path: str | os.PathLike[str], example: SequenceBatch, x_name: str
+) -> None:
+    """Run the written graph against ``model`` (in eval mode) on the example with its float
+    steps moved by noise, three times (the step graphs were traced on random inputs, the
+    outer graph on the example); remove it and refuse it if they differ: a value read through
+    Python in a cell's step is frozen in the traced graph."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    same = True
+    try:
+        for _ in range(3 if example.data.is_floating_point() else 1):
+            check = example
+            if example.data.is_floating_point():
+                noise = torch.randn(
+                    example.data.shape, generator=generator, dtype=example.data.dtype
+                )
+                check = example.with_data(example.data + noise)
+            padded, lengths = check.to_padded()
+            feed = {x_name: padded.numpy(), "lengths": lengths.to(torch.int64).numpy()}
+            found = torch.from_numpy(session.run(None, feed)[0])
+            with torch.no_grad():
+                out = model(check)
+            expected = out.to_padded()[0] if isinstance(out, SequenceBatch) else out
+            same = same and found.shape == expected.shape
+            same = same and bool(torch.allclose(found, expected, rtol=1e-4, atol=1e-4))
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not same:
+        os.remove(path)
+        raise ValueError(
+            "model: the exported graph differs from the model on other inputs (a value read "
+            "through Python in a cell's step, such as an `if` on a tensor or `.item()`, is "
+            "frozen in the traced graph)"
+        )
 
 
 class _ExportStep(nn.Module):
@@ -344,6 +616,25 @@ def _expm1_symbolic(g: Any, x: Any) -> Any:
     ``exp``, about 1e-7 in float32)."""
     one = g.op("Constant", value_t=torch.tensor(1.0))
     return g.op("Sub", g.op("Exp", x), g.op("CastLike", one, x))
+
+
+def _lerp_symbolic(g: Any, start: Any, end: Any, weight: Any) -> Any:
+    """``aten::lerp`` (the GRU update ``h' = lerp(n, h, z)``) as ``start + weight (end -
+    start)``: three nodes where torch's own symbolic emits nine (it reproduces the CPU
+    kernel's two-branch form, which differs from this one by rounding only)."""
+    diff = g.op("Sub", end, start)
+    return g.op("Add", start, g.op("Mul", g.op("CastLike", weight, diff), diff))
+
+
+def _addcmul_symbolic(g: Any, start: Any, a: Any, b: Any, value: Any) -> Any:
+    """``aten::addcmul`` as ``start + a b``, with the product scaled only when ``value`` is not
+    the constant 1 (torch's own symbolic always multiplies by it: one node more per call)."""
+    from torch.onnx import symbolic_helper
+
+    product = g.op("Mul", a, b)
+    if symbolic_helper._maybe_get_const(value, "f") != 1:
+        product = g.op("Mul", product, g.op("CastLike", value, product))
+    return g.op("Add", start, product)
 
 
 def export_step_onnx(
@@ -393,20 +684,9 @@ def export_step_onnx(
     names = [f"state_{k}" for k in range(len(states))]
     outputs = [f"new_{n}" for n in names]
     wrapper = _ExportStep(cell, len(states))
-    torch.onnx.register_custom_op_symbolic("aten::logaddexp", _logaddexp_symbolic, 15)
-    torch.onnx.register_custom_op_symbolic("aten::expm1", _expm1_symbolic, 9)
     modes = [(module, module.training) for module in cell.modules()]
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", "You are using the legacy TorchScript", DeprecationWarning
-            )
-            warnings.filterwarnings(
-                "ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\."
-            )
-            # Shape checks warn while traced; a value read through Python is caught below,
-            # where the graph is run against the cell on other inputs and another batch size.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        with _quiet_exporter():
             torch.onnx.export(
                 wrapper,
                 (x, *states),
