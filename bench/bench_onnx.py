@@ -6,8 +6,11 @@ as a streaming server does; the same cell runs eagerly in PyTorch (1 thread, ``n
 ``cell(x, state)`` per step). References: ``nn.LSTM`` called on one step at a time,
 ``nn.LSTMCell`` per step, and ``nn.LSTM`` over a whole T=100 sequence divided by T (the
 figure ``bench/run.py``'s batch1 cases compare against). Shapes as ``bench/run.py``'s batch1
-cases: B=1, I=128, H=256 (GRU-D: D=128 variables, input 3D). Each round runs a cell eagerly
-then through ONNX Runtime; medians of ``--rounds`` rounds.
+cases: B=1, I=128, H=256 (GRU-D: D=128 variables, input 3D). Each round runs a cell eagerly,
+then streamed step by step through ONNX Runtime, then as a whole sequence through ONNX Runtime:
+``Recurrence(cell)`` exported with ``rnnkit.export_onnx`` (ONNX's own LSTM/GRU/RNN operator
+for a standard cell, a Scan over the step graph for any other) and run in one call per
+sequence; medians of ``--rounds`` rounds.
 
     .venv/bin/python bench/bench_onnx.py              # the table, Markdown
     .venv/bin/python bench/bench_onnx.py --rounds 3   # quicker
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -32,7 +36,10 @@ from rnnkit import (
     LSTMCell,
     MinGRUCell,
     MinLSTMCell,
+    Recurrence,
     RNNCell,
+    SequenceBatch,
+    export_onnx,
     export_step_onnx,
 )
 from rnnkit.cells import as_tuple
@@ -71,6 +78,14 @@ def _inputs(cell: nn.Module, gen: torch.Generator) -> Tensor:
     mask = (torch.rand(T, 1, d, generator=gen) < 0.7).float()
     values = torch.randn(T, 1, d, generator=gen) * mask
     return torch.cat([values, mask, torch.rand(T, 1, d, generator=gen) * 3], dim=-1)
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -122,11 +137,31 @@ def main() -> None:
                 for step in xs:
                     state = stepper.step(step, state)
 
-            eager_us, onnx_us = [], []
+            model = Recurrence(cell)
+            export_onnx(model, folder / "model.onnx", SequenceBatch.from_list([x[:, 0]]))
+            session = _session(folder / "model.onnx")
+            feed = {"x": x.transpose(0, 1).numpy(), "lengths": np.array([T], dtype=np.int64)}
+            got = session.run(None, feed)[0][0]
+            want = model(SequenceBatch.from_list([x[:, 0]])).data.numpy()
+            if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+                raise RuntimeError(f"{name}: the exported sequence differs from the model")
+
+            def sequence(session: Any = session, feed: dict[str, Any] = feed) -> None:
+                session.run(None, feed)
+
+            eager_us, onnx_us, sequence_us = [], [], []
             for _ in range(args.rounds):
                 eager_us.append(_per_step(eager, T))
                 onnx_us.append(_per_step(onnx, T))
-            rows.append((name, statistics.median(eager_us), statistics.median(onnx_us)))
+                sequence_us.append(_per_step(sequence, T))
+            rows.append(
+                (
+                    name,
+                    statistics.median(eager_us),
+                    statistics.median(onnx_us),
+                    statistics.median(sequence_us),
+                )
+            )
     print(
         f"B=1, I={SIZE}, H={H}; microseconds per step, median of {args.rounds} rounds of {T} steps"
     )
@@ -136,12 +171,14 @@ def main() -> None:
     )
     print(
         "| cell | eager PyTorch (us/step) | ONNX Runtime (us/step) | ORT / eager | "
-        "ORT / nn.LSTMCell | ORT / nn.LSTM sequence |"
+        "ORT / nn.LSTMCell | ORT / nn.LSTM sequence | ORT whole sequence (us/step) | "
+        "whole / nn.LSTM sequence |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, e, o in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, e, o, w in rows:
         print(
-            f"| {name} | {e:.1f} | {o:.1f} | {o / e:.2f} | {o / ref_cell:.2f} | {o / ref_seq:.2f} |"
+            f"| {name} | {e:.1f} | {o:.1f} | {o / e:.2f} | {o / ref_cell:.2f} | "
+            f"{o / ref_seq:.2f} | {w:.1f} | {w / ref_seq:.2f} |"
         )
 
 
