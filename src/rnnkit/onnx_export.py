@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from rnnkit.cells import FusedKernel
 from rnnkit.layers import Activation, Dense, Dropout, Embedding, Sequential
 from rnnkit.lazy import check_initialized
-from rnnkit.recurrence import Bidirectional, Fold, Recurrence, _loop_step
+from rnnkit.recurrence import Bidirectional, Fold, Recurrence, loop_step
 from rnnkit.saving import NAMED_FUNCTIONS, function_to_config, qualified_name
 from rnnkit.sequences import SequenceBatch
 
@@ -163,7 +163,7 @@ class _ExportScan(nn.Module):
 
     def step(self) -> Callable[..., Any]:
         """What one step runs: the engine's step of the projected input, or the cell."""
-        return _loop_step(self.cell, 1) if self.split else self.cell
+        return loop_step(self.cell, 1) if self.split else self.cell
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         t, ends = _time_index(lengths, x.shape[1])

@@ -70,6 +70,7 @@ __all__ = [
     "RecurrenceFrom",
     "RecurrenceResult",
     "Unfold",
+    "loop_step",
     "run_recurrence",
     "select_backend",
     "state_from_data",
@@ -470,7 +471,7 @@ def _run_scan(
     return data, (data.index_select(0, x.last_rows_sorted()),)
 
 
-def _loop_step(cell: Any, steps: int) -> Any:
+def loop_step(cell: Any, steps: int) -> Any:
     """The cell's step for one run: its ``step_function()`` (the per-run work done once) when
     the class that defines ``step`` defines it too (a subclass that redefines ``step`` keeps
     its own, and so does an instance whose ``step`` was replaced), else ``step``."""
@@ -491,7 +492,7 @@ def _run_loop(
         getattr(cell, "step", None)
     )
     inputs = cell.input_projection(x.data) if split else x.data
-    step = _loop_step(cell, x.max_length) if split else cell
+    step = loop_step(cell, x.max_length) if split else cell
     sizes = x.batch_sizes.tolist()
     finished: list[tuple[Tensor, ...]] = []
     outputs: list[list[Tensor]] = [[] for _ in range(kept)]
