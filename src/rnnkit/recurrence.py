@@ -134,9 +134,11 @@ def scan_pays(x: SequenceBatch, hidden_size: int) -> bool:
     depends on the size of a step, ``B * H``, and hardly on T. Measured for training
     (forward and backward, ``bench/run.py --cases scan``, 1 thread of a 2-core AMD EPYC):
     scan/loop time 0.04-0.05 at ``B * H = 64``, 0.7-1.1 at 1024, 2.0-3.3 at 4096 and
-    beyond, so the scan is chosen up to ``B * H = 1024``.
+    beyond. On a 2-core Intel Xeon (the same cases, 2026-12-03, minGRU and minLSTM, T = 512
+    to 4,096): 0.24-0.32 at 256, 0.46-0.60 at 512, 0.90-1.21 at 1024, where minGRU's scan
+    lost in all four shapes tried; so the scan is chosen below ``B * H = 1024``.
     """
-    return x.data.is_cuda or x.batch_size * hidden_size <= 1024
+    return x.data.is_cuda or x.batch_size * hidden_size < 1024
 
 
 def has_parallel(cell: Any) -> bool:
