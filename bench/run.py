@@ -353,6 +353,13 @@ def custom_batch1_case(kind: str) -> Case:
     )
 
 
+def _lstm_batch1(device: torch.device, t: int, i: int, h: int) -> Fn:
+    """The batch-1 peer: nn.LSTM's forward over one sequence of ``t`` steps."""
+    twin = _torch_twin(LSTMCell(i, h).to(device))
+    peer = _padded_time_major(_sequences([t], i, device, 1), t)
+    return _step(twin, lambda: twin(peer)[0].sum(), False)
+
+
 def onnx_batch1_case(kind: str) -> Case:
     """The same cell's step exported with ``export_step_onnx`` and streamed step by step
     through onnxruntime (``OnnxStepper.run``, one intra-op thread), against nn.LSTM."""
@@ -379,12 +386,7 @@ def onnx_batch1_case(kind: str) -> Case:
         got = stepper.run(padded, lengths)[0][0]
         if not np.allclose(got, want, atol=1e-4, rtol=1e-4):
             raise RuntimeError(f"onnx/{kind}: onnxruntime and eager disagree")
-        twin = _torch_twin(LSTMCell(i, h).to(device))
-        peer = _padded_time_major(_sequences([t], i, device, 1), t)
-        return (
-            lambda: stepper.run(padded, lengths),
-            _step(twin, lambda: twin(peer)[0].sum(), False),
-        )
+        return lambda: stepper.run(padded, lengths), _lstm_batch1(device, t, i, h)
 
     return Case(
         f"onnx/{kind}/batch1",
@@ -427,12 +429,7 @@ def onnx_scan_batch1_case(kind: str) -> Case:
             want = model(x).data.numpy()
         if not np.allclose(session.run(None, feed)[0][0], want, atol=1e-4, rtol=1e-4):
             raise RuntimeError(f"onnx-scan/{kind}: onnxruntime and eager disagree")
-        twin = _torch_twin(LSTMCell(i, h).to(device))
-        peer = _padded_time_major(_sequences([t], i, device, 1), t)
-        return (
-            lambda: session.run(None, feed),
-            _step(twin, lambda: twin(peer)[0].sum(), False),
-        )
+        return lambda: session.run(None, feed), _lstm_batch1(device, t, i, h)
 
     return Case(
         f"onnx-scan/{kind}/batch1",

@@ -214,6 +214,41 @@ class _BodyStep(nn.Module):
         return _tuple(self.stage[0].step()(px, states if len(states) > 1 else states[0]))
 
 
+def _export_step_graph(
+    wrapper: nn.Module,
+    cell: nn.Module,
+    args: tuple[Tensor, ...],
+    target: Any,
+    input_name: str,
+    where: str,
+    opset_version: int,
+) -> None:
+    """Trace ``wrapper(input, state_0, ..) -> (new_state_0, ..)`` into ``target`` (a path or
+    a file object) with a dynamic batch; the cell's modes are restored afterwards, and an
+    exporter failure becomes ``ValueError(where: <its first line>)``."""
+    names = [f"state_{k}" for k in range(len(args) - 1)]
+    new_names = [f"new_{n}" for n in names]
+    modes = [(module, module.training) for module in cell.modules()]
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                wrapper,
+                args,
+                cast(Any, target),  # the TorchScript exporter writes to a file object too
+                dynamo=False,
+                input_names=[input_name, *names],
+                output_names=new_names,
+                dynamic_axes={n: {0: "batch"} for n in [input_name, *names, *new_names]},
+                opset_version=opset_version,
+            )
+    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{where}: {first}") from e
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def _scan_body(stage: _ExportScan, opset_version: int) -> Any:
     """The ONNX graph of one step of ``stage`` as a Scan body: inputs ``state_0 ..``, ``px``,
     ``mask [B, 1]``; outputs each state kept where the mask is false, then the step's output
@@ -227,32 +262,15 @@ def _scan_body(stage: _ExportScan, opset_version: int) -> Any:
     shapes = [tuple(getattr(stage, f"initial_{k}").shape) for k in range(stage.num_states)]
     generator = torch.Generator().manual_seed(0)  # the caller's random state is left alone
     states = tuple(torch.randn(2, *shape, dtype=dtype, generator=generator) for shape in shapes)
-    px = torch.randn(2, stage.step_size, dtype=dtype, generator=generator)
+    example = torch.randn(2, stage.step_size, dtype=dtype, generator=generator)
     names = [f"state_{k}" for k in range(len(states))]
-    new_names = [f"new_{n}" for n in names]
     buffer = io.BytesIO()
-    modes = [(module, module.training) for module in stage.cell.modules()]
-    try:
-        with _quiet_exporter():
-            torch.onnx.export(
-                _BodyStep(stage),
-                (px, *states),
-                cast(Any, buffer),  # the TorchScript exporter writes to a file object too
-                dynamo=False,
-                input_names=["px", *names],
-                output_names=new_names,
-                dynamic_axes={n: {0: "batch"} for n in ["px", *names, *new_names]},
-                opset_version=opset_version,
-            )
-    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"{stage.where}: the step of {qualified_name(type(stage.cell))} cannot be exported "
-            f"to ONNX: {first}"
-        ) from e
-    finally:
-        for module, training in modes:
-            module.training = training
+    failure = (
+        f"{stage.where}: the step of {qualified_name(type(stage.cell))} cannot be exported to ONNX"
+    )
+    _export_step_graph(
+        _BodyStep(stage), stage.cell, (example, *states), buffer, "px", failure, opset_version
+    )
     step = onnx.load_from_string(buffer.getvalue()).graph
     declared = {i.name: i for i in step.input}
     outputs = {o.name: o for o in step.output}
@@ -681,30 +699,9 @@ def export_step_onnx(
     one = _tuple(init(1, None, dtype))
     states = tuple(torch.randn(2, *s.shape[1:], dtype=s.dtype) for s in one)
     x = torch.randn(2, size, dtype=dtype)
-    names = [f"state_{k}" for k in range(len(states))]
-    outputs = [f"new_{n}" for n in names]
     wrapper = _ExportStep(cell, len(states))
-    modes = [(module, module.training) for module in cell.modules()]
-    try:
-        with _quiet_exporter():
-            torch.onnx.export(
-                wrapper,
-                (x, *states),
-                str(path),
-                dynamo=False,
-                input_names=["x", *names],
-                output_names=outputs,
-                dynamic_axes={n: {0: "batch"} for n in ["x", *names, *outputs]},
-                opset_version=opset_version,
-            )
-    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"cell: {name} cannot be exported to ONNX as a step function: {first}"
-        ) from e
-    finally:
-        for module, training in modes:
-            module.training = training
+    failure = f"cell: {name} cannot be exported to ONNX as a step function"
+    _export_step_graph(wrapper, cell, (x, *states), str(path), "x", failure, opset_version)
     import onnx
 
     model = onnx.load(str(path))
