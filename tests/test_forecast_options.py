@@ -337,6 +337,44 @@ def test_long_format_backtest_figures_per_step_and_series_are_those_of_backtest_
     assert rows[0]["origin"] == "26" and rows[0]["when"] == "1977"  # S0: 30 rows from 1950
 
 
+def test_long_format_rolling_origins_over_a_longer_test_part(tmp_path):
+    """--test-steps 5 with horizon 3: three origins per series, one step apart, the last the
+    row before its last 3 steps. Every backtest.csv row's truth is the file's value at its
+    origin + step and its naive the value at its origin (season 1); the figures per series
+    and overall, averaged by hand, are run.json's and the run's own test MAE and MASE."""
+    path = _panel(tmp_path / "p.csv", lengths=(30, 40, 25))
+    config = _panel_config(path, backtest=True, test_steps=5)
+    result = run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["data"]["steps"] == [[22, 25, 30], [32, 35, 40], [17, 20, 25]]
+    bt = result.figures["backtest"]
+    rows = _read(tmp_path / "run" / "backtest.csv")
+    assert bt["origins"] == 9 and len(rows) == 9 * 3
+    values = {}
+    for line in path.read_text().splitlines()[1:]:
+        name, _, v = line.split(",")
+        values.setdefault(name, []).append(float(v))
+    mases = []
+    for name, v in values.items():
+        mine = [r for r in rows if r["series"] == name]
+        origins = sorted({int(r["origin"]) for r in mine})
+        assert origins == [len(v) - 6, len(v) - 5, len(v) - 4]
+        for r in mine:
+            origin, step = int(r["origin"]), int(r["step"])
+            assert float(r["truth"]) == pytest.approx(v[origin + step], rel=1e-5)
+            assert float(r["naive"]) == pytest.approx(v[origin], rel=1e-5)
+            assert r["when"] == str(1950 + origin + step)
+        error = np.array([float(r["error"]) for r in mine])
+        scale = np.abs(np.diff(v[:-5])).mean()  # in-sample naive MAE before the test part
+        assert bt["per_series"]["v"][name]["origins"] == 3
+        assert bt["per_series"]["v"][name]["mae"] == pytest.approx(error.mean(), rel=1e-5)
+        assert bt["per_series"]["v"][name]["mase"] == pytest.approx(error.mean() / scale, 1e-5)
+        mases.append(error.mean() / scale)
+    assert bt["summary"]["v"]["mae"] == pytest.approx(result.figures["mae"], rel=1e-6)
+    assert bt["summary"]["v"]["mase"] == pytest.approx(np.mean(mases), rel=1e-5)
+    assert bt["summary"]["v"]["mase"] == pytest.approx(result.figures["mase"], rel=1e-6)
+
+
 def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
     bad = tmp_path / "dup.csv"
     bad.write_text("id,year,v\nA,2000,1\nA,2001,2\nA,2001,3\n")
@@ -356,8 +394,10 @@ def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
         ({"series_id": "id", "model": "stream"}, "series_id: long format trains the window"),
         (
             {"series_id": "id", "backtest": True, "refit_every": 2},
-            "refit_every: with --series-id the backtest has one origin per series",
+            "refit_every: with --series-id the backtest forecasts every origin",
         ),
+        ({"test_steps": 5}, "test_steps: a long-format option"),
+        ({"series_id": "id", "test_steps": 1}, "test_steps: expected 0 or at least horizon"),
     ],
 )
 def test_option_conflicts_are_refused(tmp_path, changes, message):

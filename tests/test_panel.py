@@ -200,6 +200,15 @@ def test_future_part_shorter_than_the_horizon(tmp_path: Path) -> None:
     )
 
 
+def test_a_longer_test_part_moves_validation_and_training_back(tmp_path: Path) -> None:
+    text = "series_id,time,value\n" + "".join(f"A,{t},{t}\n" for t in range(12))
+    split = split_panel(load_panel(write(tmp_path, text)), horizon=2, test=5)
+    assert split.bounds.tolist() == [[5, 7, 12]]  # test rows 7-11, validation 5-6
+    assert split.scalers[0].center.tolist() == [2.0]  # fitted on rows 0-4 only
+    with pytest.raises(ValueError, match=r"test: expected an integer >= horizon = 2, found 1"):
+        split_panel(load_panel(write(tmp_path, text)), horizon=2, test=1)
+
+
 def test_series_with_no_rows_in_the_training_part(tmp_path: Path) -> None:
     text = "series_id,time,value\n" + "".join(f"A,{t},{t}\n" for t in range(10))
     text += "".join(f"B,{t},{t}\n" for t in range(4))
@@ -208,7 +217,7 @@ def test_series_with_no_rows_in_the_training_part(tmp_path: Path) -> None:
         split_panel(load_panel(path), horizon=2)
     assert str(caught.value) == (
         f"series 'B' ({path}:12): expected rows in the training part (before the last "
-        "validation + horizon = 4 steps of its history), found 4 steps of history"
+        "validation + test = 4 steps of its history), found 4 steps of history"
     )
     # a series whose training part has no observed target
     text = "series_id,time,value\n" + "".join(f"A,{t},{t}\n" for t in range(10))

@@ -511,7 +511,8 @@ class PanelSplit:
 
     Attributes:
         panel: the panel cut.
-        horizon: H, the test part's length in every series.
+        horizon: H, the forecast horizon (the test part's length too, unless ``split_panel``
+            was given a longer ``test``: ``bounds`` has each part's end).
         validation: V, the validation part's length in every series (0: none).
         bounds: int64 ``[S, 3]``: per series, the end rows of its training, validation and
             test parts (the last is its history; the future part follows).
@@ -536,15 +537,19 @@ def split_panel(
     horizon: int,
     validation: int | None = None,
     kind: Literal["standard", "minmax"] = "standard",
+    test: int | None = None,
 ) -> PanelSplit:
     """Cut every series of ``panel`` into training, validation and test parts by time, and
     scale each series with a `Scaler` fitted on its own training part.
 
     Args:
-        horizon: H, the last H steps of each series' history are its test part.
-        validation: V, the V steps before them its validation part (0 for none, at least H
-            otherwise, so that a validation window fits); None means H.
+        horizon: H, the forecast horizon; the last H steps of each series' history are its
+            test part unless ``test`` says more.
+        validation: V, the V steps before the test part its validation part (0 for none, at
+            least H otherwise, so that a validation window fits); None means H.
         kind: the scaling (`Scaler.fit`).
+        test: N >= H, the last N steps of each series' history are its test part, which
+            then holds N - H + 1 forecast windows (origins one step apart); None means H.
 
     Raises:
         ValueError: a series with no rows in its training part, or with a column that has no
@@ -565,15 +570,18 @@ def split_panel(
         raise ValueError(
             f"validation: expected 0 or an integer >= horizon = {horizon}, found {validation!r}"
         )
+    n = horizon if test is None else test
+    if not isinstance(n, int) or isinstance(n, bool) or n < horizon:
+        raise ValueError(f"test: expected an integer >= horizon = {horizon}, found {test!r}")
     word = "row" if panel.source == "frame" else "line"
     bounds, scalers, scaled = [], [], []
     for i, (series, history) in enumerate(zip(panel.series, panel.history, strict=True)):
         history = int(history)
-        train_end = history - v - horizon
+        train_end = history - v - n
         if train_end <= 0:
             raise ValueError(
                 f"{panel.where(i)}: expected rows in the training part (before the last "
-                f"validation + horizon = {v + horizon} steps of its history), found "
+                f"validation + test = {v + n} steps of its history), found "
                 f"{history} steps of history"
             )
         train = series[:train_end]

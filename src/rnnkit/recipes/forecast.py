@@ -134,7 +134,8 @@ class ForecastConfig:
         False,
         "also forecast from every --stride-th origin across the test part (the input windows "
         "reaching back into the validation part), with figures per horizon step and target: "
-        "backtest.csv; long format: one origin per series, figures per step and per series",
+        "backtest.csv; long format: every origin of each series' test part (one, unless "
+        "--test-steps is longer than --horizon), figures per step and per series",
     )
     refit_every: int = option(
         0, "--backtest: train further on the data up to every k-th origin (0: never)", low=0
@@ -148,6 +149,13 @@ class ForecastConfig:
         (), "long format: covariates observed only up to the present (input window only)"
     )
     static: tuple[str, ...] = option((), "long format: covariates constant within a series")
+    test_steps: int = option(
+        0,
+        "long format: the last N steps of each series are its test part (0: --horizon); "
+        "N > --horizon gives N - H + 1 test windows per series, origins one step apart, "
+        "which --backtest reports origin by origin",
+        low=0,
+    )
     short: str = option(
         "pad",
         "long format: a series shorter than the input window is padded in front (masked) or "
@@ -214,9 +222,19 @@ class ForecastConfig:
             )
         if self.series_id is not None and self.refit_every:
             raise ValueError(
-                f"refit_every: with --series-id the backtest has one origin per series (the "
-                f"test part is each series' last --horizon steps), nothing to refit at; found "
-                f"{self.refit_every}"
+                f"refit_every: with --series-id the backtest forecasts every origin of the "
+                f"test part with the trained model (refitting one global model series by "
+                f"series is not supported); found {self.refit_every}"
+            )
+        if self.test_steps and self.series_id is None:
+            raise ValueError(
+                f"test_steps: a long-format option (with --series-id; a single table is split "
+                f"by --split), found {self.test_steps}"
+            )
+        if self.test_steps and self.test_steps < self.horizon:
+            raise ValueError(
+                f"test_steps: expected 0 or at least horizon = {self.horizon} steps (one "
+                f"forecast window), found {self.test_steps}"
             )
         if self.revin == "on" and (self.model == "stream" or self.residual):
             raise ValueError(

@@ -9,10 +9,12 @@ forecast of the same step); ``run.json``'s ``result.backtest`` holds the figures
 (MAE, MASE, observed targets, seasonal naive's MAE) and per horizon step (MAE and MASE, per
 target). A probabilistic model is backtested on its point forecast (the median, or the mean).
 
-A long-format run (``--series-id``) has one origin per series, the row before its test part (its
-last ``--horizon`` steps): :func:`long_backtest` writes the same ``backtest.csv`` with the series
-id in ``series`` (``id:target`` with several targets) and gives the figures per horizon step and
-per series, MASE scaled by each series' own in-sample seasonal-naive MAE.
+A long-format run (``--series-id``) forecasts from every origin of each series' test part, its
+last ``--test-steps`` rows (default ``--horizon``: one origin, the row before them), one step
+apart: :func:`long_backtest` writes the same ``backtest.csv`` with the series id in
+``series`` (``id:target`` with several targets) and gives the figures per horizon step and per
+series, MASE scaled by each series' own in-sample seasonal-naive MAE; the overall MASE is the
+mean over the series of each one's MASE, as the run's test figure.
 """
 
 from __future__ import annotations
@@ -118,6 +120,14 @@ def long_backtest(
     assert result.pred is not None
     series = np.array([int(e["series"].reshape(-1)[0]) for e in examples])
     names, targets = info["series_ids"], info["targets"]
+    # A series' test windows come together, one step apart, the last ending at its history's
+    # end: each window's origin (the last known row) counted back from there.
+    horizon = result.pred.shape[1]
+    origins = np.empty(len(series), dtype=np.int64)
+    for s in np.unique(series):
+        rows = np.flatnonzero(series == s)
+        last = info["steps"][s][2] - horizon - 1
+        origins[rows] = last - (len(rows) - 1) + np.arange(len(rows))
     error = np.abs(result.pred - result.truth)  # [O, H, n], NaN where unobserved
     naive = np.abs(result.naive - result.truth)
     scales = np.array([info["mase_scale"][t] for t in targets]).T[series]  # [O, n]
@@ -128,10 +138,10 @@ def long_backtest(
         e, q, z = error[..., j], scaled[..., j], naive[..., j]
         with warnings.catch_warnings():  # a step or series with no observed truth: NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            per_origin = np.nanmean(q, axis=1)  # each series' MASE over its horizon
+            per_series = [np.nanmean(q[series == s]) for s in np.unique(series)]
             figures["summary"][target] = {
                 "mae": float(np.nanmean(e)),
-                "mase": float(np.nanmean(per_origin)),
+                "mase": float(np.nanmean(per_series)),
                 "observed": int((~np.isnan(e)).sum()),
                 "naive_mae": float(np.nanmean(z)),
             }
@@ -140,8 +150,12 @@ def long_backtest(
                 "mase": [_finite(v) for v in np.nanmean(q, axis=0)],
             }
             figures["per_series"][target] = {
-                names[s]: {"mae": _finite(np.nanmean(e[o])), "mase": _finite(per_origin[o])}
-                for o, s in enumerate(series)
+                names[s]: {
+                    "mae": _finite(np.nanmean(e[series == s])),
+                    "mase": _finite(np.nanmean(q[series == s])),
+                    "origins": int((series == s).sum()),
+                }
+                for s in np.unique(series)
             }
     path = run.path / "backtest.csv"
     with replacing(path) as tmp, open(tmp, "w", newline="") as f:
@@ -155,7 +169,7 @@ def long_backtest(
                     truth = result.truth[o, h, j]
                     writer.writerow(
                         [
-                            info["steps"][s][1] - 1,  # the series' row before its test part
+                            int(origins[o]),
                             h + 1,
                             when_text(int(result.when[o, h]), info["time_unit"]),
                             names[s] + (f":{target}" if len(targets) > 1 else ""),
@@ -169,10 +183,16 @@ def long_backtest(
         f"{t} MAE {f['mae']:.4g} (MASE {f['mase']:.4g}; seasonal naive {f['naive_mae']:.4g})"
         for t, f in figures["summary"].items()
     )
+    counts = np.bincount(series)
+    where = (
+        f"one origin per series, the row before its last {horizon} steps"
+        if counts.max() == 1
+        else f"{len(series)} origins one step apart across the test parts"
+    )
     return figures, (
-        f"Backtest (backtest.csv): one origin per series, the row before its last "
-        f"{result.pred.shape[1]} steps, {len(series)} series: {summary}; figures per horizon "
-        "step and per series in run.json (result.backtest.per_step, .per_series)."
+        f"Backtest (backtest.csv): {where}, {len(np.unique(series))} series: {summary}; "
+        "figures per horizon step and per series in run.json (result.backtest.per_step, "
+        ".per_series)."
     )
 
 

@@ -3,8 +3,9 @@ series and time), one global window model across them.
 
 The table is read with :func:`rnnkit.data.panel.load_panel` (its checks name the series, the
 row and what was expected) and cut per series with :func:`~rnnkit.data.panel.split_panel`: the
-last ``--horizon`` steps of each series' history are its test part, the ``--horizon`` steps
-before them its validation part, the rest its training part, each series scaled with its own
+last ``--horizon`` steps of each series' history are its test part (its last ``--test-steps``
+steps, when more: one test window per origin, one step apart), the ``--horizon`` steps before
+them its validation part, the rest its training part, each series scaled with its own
 training part's statistics. Each series gives the window model's examples
 (:func:`rnnkit.forecasting.forecast_windows`: inputs and targets relative to the window's last
 value, masks, the ``H`` horizon steps with the known covariates) with its past-only covariates
@@ -210,7 +211,8 @@ def load_long(recipe: ForecastRecipe, config: ForecastConfig) -> RecipeData:
         static=config.static,
         time_format=config.time_format,
     )
-    split = split_panel(panel, horizon=config.horizon, validation=config.horizon)
+    test_steps = config.test_steps or config.horizon
+    split = split_panel(panel, horizon=config.horizon, validation=config.horizon, test=test_steps)
     scales = _mase_scales(split, config.season)
     index = list(range(len(config.target)))
     dated = panel.times[0].dtype.kind == "M"
@@ -272,9 +274,14 @@ def load_long(recipe: ForecastRecipe, config: ForecastConfig) -> RecipeData:
         f"{min(lengths)}-{max(lengths)} steps of history each, "
         f"{int(sum(np.isnan(s.values[:, : len(index)]).sum() for s in panel.series))} missing "
         "target values (masked); per series the last "
-        f"{config.horizon} steps are the test part, the {config.horizon} before them the "
-        "validation part, each series scaled with its own training part"
-        + (f"; covariates: {', '.join(covariates)}" if covariates else ""),
+        f"{test_steps} steps are the test part"
+        + (
+            f" ({test_steps - config.horizon + 1} origins one step apart)"
+            if test_steps > config.horizon
+            else ""
+        )
+        + f", the {config.horizon} before them the validation part, each series scaled with "
+        "its own training part" + (f"; covariates: {', '.join(covariates)}" if covariates else ""),
         *([selection_line(selection)] if selection else []),
     ]
     return RecipeData(
@@ -432,9 +439,12 @@ def long_plot_forecast(
     panel = split.panel
     result = recipe.forecasts_in_units(info, data.test, predictions)
     assert result.pred is not None
-    rows = [int(e["series"]) for e in data.test]
+    every = [int(e["series"]) for e in data.test]
+    # each series' first test window (the origin before its test part), when it has several
+    first = [o for o, i in enumerate(every) if o == 0 or every[o - 1] != i]
+    rows = [every[o] for o in first]
     history, truth = [], []
-    for o, i in enumerate(rows):
+    for o, i in zip(first, rows, strict=True):
         end = int(split.bounds[i, 1])
         clock = _clock(panel.times[i], 0)
         values = panel.series[i].values[:end, 0]
@@ -444,12 +454,12 @@ def long_plot_forecast(
     lower = upper = None
     if info.get("loss", "mse") != "mse":
         prob = recipe.probabilistic_in_units(info, data.test, predictions)
-        lower, upper = prob["lower"][..., 0], prob["upper"][..., 0]
+        lower, upper = prob["lower"][first, :, 0], prob["upper"][first, :, 0]
     forecast = FutureForecast(
         names=tuple(panel.ids[i] for i in rows),
         origin=np.array([h[0][-1] if len(h[0]) else 0 for h in history], dtype=np.int64),
-        when=result.when,
-        pred=result.pred[..., 0],
+        when=result.when[first],
+        pred=result.pred[first, :, 0],
         lower=lower,
         upper=upper,
         quantiles=None,
