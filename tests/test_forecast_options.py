@@ -217,6 +217,15 @@ def _panel(path, lengths=(30, 40, 9), seed=0):
     return path
 
 
+def _panel_values(path) -> dict[str, list[float]]:
+    """Each series' values of :func:`_panel`'s file, read back as text."""
+    values: dict[str, list[float]] = {}
+    for line in path.read_text().splitlines()[1:]:
+        name, _, v = line.split(",")
+        values.setdefault(name, []).append(float(v))
+    return values
+
+
 def _panel_config(path, **changes):
     """A one-epoch window model over :func:`_panel`'s file, horizon 3."""
     values = dict(
@@ -243,10 +252,7 @@ def test_long_format_persistence_mase_is_the_mean_of_each_series_own(tmp_path):
     config = _panel_config(path)
     with pytest.warns(UserWarning, match="S2"):  # too short to train on: named
         run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
-    values = {}
-    for line in path.read_text().splitlines()[1:]:
-        name, _, v = line.split(",")
-        values.setdefault(name, []).append(float(v))
+    values = _panel_values(path)
     mases, errors = [], []
     for v in values.values():
         v = np.array(v)
@@ -315,10 +321,7 @@ def test_long_format_backtest_figures_per_step_and_series_are_those_of_backtest_
     for k in (1, 2, 3):
         # backtest.csv holds 6 significant digits
         assert bt["per_step"]["v"]["mae"][k - 1] == pytest.approx(error[steps == k].mean(), 1e-5)
-    values = {}
-    for line in path.read_text().splitlines()[1:]:
-        name, _, v = line.split(",")
-        values.setdefault(name, []).append(float(v))
+    values = _panel_values(path)
     mases = []
     for name, v in values.items():
         scale = np.abs(np.diff(v[:-3])).mean()
@@ -350,10 +353,7 @@ def test_long_format_rolling_origins_over_a_longer_test_part(tmp_path):
     bt = result.figures["backtest"]
     rows = _read(tmp_path / "run" / "backtest.csv")
     assert bt["origins"] == 9 and len(rows) == 9 * 3
-    values = {}
-    for line in path.read_text().splitlines()[1:]:
-        name, _, v = line.split(",")
-        values.setdefault(name, []).append(float(v))
+    values = _panel_values(path)
     mases = []
     for name, v in values.items():
         mine = [r for r in rows if r["series"] == name]
