@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from rnnkit import Recurrence, SequenceBatch
 from rnnkit.modern.diagonal import HawkCell, LRUCell, MambaCell, RGLRUCell, S6Cell
+from rnnkit.recurrence import packing_pays
 
 Fn = Callable[[], object]
 B = 4
@@ -220,53 +221,77 @@ def tune(device: torch.device) -> None:
                 print(f"tune {kind} T={steps} B={batch}: scan/loop {s / p:.2f}", flush=True)
 
 
-PACKED_SHAPES = ((16, 10, 1000, 128), (64, 10, 200, 64), (8, 500, 4000, 128))  # B, lengths, N
+PACKED_SHAPES = (  # B, shortest, longest, width
+    (16, 10, 1000, 128),
+    (64, 10, 200, 64),
+    (8, 500, 4000, 128),
+    (32, 100, 1000, 64),
+    (32, 900, 1000, 64),
+    (4, 100, 1000, 256),
+    (128, 10, 100, 32),
+    (16, 10, 1000, 16),
+    (64, 10, 1000, 128),
+)
 
 
 def packed_vs_padded(rounds: int = 7) -> None:
-    """A ragged batch's diagonal scan (forward and backward, ``linear_scan`` with a constant
-    decay, as LRU's) run packed as one stream with resets (``scan_packed``: no padding) against
-    padded (what the engine hands ``parallel``), interleaved; the two checked equal first."""
+    """The two parallel forms the ``'scan'`` path has for a ragged batch, forward and backward
+    from the input projection on: ``parallel_packed`` on the packed rows in the batch's lanes
+    (what ``packing_pays`` picks) against ``parallel`` on the padding ``[T, B, H]`` (what it
+    ran before), for RG-LRU (width H), LRU (H = N = width) and the Hawk mixer (d_model =
+    width), interleaved; outputs and final
+    states checked equal first."""
     g = torch.Generator().manual_seed(0)
-    for batch, low, high, n in PACKED_SHAPES:
+    for batch, low, high, width in PACKED_SHAPES:
         lengths = torch.randint(low, high + 1, (batch,), generator=g).tolist()
-        pad, pack = _packed_and_padded(lengths, n, g, rounds)
-        print(
-            f"B={batch} lengths {low}-{high} N={n} ({sum(lengths)} of {batch * max(lengths)} "
-            f"padded rows real): padded {pad * 1e3:.1f} ms, packed {pack * 1e3:.1f} ms, "
-            f"packed/padded {pack / pad:.2f}",
-            flush=True,
-        )
+        x = SequenceBatch.from_list([torch.randn(t, width, generator=g) for t in lengths])
+        lanes = x.lanes
+        fill = sum(lengths) / (batch * max(lengths))
+        cells = (("RG-LRU", RGLRUCell(width)), ("LRU", LRUCell(width, width)))
+        for name, cell in (*cells, ("Hawk", HawkCell(width))):
+            pad, pack = _packed_and_padded(cell, x, rounds)
+            print(
+                f"{name} B={batch} lengths {low}-{high} width {width} (padding {fill:.2f} "
+                f"full, {lanes.width} lanes): padded {pad * 1e3:.1f} ms, packed "
+                f"{pack * 1e3:.1f} ms, packed/padded {pack / pad:.2f}; auto runs "
+                f"{'packed' if packing_pays(cell, x) else 'padded'}",
+                flush=True,
+            )
 
 
-def _packed_and_padded(
-    lengths: list[int], n: int, g: torch.Generator, rounds: int
-) -> tuple[float, float]:
-    """Median seconds of the padded and the packed scan over sequences of ``lengths``."""
-    from rnnkit.modern.scan import linear_scan, scan_packed
+def _packed_and_padded(cell: nn.Module, x: SequenceBatch, rounds: int) -> tuple[float, float]:
+    """Median seconds of ``cell``'s padded and packed parallel forms over ``x``."""
+    state = tuple(torch.zeros(x.batch_size, *shape) for shape in _state_shapes(cell))
+    data = x.data.clone().requires_grad_()
 
-    x = SequenceBatch.from_list([torch.zeros(t, 1) for t in lengths])
-    a = torch.rand(1, n, generator=g) * 0.5 + 0.5
-    b = torch.randn(sum(lengths), n, generator=g, requires_grad=True)
-    h0 = torch.zeros(len(lengths), n)
+    def padded() -> tuple[Tensor, ...]:
+        px = x.with_data(cell.input_projection(data)).to_padded_time_major()
+        out, final = cell.parallel(px, state, x.sorted_lengths)
+        return (out.flatten(0, 1).index_select(0, x.padded_index), *final)
 
-    def padded() -> Tensor:
-        h = linear_scan(a.unsqueeze(0), x.with_data(b).to_padded_time_major(), h0)
-        return h.flatten(0, 1).index_select(0, x.padded_index)
-
-    def packed() -> Tensor:
-        return scan_packed(a, b, h0, x)[0]
+    def packed() -> tuple[Tensor, ...]:
+        out, final = cell.parallel_packed(cell.input_projection(data), state, x)
+        return (out, *final)
 
     with torch.no_grad():
-        if not torch.allclose(padded(), packed(), atol=1e-5):
-            raise AssertionError("packed and padded scans differ")
+        for want, got in zip(padded(), packed(), strict=True):
+            if not torch.allclose(want, got, atol=1e-4):
+                raise AssertionError("packed and padded parallel forms differ")
     times: dict[str, list[float]] = {"padded": [], "packed": []}
     for _ in range(rounds):
         for name, fn in (("padded", padded), ("packed", packed)):
             start = time.perf_counter()
-            fn().sum().backward()
+            sum(t.sum() for t in fn()).backward()  # type: ignore[union-attr]
             times[name].append(time.perf_counter() - start)
     return statistics.median(times["padded"]), statistics.median(times["packed"])
+
+
+def _state_shapes(cell: nn.Module) -> list[tuple[int, ...]]:
+    if isinstance(cell, LRUCell):
+        return [(cell.hidden_size,), (cell.state_size,), (cell.state_size,)]
+    if isinstance(cell, HawkCell):
+        return [(cell.hidden_size,), (cell.rnn_size, cell.conv_width - 1), (cell.rnn_size,)]
+    return [(cell.hidden_size,)]
 
 
 def main() -> None:
@@ -281,7 +306,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak memory, scan vs loop")
     parser.add_argument("--memory-probe", nargs=3, metavar=("CELL", "T", "BACKEND"))
     parser.add_argument(
-        "--packed", action="store_true", help="a ragged batch's scan packed vs padded"
+        "--packed", action="store_true", help="a ragged batch's parallel form, packed vs padded"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -23,13 +23,14 @@ directly, and a recurrence processes step ``t`` as one contiguous block of rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SequenceBatch"]
+__all__ = ["Lanes", "SequenceBatch"]
 
 _T = TypeVar("_T")
 
@@ -77,6 +78,53 @@ def _check_lengths(lengths: Tensor, batch: int, max_steps: int | None) -> None:
                 f"lengths[{i}]: sequence {i} has length {n} but the padded input has only "
                 f"{max_steps} steps"
             )
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """A ragged batch laid out in ``width`` lanes of ``steps`` steps each, time-major, with
+    no padding between the sequences that share a lane (:attr:`SequenceBatch.lanes`).
+
+    A lane holds one or more sequences one after another; it is as long as the batch's
+    longest sequence, so the grid ``[steps, width]`` has as many steps as the padding
+    ``[T, B]`` and at most as many lanes (sequences that fit together share one: first fit,
+    longest first). Position ``t * width + w`` is step ``t`` of lane ``w``.
+
+    ``index [N]``: the grid position of each packed row; ``starts [B]`` and ``ends [B]``: the
+    grid positions of each sorted sequence's first and last steps (index tensors on the
+    batch's device). A scan over the grid is exact where the state is reset at ``starts``.
+    """
+
+    width: int
+    steps: int
+    index: Tensor
+    starts: Tensor
+    ends: Tensor
+
+    def grid(self, rows: Tensor) -> Tensor:
+        """``rows [N, *F]`` (packed rows) in the grid ``[steps, width, *F]``, zeros in the
+        positions no sequence fills."""
+        out = rows.new_zeros((self.steps * self.width, *rows.shape[1:]))
+        return out.index_copy(0, self.index, rows).view(self.steps, self.width, *rows.shape[1:])
+
+
+def _first_fit(lengths: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Lanes of ``lengths[0]`` (the longest) steps filled first fit, longest first (the
+    lengths are sorted): ``(width, lane [B], offset [B])``."""
+    capacity = int(lengths[0])
+    filled: list[int] = []
+    lane = np.empty(len(lengths), dtype=np.int64)
+    offset = np.empty(len(lengths), dtype=np.int64)
+    for j, n in enumerate(lengths.tolist()):
+        for w, used in enumerate(filled):
+            if used + n <= capacity:
+                lane[j], offset[j] = w, used
+                filled[w] = used + n
+                break
+        else:
+            lane[j], offset[j] = len(filled), 0
+            filled.append(n)
+    return len(filled), lane, offset
 
 
 class SequenceBatch:
@@ -290,6 +338,7 @@ class SequenceBatch:
             "last_padded_index",
             "last_padded_index_caller",
             "reverse_index",
+            "lanes",
         ):
             if key in self.__dict__:
                 out.__dict__[key] = self.__dict__[key]
@@ -372,6 +421,29 @@ class SequenceBatch:
         seq, step = self._row_position
         src_step = self.sorted_lengths[seq] - 1 - step
         return (self.step_offsets[src_step] + seq).to(self.data.device)
+
+    @cached_property
+    def lanes(self) -> Lanes:
+        """The batch in the fewest lanes of :attr:`max_length` steps (see :class:`Lanes`).
+
+        >>> x = SequenceBatch.from_list([torch.zeros(4, 1), torch.zeros(1, 1), torch.zeros(3, 1)])
+        >>> lanes = x.lanes  # lane 0: the 4 steps; lane 1: the 3 steps, then the 1
+        >>> lanes.width, lanes.steps, lanes.starts.tolist(), lanes.ends.tolist()
+        (2, 4, [0, 1, 7], [6, 5, 7])
+        """
+        width, lane, offset = _first_fit(self._sorted_lengths)
+        seq, step = self._positions
+        device = self.data.device
+        index = (offset[seq] + step) * width + lane[seq]
+        starts = offset * width + lane
+        ends = (offset + self._sorted_lengths - 1) * width + lane
+        return Lanes(
+            width,
+            self.max_length,
+            torch.from_numpy(index).to(device),
+            torch.from_numpy(starts).to(device),
+            torch.from_numpy(ends).to(device),
+        )
 
     def reverse(self) -> SequenceBatch:
         """Each sequence reversed within its own steps (its last step becomes its first)."""

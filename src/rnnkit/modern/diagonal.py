@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.cells import State, StepCell, as_tuple, check_state
-from rnnkit.modern.scan import linear_scan, selective_scan
+from rnnkit.modern.scan import linear_scan, scan_packed, selective_scan
 from rnnkit.sequences import SequenceBatch
 
 __all__ = ["HawkCell", "LRUCell", "MambaCell", "RGLRUCell", "S6Cell", "ShortConv"]
@@ -234,6 +234,21 @@ class LRUCell(StepCell):
         last = _last(h, lengths)
         return y, (_last(y, lengths), last.real, last.imag)
 
+    def parallel_packed(
+        self, px: Tensor, state: tuple[Tensor, ...], x: SequenceBatch
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """The parallel form over a ragged batch's packed rows ``px [N, 2N+H]``, in the
+        batch's lanes (:func:`~rnnkit.modern.scan.scan_packed`, no padding)."""
+        n = self.state_size
+        _, h_re, h_im = self._checked(state)
+        bx_re, bx_im, dx = px.split_with_sizes([n, n, self.hidden_size], dim=-1)
+        lam = torch.complex(*self.decay())
+        h, last = scan_packed(
+            lam.unsqueeze(0), torch.complex(bx_re, bx_im), torch.complex(h_re, h_im), x
+        )
+        y = self._output(h.real, h.imag, dx)
+        return y, (y.index_select(0, x.last_rows_sorted()), last.real, last.imag)
+
     def parallel_pays(self, x: SequenceBatch) -> bool:
         """The parallel form from :data:`PARALLEL_FROM` (16) steps, measured."""
         return _pays(x)
@@ -316,6 +331,16 @@ class RGLRUCell(StepCell):
         a, b = self.coefficients(px)
         h = linear_scan(a, b, state[0])
         return h, (_last(h, lengths),)
+
+    def parallel_packed(
+        self, px: Tensor, state: tuple[Tensor, ...], x: SequenceBatch
+    ) -> tuple[Tensor, tuple[Tensor]]:
+        """The parallel form over a ragged batch's packed rows ``px [N, 3H]``, in the
+        batch's lanes (:func:`~rnnkit.modern.scan.scan_packed`, no padding)."""
+        check_state(self, state, ((self.hidden_size,),))
+        a, b = self.coefficients(px)
+        h, last = scan_packed(a, b, state[0], x)
+        return h, (last,)
 
     def parallel_pays(self, x: SequenceBatch) -> bool:
         """The parallel form from :data:`PARALLEL_FROM` (16) steps, measured."""
@@ -606,3 +631,20 @@ class HawkCell(_ConvMixer):
         h, (h_last,) = self.rglru.parallel(self.rglru.input_projection(u), (state[2],), lengths)
         out = self.out_proj(h * nn.functional.gelu(g))
         return out, (_last(out, lengths), cache, h_last)
+
+    def parallel_packed(
+        self, px: Tensor, state: tuple[Tensor, ...], x: SequenceBatch
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """The parallel form over a ragged batch's packed rows ``px [N, 2R]``: the short
+        convolution over the padding (it is cheap and needs each sequence's own past), the
+        RG-LRU in the batch's lanes and the gating and output projection on the packed rows
+        (no padding)."""
+        check_state(self, state, self._shapes())
+        g, u = px.chunk(2, dim=-1)
+        u_padded, cache = self.conv.parallel(
+            x.with_data(u).to_padded_time_major(), state[1], x.sorted_lengths
+        )
+        u = u_padded.flatten(0, 1).index_select(0, x.padded_index)
+        h, (h_last,) = self.rglru.parallel_packed(self.rglru.input_projection(u), (state[2],), x)
+        out = self.out_proj(h * nn.functional.gelu(g))
+        return out, (out.index_select(0, x.last_rows_sorted()), cache, h_last)

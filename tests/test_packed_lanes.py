@@ -1,0 +1,173 @@
+"""A ragged batch in lanes (``SequenceBatch.lanes``) and the ``'scan'`` path that runs a
+cell's parallel form on the packed rows in them (``parallel_packed``, chosen by
+``packing_pays``): the layout against its definition, and LRU, RG-LRU and the Hawk mixer
+against each sequence run alone through the loop, in float64 (outputs, final states and
+gradients to 1e-10)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from rnnkit import Bidirectional, Recurrence, RecurrenceFrom, SequenceBatch
+from rnnkit.modern.diagonal import HawkCell, LRUCell, RGLRUCell
+from rnnkit.recurrence import packing_pays
+
+F64 = torch.float64
+TOL = {"atol": 1e-10, "rtol": 1e-10}
+
+
+def _batch(lengths: tuple[int, ...], features: int, seed: int = 0) -> SequenceBatch:
+    g = torch.Generator().manual_seed(seed)
+    return SequenceBatch.from_list(
+        [torch.randn(n, features, generator=g, dtype=F64) for n in lengths]
+    )
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [(4, 1, 3), (9, 2, 7, 7, 1, 5, 3), (5, 5, 5), (1,), tuple(range(1, 40)), (100, 99, 2, 1, 1)],
+)
+def test_lanes_hold_every_step_once_each_sequence_in_one_lane_in_order(
+    lengths: tuple[int, ...],
+) -> None:
+    x = _batch(lengths, 1)
+    lanes = x.lanes
+    longest, batch = max(lengths), len(lengths)
+    assert lanes.steps == longest
+    assert math.ceil(sum(lengths) / longest) <= lanes.width <= batch
+    index = lanes.index.tolist()
+    assert len(set(index)) == len(index) == sum(lengths)
+    assert all(0 <= p < longest * lanes.width for p in index)
+    seq, step = x._row_position
+    for j, n in enumerate(x.sorted_lengths.tolist()):
+        mine = sorted((int(s), index[r]) for r, s in enumerate(step) if int(seq[r]) == j)
+        lane = mine[0][1] % lanes.width
+        first = mine[0][1] // lanes.width
+        assert [p for _, p in mine] == [(first + s) * lanes.width + lane for s in range(n)]
+        assert lanes.starts[j].item() == mine[0][1] and lanes.ends[j].item() == mine[-1][1]
+    grid = lanes.grid(x.data)  # the rows land where index says, zeros elsewhere
+    assert grid.shape == (longest, lanes.width, 1)
+    flat = grid.view(-1)
+    torch.testing.assert_close(flat[lanes.index], x.data.view(-1))
+    empty = torch.ones(flat.shape[0], dtype=torch.bool)
+    empty[lanes.index] = False
+    assert torch.count_nonzero(flat[empty]) == 0
+
+
+def test_lanes_share_where_sequences_fit_first_fit_longest_first() -> None:
+    assert _batch((6, 2, 4, 3, 3), 1).lanes.width == 3  # 6 | 4 + 2 | 3 + 3
+    assert _batch((6, 2, 4, 3, 3, 1), 1).lanes.width == 4  # 19 steps: the 1 needs a fourth
+    assert _batch((6, 1, 4, 3, 3), 1).lanes.width == 3  # 6 | 4 + 1 | 3 + 3
+    assert _batch((5, 5, 5), 1).lanes.width == 3  # nothing shares: as wide as the padding
+
+
+CELLS = {
+    "lru": lambda: LRUCell(3, 4),
+    "rglru": lambda: RGLRUCell(3),
+    "hawk": lambda: HawkCell(3, 4, 3),
+}
+
+
+def _alone(cell: nn.Module, x: SequenceBatch, h0: tuple[Tensor, ...]) -> tuple[list[Tensor], ...]:
+    """Each sequence by itself, a batch of one through the loop: outputs and final states."""
+    outs, finals = [], []
+    for i, seq in enumerate(x.to_list()):
+        one = SequenceBatch.from_list([seq])
+        start = tuple(h[i : i + 1] for h in h0)
+        out, final = RecurrenceFrom(cell, backend="loop").with_final_state(start, one)
+        outs.append(out.to_list()[0])
+        finals.append(final if isinstance(final, tuple) else (final,))
+    return outs, finals
+
+
+def _states(cell: nn.Module, batch: int, seed: int) -> tuple[Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(cell, LRUCell):
+        n = cell.state_size
+        sizes: tuple[tuple[int, ...], ...] = ((cell.hidden_size,), (n,), (n,))
+    elif isinstance(cell, HawkCell):
+        sizes = ((cell.hidden_size,), (cell.rnn_size, cell.conv_width - 1), (cell.rnn_size,))
+    else:
+        sizes = ((cell.hidden_size,),)
+    return tuple(torch.randn(batch, *n, generator=g, dtype=F64) for n in sizes)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("lengths", [(7, 3, 1, 6, 2), (12, 1, 11, 5, 6, 4, 8, 3)])
+def test_packed_path_equals_each_sequence_alone_with_states_and_gradients(
+    name: str, lengths: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    cell = CELLS[name]().double()
+    x = _batch(lengths, 3, seed=1)
+    assert x.lanes.width < x.batch_size and packing_pays(cell, x)
+
+    def no_padding(*args: object) -> None:
+        raise AssertionError("the padded parallel form ran")
+
+    data = x.data.clone().requires_grad_()
+    h0 = tuple(h.requires_grad_() for h in _states(cell, len(lengths), seed=2))
+    with monkeypatch.context() as m:
+        m.setattr(type(cell), "parallel", no_padding)
+        out, final = RecurrenceFrom(cell, backend="scan").with_final_state(h0, x.with_data(data))
+    final = final if isinstance(final, tuple) else (final,)
+    outs, finals = _alone(cell, x.with_data(data), h0)
+    for got, want in zip(out.to_list(), outs, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+    for k, got in enumerate(final):
+        torch.testing.assert_close(got, torch.cat([f[k] for f in finals]), **TOL)
+
+    weights = torch.linspace(-1, 1, out.data.shape[-1], dtype=F64)
+    params = [p for _, p in sorted(cell.named_parameters())]
+    wrt = [data, *h0, *params]
+
+    def loss(outputs: list[Tensor], last: list[Tensor]) -> Tensor:
+        return sum((o * weights).sum() for o in outputs) + sum((f**2).sum() for f in last)  # type: ignore[return-value]
+
+    # the first state tensor of LRU and Hawk (the last output) is not read by the step
+    grad = {"allow_unused": True, "materialize_grads": True}
+    got = torch.autograd.grad(loss(out.to_list(), list(final)), wrt, **grad)
+    last = [torch.cat([f[k] for f in finals]) for k in range(len(final))]
+    want = torch.autograd.grad(loss(outs, last), wrt, **grad)
+    for g_got, g_want in zip(got, want, strict=True):
+        torch.testing.assert_close(g_got, g_want, **TOL)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_the_padding_stays_where_no_lane_is_shared(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cell = CELLS[name]().double()
+    x = _batch((6, 5, 4), 3)  # no two fit in 6 steps: as many lanes as sequences
+    assert x.lanes.width == 3 and not packing_pays(cell, x)
+    assert not packing_pays(cell, _batch((4, 4, 4), 3))  # equal lengths: no padding at all
+
+    def no_lanes(*args: object) -> None:
+        raise AssertionError("the packed parallel form ran")
+
+    monkeypatch.setattr(type(cell), "parallel_packed", no_lanes)
+    h0 = _states(cell, 3, seed=3)
+    out, _ = RecurrenceFrom(cell, backend="scan").with_final_state(h0, x)
+    for got, want in zip(out.to_list(), _alone(cell, x, h0)[0], strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_both_directions_of_a_ragged_batch_run_packed_as_the_loop() -> None:
+    torch.manual_seed(4)
+    forward, backward = RGLRUCell(3).double(), LRUCell(3, 2).double()
+    x = _batch((9, 2, 7, 4, 1), 3, seed=5)
+    assert packing_pays(forward, x) and packing_pays(backward, x.reverse())
+
+    def both(backend: str) -> SequenceBatch:
+        layer = Bidirectional(
+            Recurrence(forward, backend=backend),  # type: ignore[arg-type]
+            Recurrence(backward, go_backwards=True, backend=backend),  # type: ignore[arg-type]
+        )
+        return layer(x)
+
+    got, want = both("scan"), both("loop")
+    torch.testing.assert_close(got.data, want.data, **TOL)
