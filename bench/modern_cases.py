@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import Recurrence, SequenceBatch
+from rnnkit.cells import as_tuple
 from rnnkit.modern.diagonal import HawkCell, LRUCell, MambaCell, RGLRUCell, S6Cell
 from rnnkit.recurrence import packing_pays
 
@@ -238,8 +239,9 @@ def packed_vs_padded(rounds: int = 7) -> None:
     """The two parallel forms the ``'scan'`` path has for a ragged batch, forward and backward
     from the input projection on: ``parallel_packed`` on the packed rows in the batch's lanes
     (what ``packing_pays`` picks) against ``parallel`` on the padding ``[T, B, H]`` (what it
-    ran before), for RG-LRU (width H), LRU (H = N = width) and the Hawk mixer (d_model =
-    width), interleaved; outputs and final
+    ran before), for RG-LRU (width H), LRU (H = N = width), the Hawk mixer (d_model = width),
+    S6 (D = width, N = 16) and the Mamba mixer (d_model = width / 2, so E = width),
+    interleaved; outputs and final
     states checked equal first."""
     g = torch.Generator().manual_seed(0)
     for batch, low, high, width in PACKED_SHAPES:
@@ -247,9 +249,16 @@ def packed_vs_padded(rounds: int = 7) -> None:
         x = SequenceBatch.from_list([torch.randn(t, width, generator=g) for t in lengths])
         lanes = x.lanes
         fill = sum(lengths) / (batch * max(lengths))
-        cells = (("RG-LRU", RGLRUCell(width)), ("LRU", LRUCell(width, width)))
-        for name, cell in (*cells, ("Hawk", HawkCell(width))):
-            pad, pack = _packed_and_padded(cell, x, rounds)
+        cells = (
+            ("RG-LRU", RGLRUCell(width)),
+            ("LRU", LRUCell(width, width)),
+            ("Hawk", HawkCell(width)),
+            ("S6", S6Cell(width)),
+            ("Mamba", MambaCell(width // 2)),
+        )
+        for name, cell in cells:
+            inputs = x.with_data(x.data[:, : cell.input_size].contiguous())
+            pad, pack = _packed_and_padded(cell, inputs, rounds)
             print(
                 f"{name} B={batch} lengths {low}-{high} width {width} (padding {fill:.2f} "
                 f"full, {lanes.width} lanes): padded {pad * 1e3:.1f} ms, packed "
@@ -261,7 +270,7 @@ def packed_vs_padded(rounds: int = 7) -> None:
 
 def _packed_and_padded(cell: nn.Module, x: SequenceBatch, rounds: int) -> tuple[float, float]:
     """Median seconds of ``cell``'s padded and packed parallel forms over ``x``."""
-    state = tuple(torch.zeros(x.batch_size, *shape) for shape in _state_shapes(cell))
+    state = as_tuple(cell.initial_state(x.batch_size))
     data = x.data.clone().requires_grad_()
 
     def padded() -> tuple[Tensor, ...]:
@@ -284,14 +293,6 @@ def _packed_and_padded(cell: nn.Module, x: SequenceBatch, rounds: int) -> tuple[
             sum(t.sum() for t in fn()).backward()  # type: ignore[union-attr]
             times[name].append(time.perf_counter() - start)
     return statistics.median(times["padded"]), statistics.median(times["packed"])
-
-
-def _state_shapes(cell: nn.Module) -> list[tuple[int, ...]]:
-    if isinstance(cell, LRUCell):
-        return [(cell.hidden_size,), (cell.state_size,), (cell.state_size,)]
-    if isinstance(cell, HawkCell):
-        return [(cell.hidden_size,), (cell.rnn_size, cell.conv_width - 1), (cell.rnn_size,)]
-    return [(cell.hidden_size,)]
 
 
 def main() -> None:

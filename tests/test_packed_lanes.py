@@ -1,7 +1,7 @@
 """A ragged batch in lanes (``SequenceBatch.lanes``) and the ``'scan'`` path that runs a
 cell's parallel form on the packed rows in them (``parallel_packed``, chosen by
-``packing_pays``): the layout against its definition, and LRU, RG-LRU and the Hawk mixer
-against each sequence run alone through the loop, in float64 (outputs, final states and
+``packing_pays``): the layout against its definition, and LRU, RG-LRU, S6 and the Hawk and Mamba
+mixers against each sequence run alone through the loop, in float64 (outputs, final states and
 gradients to 1e-10)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import Bidirectional, Recurrence, RecurrenceFrom, SequenceBatch
-from rnnkit.modern.diagonal import HawkCell, LRUCell, RGLRUCell
+from rnnkit.modern.diagonal import HawkCell, LRUCell, MambaCell, RGLRUCell, S6Cell
+from rnnkit.modern.scan import selective_scan
 from rnnkit.recurrence import packing_pays
 
 F64 = torch.float64
@@ -69,6 +70,8 @@ CELLS = {
     "lru": lambda: LRUCell(3, 4),
     "rglru": lambda: RGLRUCell(3),
     "hawk": lambda: HawkCell(3, 4, 3),
+    "s6": lambda: S6Cell(3, 2),
+    "mamba": lambda: MambaCell(3, state_size=2, expand=2, conv_width=3),
 }
 
 
@@ -85,22 +88,21 @@ def _alone(cell: nn.Module, x: SequenceBatch, h0: tuple[Tensor, ...]) -> tuple[l
 
 
 def _states(cell: nn.Module, batch: int, seed: int) -> tuple[Tensor, ...]:
+    """A random state of the cell's shapes (``[B, ...]`` each), or zeros where seed is None."""
     g = torch.Generator().manual_seed(seed)
-    if isinstance(cell, LRUCell):
-        n = cell.state_size
-        sizes: tuple[tuple[int, ...], ...] = ((cell.hidden_size,), (n,), (n,))
-    elif isinstance(cell, HawkCell):
-        sizes = ((cell.hidden_size,), (cell.rnn_size, cell.conv_width - 1), (cell.rnn_size,))
-    else:
-        sizes = ((cell.hidden_size,),)
-    return tuple(torch.randn(batch, *n, generator=g, dtype=F64) for n in sizes)
+    zeros = cell.initial_state(batch, dtype=F64)
+    zeros = zeros if isinstance(zeros, tuple) else (zeros,)
+    return tuple(torch.randn(z.shape, generator=g, dtype=F64) for z in zeros)
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
 @pytest.mark.parametrize("lengths", [(7, 3, 1, 6, 2), (12, 1, 11, 5, 6, 4, 8, 3)])
+@pytest.mark.parametrize("start", ["zeros", "given"])
 def test_packed_path_equals_each_sequence_alone_with_states_and_gradients(
-    name: str, lengths: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+    name: str, lengths: tuple[int, ...], start: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """From zeros every cell runs in lanes. From a given state (learned or carried) LRU,
+    RG-LRU and Hawk still do; S6's scan (in S6 and Mamba) then runs on the padding."""
     torch.manual_seed(0)
     cell = CELLS[name]().double()
     x = _batch(lengths, 3, seed=1)
@@ -110,9 +112,15 @@ def test_packed_path_equals_each_sequence_alone_with_states_and_gradients(
         raise AssertionError("the padded parallel form ran")
 
     data = x.data.clone().requires_grad_()
-    h0 = tuple(h.requires_grad_() for h in _states(cell, len(lengths), seed=2))
+    h0 = _states(cell, len(lengths), seed=2)
+    if start == "zeros":
+        h0 = tuple(torch.zeros_like(h) for h in h0)
+    else:
+        h0 = tuple(h.requires_grad_() for h in h0)
     with monkeypatch.context() as m:
         m.setattr(type(cell), "parallel", no_padding)
+        if start == "zeros":
+            m.setattr(S6Cell, "scan_states", no_padding)
         out, final = RecurrenceFrom(cell, backend="scan").with_final_state(h0, x.with_data(data))
     final = final if isinstance(final, tuple) else (final,)
     outs, finals = _alone(cell, x.with_data(data), h0)
@@ -123,12 +131,12 @@ def test_packed_path_equals_each_sequence_alone_with_states_and_gradients(
 
     weights = torch.linspace(-1, 1, out.data.shape[-1], dtype=F64)
     params = [p for _, p in sorted(cell.named_parameters())]
-    wrt = [data, *h0, *params]
+    wrt = [data, *(h for h in h0 if h.requires_grad), *params]
 
     def loss(outputs: list[Tensor], last: list[Tensor]) -> Tensor:
         return sum((o * weights).sum() for o in outputs) + sum((f**2).sum() for f in last)  # type: ignore[return-value]
 
-    # the first state tensor of LRU and Hawk (the last output) is not read by the step
+    # the first state tensor of every cell here (the last output) is not read by the step
     grad = {"allow_unused": True, "materialize_grads": True}
     got = torch.autograd.grad(loss(out.to_list(), list(final)), wrt, **grad)
     last = [torch.cat([f[k] for f in finals]) for k in range(len(final))]
@@ -171,3 +179,14 @@ def test_both_directions_of_a_ragged_batch_run_packed_as_the_loop() -> None:
 
     got, want = both("scan"), both("loop")
     torch.testing.assert_close(got.data, want.data, **TOL)
+
+
+@pytest.mark.parametrize(
+    "resets", [torch.zeros(5, 2, dtype=torch.float32), torch.zeros(4, 2, dtype=torch.bool)]
+)
+def test_selective_scan_refuses_resets_of_another_shape_or_dtype(resets: Tensor) -> None:
+    t, b, d, n = 5, 2, 3, 4
+    delta, u = torch.rand(t, b, d), torch.randn(t, b, d)
+    bc = torch.randn(t, b, n)
+    with pytest.raises(ValueError, match=r"resets: expected a bool tensor \[T, B\] = \[5, 2\]"):
+        selective_scan(delta, -torch.rand(d, n), bc, bc, u, torch.zeros(b, d, n), resets)

@@ -164,12 +164,13 @@ def packing_pays(cell: Any, x: SequenceBatch) -> bool:
     It does on a CPU when the cell has that form (:func:`has_packed`) and the lanes are fewer
     than the sequences (some share a lane, so the grid is narrower than the padding).
     Measured for training (forward and backward from the input projection on,
-    ``bench/modern_cases.py --packed``, 1 thread of a 2-core Intel Xeon, two runs, nine ragged
-    batches, B=4 to 128, lengths 10 to 4,000, widths 16 to 256), packed/padded time: with
-    fewer lanes than sequences RG-LRU 0.51-0.79, LRU 0.57-1.05 (1.00 and 1.05 at B=128,
-    lengths 10-100, width 32) and the Hawk mixer 0.65-0.78; with as many (lengths 900-1,000 at
-    B=32, or B=4) RG-LRU 0.94-1.04, LRU 1.00-1.14 and Hawk 0.89-1.02, so there the padding
-    stays. On a GPU it was not measured: the padded path stays."""
+    ``bench/modern_cases.py --packed``, 1 thread of a 2-core Intel Xeon, three runs, nine
+    ragged batches, B=4 to 128, lengths 10 to 4,000, widths 16 to 256), packed/padded time:
+    with fewer lanes than sequences RG-LRU 0.51-0.83, LRU 0.56-1.05 (1.00-1.05 at B=128,
+    lengths 10-100, width 32), Hawk 0.65-0.81, S6 0.48-0.81 and Mamba 0.58-0.77; with as many
+    (lengths 900-1,000 at B=32, or B=4) RG-LRU 0.94-1.04, LRU 1.00-1.16, Hawk 0.89-1.02, S6
+    1.01-1.03 and Mamba 0.97-1.00, so there the padding stays. On a GPU it was not measured:
+    the padded path stays."""
     if not has_packed(cell) or x.data.is_cuda or x._sizes[0] == x._sizes[-1]:
         return False
     return x.lanes.width < x.batch_size

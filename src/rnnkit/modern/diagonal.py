@@ -468,6 +468,36 @@ class S6Cell(StepCell):
         y, h = self.scan_states(px, state[1], lengths)
         return y, (_last(y, lengths), h)
 
+    def scan_packed_states(self, px: Tensor, h0: Tensor, x: SequenceBatch) -> tuple[Tensor, Tensor]:
+        """:meth:`scan_states` over a ragged batch's packed rows ``px [N, 2D+2N]``: ``(y [N,
+        D], final h [B, D, N])``. From zero states the sequences run in the batch's lanes
+        with resets at their starts (no padding); from any other ``h0`` (a carried or
+        learned state) on the padding, as :meth:`scan_states`."""
+        check_state(self, (h0,), ((self.hidden_size, self.state_size),))
+        if h0.requires_grad or bool(h0.any()):
+            y, h = self.scan_states(x.with_data(px).to_padded_time_major(), h0, x.sorted_lengths)
+            return y.flatten(0, 1).index_select(0, x.padded_index), h
+        lanes = x.lanes
+        d, n = self.hidden_size, self.state_size
+        resets = torch.zeros(lanes.steps * lanes.width, dtype=torch.bool, device=px.device)
+        resets[lanes.starts] = True
+        dt, b, c, u = lanes.grid(px).split_with_sizes([d, n, n, d], dim=-1)
+        start = h0.new_zeros(lanes.width, d, n)
+        y, h = selective_scan(
+            dt, -torch.exp(self.A_log), b, c, u, start, resets.view(lanes.steps, lanes.width)
+        )
+        y = y.flatten(0, 1).index_select(0, lanes.index)
+        last = h.flatten(0, 1).index_select(0, lanes.ends)
+        return torch.addcmul(y, self.D_skip, px[:, d + 2 * n :]), last
+
+    def parallel_packed(
+        self, px: Tensor, state: tuple[Tensor, ...], x: SequenceBatch
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The parallel form over a ragged batch's packed rows (:meth:`scan_packed_states`)."""
+        check_state(self, state, ((self.hidden_size,), (self.hidden_size, self.state_size)))
+        y, h = self.scan_packed_states(px, state[1], x)
+        return y, (y.index_select(0, x.last_rows_sorted()), h)
+
     def parallel_pays(self, x: SequenceBatch) -> bool:
         """The parallel form from :data:`PARALLEL_FROM` (16) steps, measured."""
         return _pays(x)
@@ -575,6 +605,25 @@ class MambaCell(_ConvMixer):
         )
         out = self.out_proj(y * nn.functional.silu(z))
         return out, (_last(out, lengths), cache, h)
+
+    def parallel_packed(
+        self, px: Tensor, state: tuple[Tensor, ...], x: SequenceBatch
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """The parallel form over a ragged batch's packed rows ``px [N, 2E]``: the short
+        convolution over the padding (it needs each sequence's own past), the selective scan
+        in the batch's lanes (:meth:`S6Cell.scan_packed_states`) and the gating and output
+        projection on the packed rows."""
+        check_state(self, state, self._shapes())
+        u, z = px.chunk(2, dim=-1)
+        u_padded, cache = self.conv.parallel(
+            x.with_data(u).to_padded_time_major(), state[1], x.sorted_lengths
+        )
+        u = u_padded.flatten(0, 1).index_select(0, x.padded_index)
+        y, h = self.s6.scan_packed_states(
+            self.s6.input_projection(nn.functional.silu(u)), state[2], x
+        )
+        out = self.out_proj(y * nn.functional.silu(z))
+        return out, (out.index_select(0, x.last_rows_sorted()), cache, h)
 
 
 class HawkCell(_ConvMixer):

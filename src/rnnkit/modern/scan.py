@@ -223,12 +223,20 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, delta: Tensor, a: Tensor, b: Tensor, c: Tensor, u: Tensor, h0: Tensor
+        ctx: Any,
+        delta: Tensor,
+        a: Tensor,
+        b: Tensor,
+        c: Tensor,
+        u: Tensor,
+        h0: Tensor,
+        keep: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         steps, batch, d = delta.shape
         n = a.shape[-1]
         chunk = _chunk_steps(h0)
+        ctx.keep = keep
         dtu = (delta * u).unsqueeze(-1)  # [T, B, D, 1]
         d_col, b_row = delta.unsqueeze(-1), b.unsqueeze(-2)
         h_all = torch.empty((steps, *h0.shape), dtype=h0.dtype, device=h0.device)
@@ -238,6 +246,8 @@ class _SelectiveScan(torch.autograd.Function):
             e = min(s + chunk, steps)
             dec = decay[: e - s]
             torch.mul(d_col[s:e], a, out=dec).exp_()
+            if keep is not None:  # a reset: the state before it counts as 0
+                dec.mul_(keep[s:e])
             torch.mul(dtu[s:e], b_row[s:e], out=h_all[s:e])  # the inputs, then the states
             rows, slabs = h_all[s:e].unbind(0), dec.unbind(0)
             for j in range(e - s):
@@ -249,8 +259,11 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_y: Tensor | None, grad_h: Tensor | None) -> tuple[Tensor, ...]:
+    def backward(
+        ctx: Any, grad_y: Tensor | None, grad_h: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
         delta, a, b, c, u, h0, h_all = ctx.saved_tensors
+        keep = ctx.keep
         steps, batch, d = delta.shape
         n = a.shape[-1]
         chunk = _chunk_steps(h0)
@@ -278,6 +291,8 @@ class _SelectiveScan(torch.autograd.Function):
             else:
                 torch.addcmul(grad_h[s:e], g_col[s:e], c_row[s:e], out=lam)
             torch.mul(d_col[s:e], a, out=dec).exp_()
+            if keep is not None:
+                dec.mul_(keep[s:e])
             lams, decs = lam.unbind(0), dec.unbind(0)
             for j in range(k - 1, -1, -1):
                 lams[j].add_(carry)
@@ -299,7 +314,15 @@ class _SelectiveScan(torch.autograd.Function):
             g_a_rows.add_((q * d_col[s:e]).sum(0))
             torch.sum(q.mul_(a), dim=-1, out=g_delta[s:e])
         g_delta.addcmul_(grad_dtu, u)
-        return g_delta, g_a_rows.sum(0), grad_b, grad_c.view(c.shape), grad_dtu * delta, carry
+        return (
+            g_delta,
+            g_a_rows.sum(0),
+            grad_b,
+            grad_c.view(c.shape),
+            grad_dtu * delta,
+            carry,
+            None,
+        )
 
 
 def _chunk_steps(h0: Tensor) -> int:
@@ -308,7 +331,13 @@ def _chunk_steps(h0: Tensor) -> int:
 
 
 def selective_scan(
-    delta: Tensor, a: Tensor, b: Tensor, c: Tensor, u: Tensor, h0: Tensor
+    delta: Tensor,
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    u: Tensor,
+    h0: Tensor,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The selective state space of Mamba-1, fused step by step, with its own backward pass.
 
@@ -318,7 +347,9 @@ def selective_scan(
         y_t = h_t C_t                                           [B, D]
 
     Args: ``delta``, ``u [T, B, D]``; ``a [D, N]`` (A, negative); ``b``, ``c [T, B, N]``;
-    ``h0 [B, D, N]``. Returns ``(y [T, B, D], h [T, B, D, N])``; gradients reach every input.
+    ``h0 [B, D, N]``; ``resets``, optional bool ``[T, B]``: where set, ``h_{t-1}`` is taken as
+    0 (several sequences in one column, as :func:`linear_scan`'s). Returns ``(y [T, B, D],
+    h [T, B, D, N])``; gradients reach every input.
 
     Why a fused loop and not :func:`linear_scan` over materialised ``exp(Δ A)`` and ``Δ u
     Bᵀ``: each of those is a ``[T, B, D, N]`` tensor, and on a CPU the vectorised form then
@@ -336,7 +367,15 @@ def selective_scan(
             f"[B, D, N], found delta {tuple(delta.shape)}, a {tuple(a.shape)}, b "
             f"{tuple(b.shape)}, c {tuple(c.shape)}, u {tuple(u.shape)}, h0 {tuple(h0.shape)}"
         )
-    y, h = _SelectiveScan.apply(delta, a, b, c, u, h0)
+    keep = None
+    if resets is not None:
+        if resets.dtype != torch.bool or resets.shape != delta.shape[:2]:
+            raise ValueError(
+                f"resets: expected a bool tensor [T, B] = {list(delta.shape[:2])}, found "
+                f"{resets.dtype} {list(resets.shape)}"
+            )
+        keep = (~resets).to(h0.dtype)[:, :, None, None]
+    y, h = _SelectiveScan.apply(delta, a, b, c, u, h0, keep)
     return y, h
 
 
@@ -406,7 +445,8 @@ def scan_packed(
 
     Against the padded ``[T, B, ...]`` scan, the grid has as many steps and at most as many
     columns; with the coefficients computed on the packed rows too, RG-LRU, LRU and Hawk
-    trained on ragged batches in 0.51-1.05 of the padded time where lanes are shared
+    trained on ragged batches in 0.51-1.05 of the padded time where lanes are shared, S6
+    and Mamba (through :func:`selective_scan`'s resets) in 0.48-0.81
     (:func:`rnnkit.recurrence.packing_pays`).
     """
     lanes = x.lanes
