@@ -511,6 +511,7 @@ class _ConvMixer(StepCell):
 
     hidden_size: int
     conv_width: int
+    conv: ShortConv
     _inner: int  # the recurrence's width, set by each subclass
     _recurrent: tuple[int, ...]  # the recurrence's state shape after the batch dimension
 
@@ -541,6 +542,14 @@ class _ConvMixer(StepCell):
                 f"{self.hidden_size}], found {tuple(x.shape)}"
             )
         return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def _conv_rows(self, u: Tensor, cache: Tensor, x: SequenceBatch) -> tuple[Tensor, Tensor]:
+        """The short convolution of packed rows ``u [N, inner]``, run over the padding (each
+        sequence needs its own past): ``(rows [N, inner], cache after each sequence)``."""
+        padded, cache = self.conv.parallel(
+            x.with_data(u).to_padded_time_major(), cache, x.sorted_lengths
+        )
+        return padded.flatten(0, 1).index_select(0, x.padded_index), cache
 
     def parallel_pays(self, x: SequenceBatch) -> bool:
         """The parallel form from :data:`PARALLEL_FROM` (16) steps, measured."""
@@ -615,10 +624,7 @@ class MambaCell(_ConvMixer):
         projection on the packed rows."""
         check_state(self, state, self._shapes())
         u, z = px.chunk(2, dim=-1)
-        u_padded, cache = self.conv.parallel(
-            x.with_data(u).to_padded_time_major(), state[1], x.sorted_lengths
-        )
-        u = u_padded.flatten(0, 1).index_select(0, x.padded_index)
+        u, cache = self._conv_rows(u, state[1], x)
         y, h = self.s6.scan_packed_states(
             self.s6.input_projection(nn.functional.silu(u)), state[2], x
         )
@@ -690,10 +696,7 @@ class HawkCell(_ConvMixer):
         (no padding)."""
         check_state(self, state, self._shapes())
         g, u = px.chunk(2, dim=-1)
-        u_padded, cache = self.conv.parallel(
-            x.with_data(u).to_padded_time_major(), state[1], x.sorted_lengths
-        )
-        u = u_padded.flatten(0, 1).index_select(0, x.padded_index)
+        u, cache = self._conv_rows(u, state[1], x)
         h, (h_last,) = self.rglru.parallel_packed(self.rglru.input_projection(u), (state[2],), x)
         out = self.out_proj(h * nn.functional.gelu(g))
         return out, (out.index_select(0, x.last_rows_sorted()), cache, h_last)
