@@ -258,7 +258,7 @@ def packed_vs_padded(rounds: int = 7) -> None:
         )
         for name, cell in cells:
             inputs = x.with_data(x.data[:, : cell.input_size].contiguous())
-            pad, pack = _packed_and_padded(cell, inputs, rounds)
+            pad, pack = packed_and_padded(cell, inputs, rounds)
             print(
                 f"{name} B={batch} lengths {low}-{high} width {width} (padding {fill:.2f} "
                 f"full, {lanes.width} lanes): padded {pad * 1e3:.1f} ms, packed "
@@ -268,7 +268,7 @@ def packed_vs_padded(rounds: int = 7) -> None:
             )
 
 
-def _packed_and_padded(cell: nn.Module, x: SequenceBatch, rounds: int) -> tuple[float, float]:
+def packed_and_padded(cell: nn.Module, x: SequenceBatch, rounds: int) -> tuple[float, float]:
     """Median seconds of ``cell``'s padded and packed parallel forms over ``x``."""
     state = as_tuple(cell.initial_state(x.batch_size))
     data = x.data.clone().requires_grad_()

@@ -10,6 +10,7 @@ peer_fn)`` checks that both sides agree before timing.
     .venv/bin/python bench/modern_matrix_cases.py                  # T = 1024, 4096, 16384
     .venv/bin/python bench/modern_matrix_cases.py --steps 4096 --cells gla --peer plain
     .venv/bin/python bench/modern_matrix_cases.py --chunks 32 64 128 --steps 4096  # tuning
+    .venv/bin/python bench/modern_matrix_cases.py --packed         # ragged: chunk lanes vs padded
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from rnnkit.modern.delta import DeltaNetCell, GatedDeltaNetCell
 from rnnkit.modern.matrix import GLACell, Mamba2Cell, MLSTMCell
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from modern_cases import ModernCase  # bench/ is not a package: its folder is on the path
+from modern_cases import (  # bench/ is not a package: its folder is on the path
+    PACKED_SHAPES,
+    ModernCase,
+    packed_and_padded,
+)
+
+from rnnkit.recurrence import packing_pays
 
 Fn = Callable[[], object]
 B, WIDTH, HEADS = 4, 256, 4
@@ -206,6 +213,40 @@ def peak_memory(kind: str, steps: int, backend: str) -> float:
     return int(out.stdout.strip()) / 1024
 
 
+def packed_vs_padded(kinds: list[str], rounds: int) -> None:
+    """The two chunked forms the ``'scan'`` path has for a ragged batch, forward and backward
+    from the input projection on: ``parallel_packed`` in the batch's chunk lanes (each
+    sequence from a chunk boundary; what ``packing_pays`` picks where they are fewer than the
+    sequences) against ``parallel`` on the padding, over ``modern_cases.PACKED_SHAPES``
+    (I = H = width, 4 heads, each cell's default chunk size), outputs and final states
+    checked equal first."""
+    g = torch.Generator().manual_seed(0)
+    for batch, low, high, width in PACKED_SHAPES:
+        lengths = torch.randint(low, high + 1, (batch,), generator=g).tolist()
+        x = SequenceBatch.from_list([torch.randn(t, width, generator=g) for t in lengths])
+        fill = sum(lengths) / (batch * max(lengths))
+        for kind in kinds:
+            cell = PACKED_CELLS[kind](width)
+            lanes = cell.packing_lanes(x)
+            pad, pack = packed_and_padded(cell, x, rounds)
+            print(
+                f"{kind} B={batch} lengths {low}-{high} width {width} (padding {fill:.2f} "
+                f"full, {lanes.width} chunk lanes of {cell.chunk_size}): padded "
+                f"{pad * 1e3:.1f} ms, packed {pack * 1e3:.1f} ms, packed/padded "
+                f"{pack / pad:.2f}; auto runs {'packed' if packing_pays(cell, x) else 'padded'}",
+                flush=True,
+            )
+
+
+PACKED_CELLS: dict[str, Callable[[int], nn.Module]] = {
+    "gla": lambda w: GLACell(w, w, HEADS),
+    "mamba2": lambda w: Mamba2Cell(w, w, HEADS),
+    "mlstm": lambda w: MLSTMCell(w, w, HEADS),
+    "deltanet": lambda w: DeltaNetCell(w, w, HEADS),
+    "gated_deltanet": lambda w: GatedDeltaNetCell(w, w, HEADS),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
@@ -217,8 +258,14 @@ def main() -> None:
     parser.add_argument(
         "--memory", action="store_true", help="peak memory of chunked and loop instead"
     )
+    parser.add_argument(
+        "--packed", action="store_true", help="a ragged batch: chunk lanes against the padding"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.packed:
+        packed_vs_padded(args.cells, args.rounds)
+        return
     if args.memory:
         print("case | chunked MiB | loop MiB")
         for kind in args.cells:

@@ -169,11 +169,16 @@ def packing_pays(cell: Any, x: SequenceBatch) -> bool:
     with fewer lanes than sequences RG-LRU 0.51-0.83, LRU 0.56-1.05 (1.00-1.05 at B=128,
     lengths 10-100, width 32), Hawk 0.65-0.81, S6 0.48-0.81 and Mamba 0.58-0.77; with as many
     (lengths 900-1,000 at B=32, or B=4) RG-LRU 0.94-1.04, LRU 1.00-1.16, Hawk 0.89-1.02, S6
-    1.01-1.03 and Mamba 0.97-1.00, so there the padding stays. On a GPU it was not measured:
-    the padded path stays."""
+    1.01-1.03 and Mamba 0.97-1.00, so there the padding stays. A cell with
+    ``packing_lanes(x)`` (the matrix cells: :meth:`SequenceBatch.chunk_lanes`, each sequence
+    from a chunk boundary) is judged by those lanes: measured the same way
+    (``bench/modern_matrix_cases.py --packed``, two runs), GLA, Mamba-2, mLSTM, DeltaNet and
+    Gated DeltaNet took 0.21-0.80 of the padded time with fewer chunk lanes than sequences and
+    0.91-1.10 with as many. On a GPU it was not measured: the padded path stays."""
     if not has_packed(cell) or x.data.is_cuda or x._sizes[0] == x._sizes[-1]:
         return False
-    return x.lanes.width < x.batch_size
+    lanes = cell.packing_lanes(x) if hasattr(cell, "packing_lanes") else x.lanes
+    return bool(lanes.width < x.batch_size)
 
 
 def parallel_pays(cell: Any, x: SequenceBatch) -> bool:

@@ -339,6 +339,7 @@ class SequenceBatch:
             "last_padded_index_caller",
             "reverse_index",
             "lanes",
+            "_chunk_lanes",
         ):
             if key in self.__dict__:
                 out.__dict__[key] = self.__dict__[key]
@@ -431,7 +432,32 @@ class SequenceBatch:
         >>> lanes.width, lanes.steps, lanes.starts.tolist(), lanes.ends.tolist()
         (2, 4, [0, 1, 7], [6, 5, 7])
         """
-        width, lane, offset = _first_fit(self._sorted_lengths)
+        return self._lanes_of(self._sorted_lengths)
+
+    def chunk_lanes(self, chunk: int) -> Lanes:
+        """The batch in lanes where every sequence starts at a multiple of ``chunk`` steps:
+        :attr:`lanes` with each length rounded up to such a multiple (the steps between a
+        sequence's end and the next one's start are empty positions). A chunked scan over
+        them restarts each sequence at a chunk boundary, and a sequence's final state is the
+        state after its last chunk. Cached per ``chunk`` (and carried by :meth:`with_data`).
+
+        >>> x = SequenceBatch.from_list([torch.zeros(5, 1), torch.zeros(2, 1), torch.zeros(1, 1)])
+        >>> lanes = x.chunk_lanes(2)  # lane 0: the 5 steps, 1 empty; lane 1: the 2, then the 1
+        >>> lanes.width, lanes.steps, lanes.starts.tolist(), lanes.ends.tolist()
+        (2, 6, [0, 1, 5], [8, 3, 5])
+        """
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk: expected a positive int, found {chunk!r}")
+        cache = self.__dict__.setdefault("_chunk_lanes", {})
+        if chunk not in cache:
+            rounded = -(-self._sorted_lengths // chunk) * chunk
+            cache[chunk] = self._lanes_of(rounded)
+        return cache[chunk]
+
+    def _lanes_of(self, room: np.ndarray) -> Lanes:
+        """The lanes where sorted sequence ``j`` takes ``room[j] >= its length`` steps (first
+        fit, in lanes of ``room[0]`` steps)."""
+        width, lane, offset = _first_fit(room)
         seq, step = self._positions
         device = self.data.device
         index = (offset[seq] + step) * width + lane[seq]
@@ -439,7 +465,7 @@ class SequenceBatch:
         ends = (offset + self._sorted_lengths - 1) * width + lane
         return Lanes(
             width,
-            self.max_length,
+            int(room[0]),
             torch.from_numpy(index).to(device),
             torch.from_numpy(starts).to(device),
             torch.from_numpy(ends).to(device),

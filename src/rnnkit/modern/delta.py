@@ -34,24 +34,31 @@ from torch.nn import functional as F
 
 from rnnkit.cells import State
 from rnnkit.modern.matrix import (
+    Carry,
     MatrixCell,
+    Restarts,
     causal_mask,
     from_chunks,
-    last_outputs,
     segment_decays,
     to_chunks,
-    valid_steps,
 )
 
 __all__ = ["DeltaNetCell", "GatedDeltaNetCell", "delta_chunks"]
 
 
 def delta_chunks(
-    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None, s0: Tensor
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    g: Tensor | None,
+    s0: Tensor,
+    restarts: Restarts | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The (gated) delta rule over chunks: ``q, k [B, h, n, L, d_k]``, ``v [B, h, n, L,
     d_v]``, ``beta [B, h, n, L]``, ``g`` the log decays ``[B, h, n, L]`` (None: no decay),
-    ``s0 [B, h, d_k, d_v]``; the outputs ``[B, h, n, L, d_v]`` and the final state."""
+    ``s0 [B, h, d_k, d_v]``; the outputs ``[B, h, n, L, d_v]`` and the final state (with
+    ``restarts``: B lanes, each sequence's, see :class:`~rnnkit.modern.matrix.Carry`)."""
     chunk = q.shape[-2]
     inclusive = causal_mask(chunk, q.device)
     strict = causal_mask(chunk, q.device, -1)
@@ -73,18 +80,19 @@ def delta_chunks(
         [v.shape[-1], k.shape[-1]], -1
     )
     k_end = (k * to_end.unsqueeze(-1)).transpose(-1, -2)  # [B, h, n, d_k, L]
-    s = s0
+    carry = Carry((s0,), restarts)
     entering, deltas = [], []
     chunks = zip(*(t.unbind(2) for t in (u, w, end.unsqueeze(-1), k_end)), strict=True)
-    for u_c, w_c, e_c, k_c in chunks:
+    for j, (u_c, w_c, e_c, k_c) in enumerate(chunks):
+        (s,) = carry.enter(j)
         entering.append(s)
         delta = u_c - w_c @ s
         deltas.append(delta)
-        s = e_c * s + k_c @ delta
+        carry.leave(j, (e_c * s + k_c @ delta,))
     s_in, delta = torch.stack(entering, 2), torch.stack(deltas, 2)
     scores = (q @ k.transpose(-1, -2)) * ratios
     out = (gamma.unsqueeze(-1) * q) @ s_in + scores @ delta
-    return out, s
+    return out, carry.final()[0]
 
 
 class DeltaNetCell(MatrixCell):
@@ -150,22 +158,21 @@ class DeltaNetCell(MatrixCell):
         o = (q.unsqueeze(-2) @ s).squeeze(-2)
         return o.flatten(1), s
 
-    def parallel(
-        self, px: Tensor, state: tuple[Tensor, ...], lengths: Tensor
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Outputs ``[T, B, H]`` and each sequence's final state from ``px [T, B, G]``
-        (sorted by length, descending) and ``state`` (sorted order); a step past a
-        sequence's end has ``β = 0`` and no decay."""
+    def chunked(
+        self, px: Tensor, state: tuple[Tensor, ...], keep: Tensor, restarts: Restarts | None
+    ) -> tuple[Tensor, tuple[Tensor]]:
+        """Outputs ``[T, B, H]`` and the final ``S`` (see
+        :class:`~rnnkit.modern.matrix.MatrixCell`); an identity step has ``β = 0`` and no
+        decay."""
         steps = px.shape[0]
         q, k, v, beta, log_alpha = self.features(px)
-        keep = valid_steps(lengths, steps, px.device).unsqueeze(-1)
+        keep = keep.unsqueeze(-1)
         chunk = self.chunk_size
         beta = to_chunks(beta * keep, chunk)
         g = None if log_alpha is None else to_chunks(log_alpha * keep, chunk)
         q, k, v = (to_chunks(t, chunk) for t in (q, k, v))
-        out, final = delta_chunks(q, k, v, beta, g, state[1])
-        outputs = from_chunks(out, steps)
-        return outputs, (last_outputs(outputs, lengths), final)
+        out, final = delta_chunks(q, k, v, beta, g, state[0], restarts)
+        return from_chunks(out, steps), (final,)
 
 
 class GatedDeltaNetCell(DeltaNetCell):

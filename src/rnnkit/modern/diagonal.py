@@ -105,6 +105,15 @@ class ShortConv(nn.Module):
         index = ends.unsqueeze(1).expand(-1, self.channels, -1)  # [B, D, W-1]
         return y.permute(2, 0, 1), seq.gather(2, index)
 
+    def packed(self, rows: Tensor, cache: Tensor, x: SequenceBatch) -> tuple[Tensor, Tensor]:
+        """:meth:`parallel` of a ragged batch's packed rows ``rows [N, D]``, run over the
+        padding (each sequence needs its own past): ``(y [N, D], cache after each
+        sequence)``."""
+        padded, cache = self.parallel(
+            x.with_data(rows).to_padded_time_major(), cache, x.sorted_lengths
+        )
+        return padded.flatten(0, 1).index_select(0, x.padded_index), cache
+
 
 class LRUCell(StepCell):
     r"""Linear recurrent unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks
@@ -543,14 +552,6 @@ class _ConvMixer(StepCell):
             )
         return nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
-    def _conv_rows(self, u: Tensor, cache: Tensor, x: SequenceBatch) -> tuple[Tensor, Tensor]:
-        """The short convolution of packed rows ``u [N, inner]``, run over the padding (each
-        sequence needs its own past): ``(rows [N, inner], cache after each sequence)``."""
-        padded, cache = self.conv.parallel(
-            x.with_data(u).to_padded_time_major(), cache, x.sorted_lengths
-        )
-        return padded.flatten(0, 1).index_select(0, x.padded_index), cache
-
     def parallel_pays(self, x: SequenceBatch) -> bool:
         """The parallel form from :data:`PARALLEL_FROM` (16) steps, measured."""
         return _pays(x)
@@ -624,7 +625,7 @@ class MambaCell(_ConvMixer):
         projection on the packed rows."""
         check_state(self, state, self._shapes())
         u, z = px.chunk(2, dim=-1)
-        u, cache = self._conv_rows(u, state[1], x)
+        u, cache = self.conv.packed(u, state[1], x)
         y, h = self.s6.scan_packed_states(
             self.s6.input_projection(nn.functional.silu(u)), state[2], x
         )
@@ -696,7 +697,7 @@ class HawkCell(_ConvMixer):
         (no padding)."""
         check_state(self, state, self._shapes())
         g, u = px.chunk(2, dim=-1)
-        u, cache = self._conv_rows(u, state[1], x)
+        u, cache = self.conv.packed(u, state[1], x)
         h, (h_last,) = self.rglru.parallel_packed(self.rglru.input_projection(u), (state[2],), x)
         out = self.out_proj(h * nn.functional.gelu(g))
         return out, (out.index_select(0, x.last_rows_sorted()), cache, h_last)

@@ -1,7 +1,7 @@
 r"""Matrix-state recurrences: gated linear attention, Mamba-2 (SSD) and the mLSTM.
 
 Each head keeps a matrix ``S [d_k, d_v]`` that decays and takes an outer product of a key
-and a value at every step; a query reads it. Three exact forms of one cell:
+and a value at every step; a query reads it. Exact forms of one cell:
 
 * ``step(px, state) -> state``: one input, state in and out (streaming); the ``'loop'``
   backend of :class:`rnnkit.Recurrence` runs it once per step over the active rows.
@@ -13,6 +13,12 @@ and a value at every step; a query reads it. Three exact forms of one cell:
   a sequence's length is an identity step (decay 1, no input), so each sequence's final state
   is its state after its own last step; time is padded with identity steps up to a multiple
   of the chunk size.
+* ``parallel_packed(px, state, x)``: the same chunks over a ragged batch's packed rows in
+  its chunk lanes (:meth:`rnnkit.SequenceBatch.chunk_lanes`): sequences that fit share a lane
+  one after another, each from a chunk boundary, where its own initial state is put in
+  (:class:`Carry`, :class:`Restarts`). The ``'scan'`` path runs it where
+  :func:`rnnkit.recurrence.packing_pays` says (on a CPU, when the chunk lanes are fewer than
+  the sequences).
 
 Shapes: B batch, T time, I input, h heads, ``d_k`` key size per head, ``d_v = H / h`` value
 size per head, H the output size (``hidden_size``). States are ``(o [B, H], S [B, h, d_k,
@@ -35,8 +41,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -44,9 +52,9 @@ from torch.nn import functional as F
 from rnnkit.cells import State, StepCell, as_tuple
 
 if TYPE_CHECKING:
-    from rnnkit.sequences import SequenceBatch
+    from rnnkit.sequences import Lanes, SequenceBatch
 
-__all__ = ["GLACell", "MLSTMCell", "Mamba2Cell", "MatrixCell"]
+__all__ = ["Carry", "GLACell", "MLSTMCell", "Mamba2Cell", "MatrixCell", "Restarts"]
 
 # The log input gate of an mLSTM step past a sequence's end: exp(-1e30 - m) is 0 and the
 # stabiliser m keeps its value, so the step is the identity (finite, so no inf - inf).
@@ -104,19 +112,107 @@ def last_outputs(outputs: Tensor, lengths: Tensor) -> Tensor:
     return outputs[lengths.to(outputs.device) - 1, rows]
 
 
-def carry_states(decay: Tensor, delta: Tensor, s0: Tensor) -> tuple[Tensor, Tensor]:
-    """The states entering each chunk, ``[B, h, n, d_k, d_v]``, and the state after the last.
+@dataclass(frozen=True)
+class Restarts:
+    """Where the sequences of a ragged batch laid out in chunk lanes
+    (:meth:`rnnkit.SequenceBatch.chunk_lanes`) start and end, chunk by chunk: a chunked scan
+    over the lanes puts each sequence's own initial state in its lane at its first chunk
+    (:class:`Carry`) and reads its final state after its last chunk (the steps between its end
+    and that chunk's end are identity steps).
+
+    ``starts`` and ``ends`` map a chunk index to ``(lanes, rows)``: the lanes in which
+    sequences start (end) in that chunk and those sequences' sorted positions. ``order``
+    reorders the final states, read chunk by chunk, into sorted order."""
+
+    width: int
+    starts: dict[int, tuple[Tensor, Tensor]]
+    ends: dict[int, tuple[Tensor, Tensor]]
+    order: Tensor
+
+    @classmethod
+    def of(cls, lanes: Lanes, chunk: int) -> Restarts:
+        """The restarts of ``lanes`` (every start at a multiple of ``chunk`` steps)."""
+        device = lanes.index.device
+        width = lanes.width
+
+        def by_chunk(positions: Tensor) -> dict[int, tuple[Tensor, Tensor]]:
+            pos = positions.cpu().numpy()
+            chunks, lane = pos // width // chunk, pos % width
+            out = {}
+            for c in np.unique(chunks).tolist():
+                rows = np.flatnonzero(chunks == c)
+                out[c] = (
+                    torch.from_numpy(lane[rows]).to(device),
+                    torch.from_numpy(rows).to(device),
+                )
+            return out
+
+        ends = by_chunk(lanes.ends)
+        read = torch.cat([rows for _, rows in ends.values()]) if ends else lanes.ends
+        return cls(width, by_chunk(lanes.starts), ends, torch.argsort(read))
+
+
+class Carry:
+    """The states a chunked scan passes from chunk to chunk, one row per lane (``[B, ...]``
+    each, B the lanes).
+
+    Without :class:`Restarts` a lane is a sequence: it starts from ``s0`` and :meth:`final`
+    is the state after the last chunk. With them, the lanes start from zeros, each
+    sequence's row of ``s0`` (sorted order) enters its lane at its first chunk
+    (:meth:`enter`), and :meth:`final` gives each sequence's state after its last chunk, in
+    sorted order."""
+
+    def __init__(self, s0: tuple[Tensor, ...], restarts: Restarts | None = None) -> None:
+        self.s0, self.restarts = s0, restarts
+        self.states = s0
+        if restarts is not None:
+            self.states = tuple(s.new_zeros(restarts.width, *s.shape[1:]) for s in s0)
+        self._finals: list[tuple[Tensor, ...]] = []
+
+    def enter(self, chunk: int) -> tuple[Tensor, ...]:
+        """The states entering chunk ``chunk``, with the sequences starting there put in."""
+        if self.restarts is not None and chunk in self.restarts.starts:
+            lanes, rows = self.restarts.starts[chunk]
+            self.states = tuple(
+                s.index_copy(0, lanes, h.index_select(0, rows))
+                for s, h in zip(self.states, self.s0, strict=True)
+            )
+        return self.states
+
+    def leave(self, chunk: int, states: tuple[Tensor, ...]) -> None:
+        """``states`` after chunk ``chunk``: those of the sequences ending there are kept."""
+        self.states = states
+        if self.restarts is not None and chunk in self.restarts.ends:
+            lanes, _ = self.restarts.ends[chunk]
+            self._finals.append(tuple(s.index_select(0, lanes) for s in states))
+
+    def final(self) -> tuple[Tensor, ...]:
+        """Each sequence's state after its last chunk (each lane's, without restarts)."""
+        if self.restarts is None:
+            return self.states
+        order = self.restarts.order
+        parts = zip(*self._finals, strict=True)
+        return tuple(torch.cat(p).index_select(0, order) for p in parts)
+
+
+def carry_states(
+    decay: Tensor, delta: Tensor, s0: Tensor, restarts: Restarts | None = None
+) -> tuple[Tensor, Tensor]:
+    """The states entering each chunk, ``[B, h, n, d_k, d_v]``, and the final state.
 
     ``S_{c+1} = decay_c ⊙ S_c + delta_c`` from ``S_0 = s0 [B, h, d_k, d_v]``; ``decay [B, h,
-    n, ...]`` broadcasts against ``delta [B, h, n, d_k, d_v]``. One update per chunk."""
+    n, ...]`` broadcasts against ``delta [B, h, n, d_k, d_v]``. One update per chunk. With
+    ``restarts``, B is the lanes, ``s0`` one row per sequence, and the final state each
+    sequence's (:class:`Carry`)."""
     entering = []
-    s = s0
+    carry = Carry((s0,), restarts)
     # unbind, not indexing: the backward of one unbind is one stack, that of n selections n
     # full-size zero tensors
-    for a, d in zip(decay.unbind(2), delta.unbind(2), strict=True):
+    for c, (a, d) in enumerate(zip(decay.unbind(2), delta.unbind(2), strict=True)):
+        (s,) = carry.enter(c)
         entering.append(s)
-        s = a * s + d
-    return torch.stack(entering, 2), s
+        carry.leave(c, (a * s + d,))
+    return torch.stack(entering, 2), carry.final()[0]
 
 
 def causal_mask(chunk: int, device: torch.device, diagonal: int = 0) -> Tensor:
@@ -134,15 +230,20 @@ def segment_decays(b: Tensor, mask: Tensor) -> Tensor:
 class MatrixCell(StepCell):
     """The shared parts of the matrix-state cells: sizes, the state's shapes, its check.
 
-    A subclass defines ``step`` and ``parallel`` and, when its state is not ``(o, S)``,
-    :meth:`state_shapes` (per row, after B). ``input_projection`` is ``x W_ih^T (+ b_ih)``
-    unless the subclass says otherwise; ``cell(x, state=None)`` is ``step(input_projection(x),
-    state)``.
+    A subclass defines ``step`` and ``chunked`` and, when its state is not ``(o, S)``,
+    :meth:`state_shapes` (per row, after B). ``chunked`` runs over the padding
+    (:meth:`parallel`) and over a ragged batch's chunk lanes (:meth:`parallel_packed`).
+    ``input_projection`` is ``x W_ih^T (+ b_ih)`` unless the subclass says otherwise;
+    ``cell(x, state=None)`` is ``step(input_projection(x), state)``.
     """
 
-    # The chunked form, each cell's own: outputs [T, B, H] and each sequence's final state
-    # from px [T, B, G] (sorted by length, descending), the state (sorted order) and lengths [B].
-    parallel: Callable[[Tensor, tuple[Tensor, ...], Tensor], tuple[Tensor, tuple[Tensor, ...]]]
+    # The chunked form, each cell's own: outputs [T, B, H] and the final state after the
+    # output, from px [T, B, G], that state (sorted order), keep [T, B] (False: an identity
+    # step) and the restarts (None: each of the B columns is one sequence; else lanes).
+    chunked: Callable[
+        [Tensor, tuple[Tensor, ...], Tensor, Restarts | None],
+        tuple[Tensor, tuple[Tensor, ...]],
+    ]
 
     input_size: int
     heads: int
@@ -180,6 +281,38 @@ class MatrixCell(StepCell):
         2 heads: 1.0-3.7 at T=4, 0.6-1.8 at T=8, 0.3-0.9 at T=16, 0.1-0.4 at T=64 over the
         five cells, so the chunked form is chosen from T=16."""
         return x.data.is_cuda or x.max_length >= self.parallel_from
+
+    def parallel(
+        self, px: Tensor, state: tuple[Tensor, ...], lengths: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Outputs ``[T, B, H]`` and each sequence's final state, from ``px [T, B, G]``
+        (sorted by length, descending) and ``state`` (sorted order); a step past a
+        sequence's end is an identity step."""
+        keep = valid_steps(lengths, px.shape[0], px.device)
+        outputs, final = self.chunked(px, tuple(state[1:]), keep, None)
+        return outputs, (last_outputs(outputs, lengths), *final)
+
+    def packing_lanes(self, x: SequenceBatch) -> Lanes:
+        """The lanes :meth:`parallel_packed` runs in: each sequence from a chunk boundary
+        (:meth:`rnnkit.SequenceBatch.chunk_lanes` of :attr:`chunk_size`)."""
+        return x.chunk_lanes(self.chunk_size)
+
+    def parallel_packed(
+        self, px: Tensor, state: tuple[Tensor, ...], x: SequenceBatch
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The chunked form over a ragged batch's packed rows ``px [N, G]``, in chunk lanes
+        (:meth:`packing_lanes`): sequences that fit one after another share a lane, each
+        starting at a chunk boundary from its own row of ``state`` (:class:`Carry`), so the
+        chunks are those of the lanes, not of the padding. Outputs ``[N, H]`` and each
+        sequence's final state (sorted order)."""
+        parts = self.check_state(state, x.batch_size)
+        lanes = self.packing_lanes(x)
+        filled = torch.zeros(lanes.steps * lanes.width, dtype=torch.bool, device=px.device)
+        keep = filled.index_fill_(0, lanes.index, True).view(lanes.steps, lanes.width)
+        restarts = Restarts.of(lanes, self.chunk_size)
+        outputs, final = self.chunked(lanes.grid(px), parts[1:], keep, restarts)
+        y = outputs.flatten(0, 1).index_select(0, lanes.index)
+        return y, (y.index_select(0, x.last_rows_sorted()), *final)
 
     def state_shapes(self) -> tuple[tuple[int, ...], ...]:
         """The shape of each state tensor after its batch dimension: ``(o, S)``."""
@@ -323,29 +456,33 @@ class GLACell(MatrixCell):
         o = (q.unsqueeze(-2) @ s).squeeze(-2)
         return o.flatten(1), s
 
-    def parallel(
-        self, px: Tensor, state: tuple[Tensor, ...], lengths: Tensor
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Outputs ``[T, B, H]`` and each sequence's final state, from ``px [T, B, G]``
-        (sorted by length, descending) and ``state`` (sorted order)."""
+    def chunked(
+        self, px: Tensor, state: tuple[Tensor, ...], keep: Tensor, restarts: Restarts | None
+    ) -> tuple[Tensor, tuple[Tensor]]:
+        """Outputs ``[T, B, H]`` and the final ``S`` (see :class:`MatrixCell`)."""
         steps = px.shape[0]
         q, k, v, log_alpha = self.features(px)
-        keep = valid_steps(lengths, steps, px.device)[..., None, None]
+        keep = keep[..., None, None]
         k, log_alpha = k * keep, log_alpha * keep
         chunk = self.chunk_size
         q, k, v, g = (to_chunks(t, chunk) for t in (q, k, v, log_alpha))
-        out, final = gla_chunks(q, k, v, g, state[1], self.sub_chunk)
-        outputs = from_chunks(out, steps)
-        return outputs, (last_outputs(outputs, lengths), final)
+        out, final = gla_chunks(q, k, v, g, state[0], self.sub_chunk, restarts)
+        return from_chunks(out, steps), (final,)
 
 
 def gla_chunks(
-    q: Tensor, k: Tensor, v: Tensor, g: Tensor, s0: Tensor, sub: int
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    s0: Tensor,
+    sub: int,
+    restarts: Restarts | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Gated linear attention over chunks: ``q, k, g [B, h, n, L, d_k]`` (``g`` the log
     decays, at least :attr:`GLACell.min_log_decay` each), ``v [B, h, n, L, d_v]``, ``s0 [B,
     h, d_k, d_v]``, sub-chunks of ``sub`` steps; the outputs ``[B, h, n, L, d_v]`` and the
-    final state.
+    final state (with ``restarts``: B lanes, see :func:`carry_states`).
 
     .. code-block:: text
 
@@ -361,7 +498,7 @@ def gla_chunks(
     b = g.cumsum(-2)
     end = b[..., -1:, :]
     delta = (k * torch.exp(end - b)).transpose(-1, -2) @ v
-    entering, final = carry_states(torch.exp(end).transpose(-1, -2), delta, s0)
+    entering, final = carry_states(torch.exp(end).transpose(-1, -2), delta, s0, restarts)
     out = (q * torch.exp(b)) @ entering
     m = chunk // sub
     bb, qq, kk, vv = (t.unflatten(-2, (m, sub)) for t in (b, q, k, v))  # [.., m, c, d]
@@ -446,13 +583,13 @@ class Mamba2Cell(MatrixCell):
         y = (cm[:, None, None, :] @ s).squeeze(-2) + self.D.unsqueeze(-1) * x
         return y.flatten(1), s
 
-    def parallel(
-        self, px: Tensor, state: tuple[Tensor, ...], lengths: Tensor
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Outputs ``[T, B, H]`` and each sequence's final state (see :class:`GLACell`)."""
+    def chunked(
+        self, px: Tensor, state: tuple[Tensor, ...], keep: Tensor, restarts: Restarts | None
+    ) -> tuple[Tensor, tuple[Tensor]]:
+        """Outputs ``[T, B, H]`` and the final ``S`` (see :class:`MatrixCell`)."""
         steps = px.shape[0]
         x, bm, cm, dt = self.features(px)
-        dt = dt * valid_steps(lengths, steps, px.device).unsqueeze(-1)
+        dt = dt * keep.unsqueeze(-1)
         chunk = self.chunk_size
         x = to_chunks(x, chunk)  # [B, h, n, L, d_v]
         bm, cm = (to_chunks(t.unsqueeze(2), chunk) for t in (bm, cm))  # [B, 1, n, L, N]
@@ -463,11 +600,10 @@ class Mamba2Cell(MatrixCell):
         intra = ((cm @ bm.transpose(-1, -2)) * decays * dt.unsqueeze(-2)) @ x
         into = (torch.exp(end - b) * dt).unsqueeze(-1)
         delta = (bm * into).transpose(-1, -2) @ x  # [B, h, n, N, d_v]
-        entering, final = carry_states(torch.exp(end).unsqueeze(-1), delta, state[1])
+        entering, final = carry_states(torch.exp(end).unsqueeze(-1), delta, state[0], restarts)
         inter = torch.exp(b).unsqueeze(-1) * (cm @ entering)
         y = intra + inter + self.D[:, None, None, None] * x
-        outputs = from_chunks(y, steps)
-        return outputs, (last_outputs(outputs, lengths), final)
+        return from_chunks(y, steps), (final,)
 
 
 class MLSTMCell(MatrixCell):
@@ -564,13 +700,13 @@ class MLSTMCell(MatrixCell):
         den = torch.maximum((q * n).sum(-1).abs(), torch.exp(-m_new)).unsqueeze(-1)
         return o * (num / den).flatten(1), c, n, m_new
 
-    def parallel(
-        self, px: Tensor, state: tuple[Tensor, ...], lengths: Tensor
-    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """Outputs ``[T, B, H]`` and each sequence's final state (see :class:`GLACell`)."""
+    def chunked(
+        self, px: Tensor, state: tuple[Tensor, ...], keep: Tensor, restarts: Restarts | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """Outputs ``[T, B, H]`` and the final ``(C, n, m)`` (see :class:`MatrixCell`)."""
         steps = px.shape[0]
         q, k, v, log_i, log_f, o = self.features(px)
-        keep = valid_steps(lengths, steps, px.device).unsqueeze(-1)
+        keep = keep.unsqueeze(-1)
         log_f = log_f * keep
         log_i = log_i.masked_fill(~keep, _NO_INPUT)
         chunk = self.chunk_size
@@ -588,12 +724,13 @@ class MLSTMCell(MatrixCell):
         weights = torch.exp(into - top).unsqueeze(-1) * k
         delta_c = weights.transpose(-1, -2) @ v  # [B, h, n, d_k, d_v]
         delta_n = weights.sum(-2)  # [B, h, n, d_k]
-        _, c, n, m = state
+        carry = Carry(tuple(state), restarts)
         entering_c, entering_n, entering_m = [], [], []
         chunks = zip(
             *(t.unbind(2) for t in (end[..., 0], top[..., 0], delta_c, delta_n)), strict=True
         )
-        for e, t, dc, dn in chunks:
+        for j, (e, t, dc, dn) in enumerate(chunks):
+            c, n, m = carry.enter(j)
             entering_c.append(c)
             entering_n.append(n)
             entering_m.append(m)
@@ -601,7 +738,7 @@ class MLSTMCell(MatrixCell):
             old, new = torch.exp(e + m - m_new), torch.exp(t - m_new)
             c = old[..., None, None] * c + new[..., None, None] * dc
             n = old[..., None] * n + new[..., None] * dn
-            m = m_new
+            carry.leave(j, (c, n, m_new))
         c0, n0, m0 = (torch.stack(s, 2) for s in (entering_c, entering_n, entering_m))
         carried = b + m0.unsqueeze(-1)  # [B, h, n, L]: log weight of the entering state
         m_t = torch.maximum(carried, scores.amax(-1))
@@ -610,5 +747,5 @@ class MLSTMCell(MatrixCell):
         num = w_in * (q @ c0) + w @ v
         den = w_in.squeeze(-1) * (q * n0.unsqueeze(-2)).sum(-1) + w.sum(-1)
         den = torch.maximum(den.abs(), torch.exp(-m_t)).unsqueeze(-1)
-        outputs = o * from_chunks(num / den, steps)
-        return outputs, (last_outputs(outputs, lengths), c, n, m)
+        c, n, m = carry.final()
+        return o * from_chunks(num / den, steps), (c, n, m)

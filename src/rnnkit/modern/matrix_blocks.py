@@ -47,11 +47,18 @@ from rnnkit.cells import State, StepCell, as_tuple
 from rnnkit.modern.blocks import BUILDERS, ResidualBlock
 from rnnkit.modern.delta import DeltaNetCell, GatedDeltaNetCell
 from rnnkit.modern.diagonal import ShortConv
-from rnnkit.modern.matrix import GLACell, Mamba2Cell, MatrixCell, MLSTMCell, last_outputs
+from rnnkit.modern.matrix import (
+    GLACell,
+    Mamba2Cell,
+    MatrixCell,
+    MLSTMCell,
+    check_positive,
+    last_outputs,
+)
 from rnnkit.recurrence import Backend
 
 if TYPE_CHECKING:
-    from rnnkit.sequences import SequenceBatch
+    from rnnkit.sequences import Lanes, SequenceBatch
 
 __all__ = [
     "GLA",
@@ -182,6 +189,27 @@ class MatrixMixer(StepCell):
         y = self._output(o, gate)
         return y, (last_outputs(y, lengths), *caches, *inner)
 
+    def packing_lanes(self, x: SequenceBatch) -> Lanes:
+        """The cell's lanes (:meth:`rnnkit.modern.matrix.MatrixCell.packing_lanes`)."""
+        return self.cell.packing_lanes(x)
+
+    def parallel_packed(
+        self, px: Tensor, state: tuple[Tensor, ...], x: SequenceBatch
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The parallel form over a ragged batch's packed rows ``px [N, G + H]``: the short
+        convolution over the padding (each sequence needs its own past), the cell in its
+        chunk lanes (:meth:`rnnkit.modern.matrix.MatrixCell.parallel_packed`), the norm,
+        gate and output projection on the packed rows."""
+        cache, inner = self._split(state, x.batch_size)
+        p, gate = px.split([px.shape[-1] - self.cell.hidden_size, self.cell.hidden_size], -1)
+        caches: tuple[Tensor, ...] = ()
+        if self.conv is not None and cache is not None:
+            conv, cache = self.conv.packed(p[..., : self.conv_channels], cache, x)
+            p, caches = self._convolved(p, conv), (cache,)
+        o, inner = self.cell.parallel_packed(p, inner, x)
+        y = self._output(o, gate)
+        return y, (y.index_select(0, x.last_rows_sorted()), *caches, *inner)
+
     def parallel_pays(self, x: SequenceBatch) -> bool:
         """The cell's rule (:meth:`rnnkit.modern.matrix.MatrixCell.parallel_pays`)."""
         return self.cell.parallel_pays(x)
@@ -189,9 +217,13 @@ class MatrixMixer(StepCell):
 
 def gla_mixer(d_model: int, heads: int = 4, chunk_size: int = 16) -> MatrixMixer:
     """GLA's layer (Yang et al. 2024): keys of ``d_model / 2``, values of ``d_model``, no
-    convolution."""
+    convolution; sub-chunks of the largest divisor of ``chunk_size`` up to
+    :attr:`GLACell.max_sub_chunk` (8)."""
     key_size = max(1, d_model // (2 * heads))
-    return MatrixMixer(GLACell(d_model, d_model, heads, key_size, chunk_size=chunk_size))
+    check_positive("chunk_size", chunk_size)
+    sub = max(d for d in range(1, GLACell.max_sub_chunk + 1) if chunk_size % d == 0)
+    cell = GLACell(d_model, d_model, heads, key_size, chunk_size=chunk_size, sub_chunk=sub)
+    return MatrixMixer(cell)
 
 
 def mamba2_mixer(
