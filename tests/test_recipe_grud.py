@@ -320,7 +320,9 @@ def test_the_port_reproduces_the_old_recipes_figures(tmp_path, capsys) -> None:
     # airquality preset with 3 epochs; co2 (span 26, stride 2) forward-filled, 1 epoch;
     # elecdemand (span 24, stride 12) 50 % rows dropped, seed 1, 2 epochs. GRU-D's step was
     # re-associated since (its input-only terms moved into the projection, fused
-    # multiply-adds), which moves its float32 figure in the ninth digit: 1e-7 for it.
+    # multiply-adds), which moves its float32 figure in the ninth digit. Float32 training
+    # also differs between CPUs (their vector kernels): the forward-filled figure moved by
+    # 2.7e-8 between the Intel Xeon these were measured on and an AMD EPYC. So 1e-6 for all.
     argv = ["grud", "compare", "--epochs", "3", "--threads", "1", "--quiet"]
     assert main([*argv, "--run-dir", str(tmp_path / "air")]) == 0
     got = {r["model"]: r for r in read_rows(tmp_path / "air" / "comparison.csv")}
@@ -328,17 +330,17 @@ def test_the_port_reproduces_the_old_recipes_figures(tmp_path, capsys) -> None:
     old |= {"mean": 16.460251083724344, "mask_delta": 15.362457797885014}
     for kind, mae in old.items():
         figures = json.loads((tmp_path / "air" / kind / "run.json").read_text())["result"]
-        assert figures["test_mae"] == pytest.approx(mae, rel=1e-7 if kind == "grud" else 1e-9), kind
+        assert figures["test_mae"] == pytest.approx(mae, rel=1e-6), kind
         assert float(got[kind]["persistence_mae"]) == pytest.approx(13.0, rel=1e-6)
     argv = ["grud", "--preset", "co2", "--model", "forward", "--epochs", "1", "--quiet"]
     assert main([*argv, "--threads", "1", "--run-dir", str(tmp_path / "co2")]) == 0
     figures = json.loads((tmp_path / "co2" / "run.json").read_text())["result"]
-    assert figures["test_mae"] == pytest.approx(0.507959636754713, rel=1e-9)
+    assert figures["test_mae"] == pytest.approx(0.507959636754713, rel=1e-6)
     assert figures["baselines"]["persistence"]["test_mae"] == pytest.approx(0.39360471445164213)
     argv = ["grud", "--preset", "elecdemand", "--removal", "rows", "--seed", "1", "--quiet"]
     assert main([*argv, "--epochs", "2", "--threads", "1", "--run-dir", str(tmp_path / "e")]) == 0
     figures = json.loads((tmp_path / "e" / "run.json").read_text())["result"]
-    assert figures["test_mae"] == pytest.approx(0.33944864619792153, rel=1e-7)  # GRU-D
+    assert figures["test_mae"] == pytest.approx(0.33944864619792153, rel=1e-6)  # GRU-D
     assert figures["baselines"]["persistence"]["test_mae"] == pytest.approx(0.3550698765255096)
 
 
