@@ -519,6 +519,8 @@ SCAN_SHAPES = [  # B, T, H (I = H)
     (16, 1024, 256),
     (32, 512, 256),
     (64, 100, 256),
+    (128, 100, 256),
+    (64, 512, 512),
 ]
 
 
@@ -535,8 +537,7 @@ def scan_case(kind: str, b: int, t: int, h: int) -> Case:
         cell_holder[:] = [cell]
         scan, loop = Recurrence(cell, backend="scan"), Recurrence(cell, backend="loop")
         with torch.no_grad():
-            # float32 scan error grows with T (the log-space prefix sums): ~5e-4 at T=4096.
-            _check_equal(scan(x).data, loop(x).data, f"{kind} scan", tol=2e-3)
+            _check_equal(scan(x).data, loop(x).data, f"{kind} scan", tol=1e-4)
         return (
             _step(cell, lambda: scan(x).data.sum(), True),
             _step(cell, lambda: loop(x).data.sum(), True),

@@ -1,8 +1,8 @@
 """A ragged batch in lanes (``SequenceBatch.lanes``) and the ``'scan'`` path that runs a
 cell's parallel form on the packed rows in them (``parallel_packed``, chosen by
-``packing_pays``): the layout against its definition, and LRU, RG-LRU, S6 and the Hawk and Mamba
-mixers against each sequence run alone through the loop, in float64 (outputs, final states and
-gradients to 1e-10)."""
+``packing_pays``): the layout against its definition, and LRU, RG-LRU, S6, the Hawk and Mamba
+mixers, minGRU and minLSTM against each sequence run alone through the loop, in float64
+(outputs, final states and gradients to 1e-10)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import Bidirectional, Recurrence, RecurrenceFrom, SequenceBatch
+from rnnkit.cells import MinGRUCell, MinLSTMCell
 from rnnkit.modern.diagonal import HawkCell, LRUCell, MambaCell, RGLRUCell, S6Cell
 from rnnkit.modern.scan import selective_scan
 from rnnkit.recurrence import packing_pays
@@ -72,6 +73,8 @@ CELLS = {
     "hawk": lambda: HawkCell(3, 4, 3),
     "s6": lambda: S6Cell(3, 2),
     "mamba": lambda: MambaCell(3, state_size=2, expand=2, conv_width=3),
+    "mingru": lambda: MinGRUCell(3, 4),
+    "minlstm": lambda: MinLSTMCell(3, 4),
 }
 
 
@@ -118,7 +121,8 @@ def test_packed_path_equals_each_sequence_alone_with_states_and_gradients(
     else:
         h0 = tuple(h.requires_grad_() for h in h0)
     with monkeypatch.context() as m:
-        m.setattr(type(cell), "parallel", no_padding)
+        # the padded form: a cell's parallel, or the scan of minGRU and minLSTM
+        m.setattr(type(cell), "parallel" if hasattr(cell, "parallel") else "scan", no_padding)
         if start == "zeros":
             m.setattr(S6Cell, "scan_states", no_padding)
         out, final = RecurrenceFrom(cell, backend="scan").with_final_state(h0, x.with_data(data))

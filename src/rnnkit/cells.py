@@ -28,13 +28,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from rnnkit.lazy import input_weight, take_input_size
+from rnnkit.scan import linear_scan, scan_packed
+
+if TYPE_CHECKING:
+    from rnnkit.sequences import SequenceBatch
 
 __all__ = [
     "Cell",
@@ -718,10 +722,14 @@ def _log_positive(v: Tensor) -> Tensor:
 class _LinearRecurrenceCell(_StepCell):
     """A cell whose update is ``h' = a ⊙ h + b`` with ``a, b`` functions of ``x`` only.
 
-    Such a recurrence runs as a parallel prefix scan (:meth:`scan`): with ``A_t = a_1 ⋯ a_t``,
-    ``h_t = A_t h_0 + A_t Σ_{k≤t} b_k / A_k``, computed in log space (``logcumsumexp``) for
-    stability, so its sequential depth is that of one cumulative sum instead of T steps.
-    Subclasses define ``log_coefficients(px) -> (log a, log b)``, ``[..., H]`` each.
+    Such a recurrence runs as a parallel scan (:meth:`scan`): :func:`rnnkit.scan.linear_scan`,
+    exact (no division by the cumulative products ``a_1 ⋯ a_t``, so no error growing with T),
+    with a backward of its own. It replaced the log-space form ``h_t = A_t h_0 + A_t Σ_{k≤t}
+    b_k / A_k`` (``logcumsumexp``), which was 3-5x slower on a CPU and drifted by up to 1e-3
+    from it in float32 at T=4096 (forward and backward, 1 thread, B*H from 64 to 16,384:
+    linear/log-space time 0.21-0.36). A ragged batch runs in its lanes
+    (:meth:`parallel_packed`). Subclasses define ``log_coefficients(px) -> (log a, log b)``,
+    ``[..., H]`` each.
     """
 
     log_coefficients: Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -746,8 +754,18 @@ class _LinearRecurrenceCell(_StepCell):
     def scan(self, px: Tensor, h0: Tensor) -> Tensor:
         """All states ``[T, B, H]`` from the projected inputs ``[T, B, G*H]`` and ``h0 [B, H]``."""
         log_a, log_b = self.log_coefficients(px)
-        a_star = torch.cumsum(log_a, dim=0)
-        return torch.exp(a_star) * h0 + torch.exp(a_star + torch.logcumsumexp(log_b - a_star, 0))
+        return linear_scan(torch.exp(log_a), torch.exp(log_b), h0)
+
+    def parallel_packed(
+        self, px: Tensor, state: tuple[Tensor, ...], x: SequenceBatch
+    ) -> tuple[Tensor, tuple[Tensor]]:
+        """The scan over a ragged batch's packed rows ``px [N, G*H]``, in the batch's lanes
+        (:func:`rnnkit.scan.scan_packed`, no padding): every state ``[N, H]`` and each
+        sequence's last."""
+        (h0,) = state
+        log_a, log_b = self.log_coefficients(px)
+        h, last = scan_packed(torch.exp(log_a), torch.exp(log_b), h0, x)
+        return h, (last,)
 
 
 class MinGRUCell(_LinearRecurrenceCell):

@@ -130,15 +130,16 @@ def scan_pays(x: SequenceBatch, hidden_size: int) -> bool:
     """Whether the parallel scan beats the loop for this batch.
 
     On a GPU it always does. On a CPU the loop costs T small steps (a fixed overhead each
-    plus ``B * H`` work), the scan a few passes over all ``T x B x H`` elements, so which wins
-    depends on the size of a step, ``B * H``, and hardly on T. Measured for training
-    (forward and backward, ``bench/run.py --cases scan``, 1 thread of a 2-core AMD EPYC):
-    scan/loop time 0.04-0.05 at ``B * H = 64``, 0.7-1.1 at 1024, 2.0-3.3 at 4096 and
-    beyond. On a 2-core Intel Xeon (the same cases, 2026-12-03, minGRU and minLSTM, T = 512
-    to 4,096): 0.24-0.32 at 256, 0.46-0.60 at 512, 0.90-1.21 at 1024, where minGRU's scan
-    lost in all four shapes tried; so the scan is chosen below ``B * H = 1024``.
+    plus ``B * H`` work), the scan (:func:`rnnkit.modern.linear_scan`: chunks of 32 steps
+    below 4,096 elements a step, one sequential pass above) a few passes over all ``T x B x
+    H`` elements, so which wins depends on the size of a step, ``B * H``, and hardly on T.
+    Measured for training (forward and backward, ``bench/run.py --cases scan/min``, 1 thread
+    of a 2-core AMD EPYC, 2026-12-04, minGRU and minLSTM), scan/loop time: 0.015-0.020 at
+    ``B * H = 64``, 0.33-0.36 at 1,024, 0.74-0.76 at 4,096, 0.97-0.98 at 8,192, 0.95 at
+    16,384 (T = 100), 1.02-1.14 at 32,768 (T = 100) and 2.3-2.4 at 32,768 (T = 512); so the
+    scan is chosen below ``B * H = 16384``. (The log-space scan it replaced lost from 1,024.)
     """
-    return x.data.is_cuda or x.batch_size * hidden_size < 1024
+    return x.data.is_cuda or x.batch_size * hidden_size < 16384
 
 
 def has_parallel(cell: Any) -> bool:
