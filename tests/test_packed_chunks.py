@@ -10,24 +10,26 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from conftest import (
+    assert_packed_equals_alone,
+    assert_scan_outputs_equal_alone,
+    ragged_batch,
+    random_states,
+)
+from torch import nn
 
-from rnnkit import Bidirectional, Recurrence, RecurrenceFrom, SequenceBatch
+from rnnkit import Recurrence, RecurrenceFrom, SequenceBatch
 from rnnkit.modern.delta import DeltaNetCell, GatedDeltaNetCell
 from rnnkit.modern.matrix import GLACell, Mamba2Cell, MLSTMCell, Restarts
 from rnnkit.modern.matrix_blocks import deltanet_mixer, gla_mixer, mamba2_mixer, mlstm_mixer
 from rnnkit.recurrence import packing_pays
 
-F64 = torch.float64
 TOL = {"atol": 1e-10, "rtol": 1e-10}
 CHUNK = 4
 
 
 def _batch(lengths: tuple[int, ...], features: int, seed: int = 0) -> SequenceBatch:
-    g = torch.Generator().manual_seed(seed)
-    return SequenceBatch.from_list(
-        [torch.randn(n, features, generator=g, dtype=F64) for n in lengths]
-    )
+    return ragged_batch(lengths, features, seed)
 
 
 @pytest.mark.parametrize(
@@ -111,25 +113,6 @@ def _features(cell: nn.Module) -> int:
     return int(cell.input_size)
 
 
-def _alone(cell: nn.Module, x: SequenceBatch, h0: tuple[Tensor, ...]) -> tuple[list[Tensor], ...]:
-    """Each sequence by itself, a batch of one through the loop: outputs and final states."""
-    outs, finals = [], []
-    for i, seq in enumerate(x.to_list()):
-        one = SequenceBatch.from_list([seq])
-        start = tuple(h[i : i + 1] for h in h0)
-        out, final = RecurrenceFrom(cell, backend="loop").with_final_state(start, one)
-        outs.append(out.to_list()[0])
-        finals.append(final if isinstance(final, tuple) else (final,))
-    return outs, finals
-
-
-def _states(cell: nn.Module, batch: int, seed: int) -> tuple[Tensor, ...]:
-    """A random state of the cell's shapes (``[B, ...]`` each)."""
-    g = torch.Generator().manual_seed(seed)
-    zeros = cell.initial_state(batch, dtype=F64)
-    return tuple(torch.randn(z.shape, generator=g, dtype=F64) for z in zeros)
-
-
 @pytest.mark.parametrize("name", sorted(CELLS))
 @pytest.mark.parametrize("lengths", [(7, 3, 1, 6, 2), (12, 1, 11, 5, 6, 4, 8, 3)])
 @pytest.mark.parametrize("start", ["zeros", "given"])
@@ -146,8 +129,7 @@ def test_packed_chunks_equal_each_sequence_alone_with_states_and_gradients(
     def no_padding(*args: object) -> None:
         raise AssertionError("the padded chunked form ran")
 
-    data = x.data.clone().requires_grad_()
-    h0 = _states(cell, len(lengths), seed=2)
+    h0 = random_states(cell, len(lengths), seed=2)
     if name.startswith("mlstm") and start == "given":  # the stabiliser m: a log scale
         h0 = (*h0[:-1], h0[-1].abs())
     if start == "zeros":
@@ -155,30 +137,14 @@ def test_packed_chunks_equal_each_sequence_alone_with_states_and_gradients(
     else:
         h0 = tuple(h.requires_grad_() for h in h0)
     inner = getattr(cell, "cell", cell)
-    with monkeypatch.context() as m:
-        m.setattr(type(cell), "parallel", no_padding)
-        m.setattr(type(inner), "parallel", no_padding)
-        out, final = RecurrenceFrom(cell, backend="scan").with_final_state(h0, x.with_data(data))
-    outs, finals = _alone(cell, x.with_data(data), h0)
-    for got, want in zip(out.to_list(), outs, strict=True):
-        torch.testing.assert_close(got, want, **TOL)
-    last = [torch.cat([f[k] for f in finals]) for k in range(len(final))]
-    for got, want in zip(final, last, strict=True):
-        torch.testing.assert_close(got, want, **TOL)
 
-    weights = torch.linspace(-1, 1, out.data.shape[-1], dtype=F64)
-    params = [p for _, p in sorted(cell.named_parameters())]
-    wrt = [data, *(h for h in h0 if h.requires_grad), *params]
+    def run(batch: SequenceBatch) -> tuple[SequenceBatch, object]:
+        with monkeypatch.context() as m:
+            m.setattr(type(cell), "parallel", no_padding)
+            m.setattr(type(inner), "parallel", no_padding)
+            return RecurrenceFrom(cell, backend="scan").with_final_state(h0, batch)
 
-    def loss(outputs: list[Tensor], states: list[Tensor]) -> Tensor:
-        return sum((o * weights).sum() for o in outputs) + sum((f**2).sum() for f in states)  # type: ignore[return-value]
-
-    # a state's first tensor (the last output) is not read by the step
-    grad = {"allow_unused": True, "materialize_grads": True}
-    got_grads = torch.autograd.grad(loss(out.to_list(), list(final)), wrt, **grad)
-    want_grads = torch.autograd.grad(loss(outs, last), wrt, **grad)
-    for g_got, g_want in zip(got_grads, want_grads, strict=True):
-        torch.testing.assert_close(g_got, g_want, **TOL)
+    assert_packed_equals_alone(cell, x, h0, run)
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
@@ -197,30 +163,11 @@ def test_the_padding_stays_where_no_chunk_lane_is_shared(
         raise AssertionError("the packed chunked form ran")
 
     monkeypatch.setattr(type(cell), "parallel_packed", no_lanes)
-    h0 = _states(cell, 3, seed=3)
+    h0 = random_states(cell, 3, seed=3)
     if name.startswith("mlstm"):
         h0 = (*h0[:-1], h0[-1].abs())
     for batch in (x, z):
-        out, _ = RecurrenceFrom(cell, backend="scan").with_final_state(h0, batch)
-        for got, want in zip(out.to_list(), _alone(cell, batch, h0)[0], strict=True):
-            torch.testing.assert_close(got, want, **TOL)
-
-
-def test_both_directions_of_a_ragged_batch_run_in_chunk_lanes_as_the_loop() -> None:
-    torch.manual_seed(4)
-    forward, backward = CELLS["gla"]().double(), CELLS["gated-deltanet"]().double()
-    x = _batch((9, 2, 7, 4, 1), 3, seed=5)
-    assert packing_pays(forward, x) and packing_pays(backward, x.reverse())
-
-    def both(backend: str) -> SequenceBatch:
-        layer = Bidirectional(
-            Recurrence(forward, backend=backend),  # type: ignore[arg-type]
-            Recurrence(backward, go_backwards=True, backend=backend),  # type: ignore[arg-type]
-        )
-        return layer(x)
-
-    got, want = both("scan"), both("loop")
-    torch.testing.assert_close(got.data, want.data, **TOL)
+        assert_scan_outputs_equal_alone(cell, batch, h0)
 
 
 def test_float32_packed_chunks_stay_within_1e_5_of_the_float64_loop() -> None:

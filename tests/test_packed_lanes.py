@@ -10,11 +10,19 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from conftest import (
+    assert_packed_equals_alone,
+    assert_scan_outputs_equal_alone,
+    ragged_batch,
+    random_states,
+)
+from torch import Tensor
 
 from rnnkit import Bidirectional, Recurrence, RecurrenceFrom, SequenceBatch
 from rnnkit.cells import MinGRUCell, MinLSTMCell
+from rnnkit.modern.delta import GatedDeltaNetCell
 from rnnkit.modern.diagonal import HawkCell, LRUCell, MambaCell, RGLRUCell, S6Cell
+from rnnkit.modern.matrix import GLACell
 from rnnkit.modern.scan import selective_scan
 from rnnkit.recurrence import packing_pays
 
@@ -23,10 +31,7 @@ TOL = {"atol": 1e-10, "rtol": 1e-10}
 
 
 def _batch(lengths: tuple[int, ...], features: int, seed: int = 0) -> SequenceBatch:
-    g = torch.Generator().manual_seed(seed)
-    return SequenceBatch.from_list(
-        [torch.randn(n, features, generator=g, dtype=F64) for n in lengths]
-    )
+    return ragged_batch(lengths, features, seed)
 
 
 @pytest.mark.parametrize(
@@ -78,26 +83,6 @@ CELLS = {
 }
 
 
-def _alone(cell: nn.Module, x: SequenceBatch, h0: tuple[Tensor, ...]) -> tuple[list[Tensor], ...]:
-    """Each sequence by itself, a batch of one through the loop: outputs and final states."""
-    outs, finals = [], []
-    for i, seq in enumerate(x.to_list()):
-        one = SequenceBatch.from_list([seq])
-        start = tuple(h[i : i + 1] for h in h0)
-        out, final = RecurrenceFrom(cell, backend="loop").with_final_state(start, one)
-        outs.append(out.to_list()[0])
-        finals.append(final if isinstance(final, tuple) else (final,))
-    return outs, finals
-
-
-def _states(cell: nn.Module, batch: int, seed: int) -> tuple[Tensor, ...]:
-    """A random state of the cell's shapes (``[B, ...]`` each), or zeros where seed is None."""
-    g = torch.Generator().manual_seed(seed)
-    zeros = cell.initial_state(batch, dtype=F64)
-    zeros = zeros if isinstance(zeros, tuple) else (zeros,)
-    return tuple(torch.randn(z.shape, generator=g, dtype=F64) for z in zeros)
-
-
 @pytest.mark.parametrize("name", sorted(CELLS))
 @pytest.mark.parametrize("lengths", [(7, 3, 1, 6, 2), (12, 1, 11, 5, 6, 4, 8, 3)])
 @pytest.mark.parametrize("start", ["zeros", "given"])
@@ -114,39 +99,21 @@ def test_packed_path_equals_each_sequence_alone_with_states_and_gradients(
     def no_padding(*args: object) -> None:
         raise AssertionError("the padded parallel form ran")
 
-    data = x.data.clone().requires_grad_()
-    h0 = _states(cell, len(lengths), seed=2)
+    h0 = random_states(cell, len(lengths), seed=2)
     if start == "zeros":
         h0 = tuple(torch.zeros_like(h) for h in h0)
     else:
         h0 = tuple(h.requires_grad_() for h in h0)
-    with monkeypatch.context() as m:
-        # the padded form: a cell's parallel, or the scan of minGRU and minLSTM
-        m.setattr(type(cell), "parallel" if hasattr(cell, "parallel") else "scan", no_padding)
-        if start == "zeros":
-            m.setattr(S6Cell, "scan_states", no_padding)
-        out, final = RecurrenceFrom(cell, backend="scan").with_final_state(h0, x.with_data(data))
-    final = final if isinstance(final, tuple) else (final,)
-    outs, finals = _alone(cell, x.with_data(data), h0)
-    for got, want in zip(out.to_list(), outs, strict=True):
-        torch.testing.assert_close(got, want, **TOL)
-    for k, got in enumerate(final):
-        torch.testing.assert_close(got, torch.cat([f[k] for f in finals]), **TOL)
 
-    weights = torch.linspace(-1, 1, out.data.shape[-1], dtype=F64)
-    params = [p for _, p in sorted(cell.named_parameters())]
-    wrt = [data, *(h for h in h0 if h.requires_grad), *params]
+    def run(batch: SequenceBatch) -> tuple[SequenceBatch, object]:
+        with monkeypatch.context() as m:
+            # the padded form: a cell's parallel, or the scan of minGRU and minLSTM
+            m.setattr(type(cell), "parallel" if hasattr(cell, "parallel") else "scan", no_padding)
+            if start == "zeros":
+                m.setattr(S6Cell, "scan_states", no_padding)
+            return RecurrenceFrom(cell, backend="scan").with_final_state(h0, batch)
 
-    def loss(outputs: list[Tensor], last: list[Tensor]) -> Tensor:
-        return sum((o * weights).sum() for o in outputs) + sum((f**2).sum() for f in last)  # type: ignore[return-value]
-
-    # the first state tensor of every cell here (the last output) is not read by the step
-    grad = {"allow_unused": True, "materialize_grads": True}
-    got = torch.autograd.grad(loss(out.to_list(), list(final)), wrt, **grad)
-    last = [torch.cat([f[k] for f in finals]) for k in range(len(final))]
-    want = torch.autograd.grad(loss(outs, last), wrt, **grad)
-    for g_got, g_want in zip(got, want, strict=True):
-        torch.testing.assert_close(g_got, g_want, **TOL)
+    assert_packed_equals_alone(cell, x, h0, run)
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
@@ -162,15 +129,23 @@ def test_the_padding_stays_where_no_lane_is_shared(
         raise AssertionError("the packed parallel form ran")
 
     monkeypatch.setattr(type(cell), "parallel_packed", no_lanes)
-    h0 = _states(cell, 3, seed=3)
-    out, _ = RecurrenceFrom(cell, backend="scan").with_final_state(h0, x)
-    for got, want in zip(out.to_list(), _alone(cell, x, h0)[0], strict=True):
-        torch.testing.assert_close(got, want, **TOL)
+    assert_scan_outputs_equal_alone(cell, x, random_states(cell, 3, seed=3))
 
 
-def test_both_directions_of_a_ragged_batch_run_packed_as_the_loop() -> None:
+@pytest.mark.parametrize(
+    "pair",
+    [
+        (lambda: RGLRUCell(3), lambda: LRUCell(3, 2)),
+        # the matrix cells, in chunk lanes (tests/test_packed_chunks.py)
+        (
+            lambda: GLACell(3, 4, 2, 2, chunk_size=4, sub_chunk=2),
+            lambda: GatedDeltaNetCell(3, 4, 2, 2, 4),
+        ),
+    ],
+)
+def test_both_directions_of_a_ragged_batch_run_packed_as_the_loop(pair: tuple) -> None:
     torch.manual_seed(4)
-    forward, backward = RGLRUCell(3).double(), LRUCell(3, 2).double()
+    forward, backward = (make().double() for make in pair)
     x = _batch((9, 2, 7, 4, 1), 3, seed=5)
     assert packing_pays(forward, x) and packing_pays(backward, x.reverse())
 
