@@ -476,6 +476,13 @@ def test_a_sub_chunk_that_does_not_divide_the_chunk_is_refused():
         GLACell(IN, H, HEADS, DK, chunk_size=32, sub_chunk=16)
 
 
+@pytest.mark.parametrize("chunk,sub", [(16, 8), (4, 4), (12, 6), (7, 7), (9, 3), (11, 1)])
+def test_the_gla_layer_takes_any_chunk_size_with_its_largest_sub_chunk_up_to_8(chunk, sub):
+    assert gla_mixer(8, heads=2, chunk_size=chunk).cell.sub_chunk == sub
+    with pytest.raises(ValueError, match="chunk_size: expected a positive int, found 0"):
+        gla_mixer(8, heads=2, chunk_size=0)
+
+
 @pytest.mark.parametrize("decay", [(0.0, 0.5), (0.5, 1.0), (0.9, 0.5), (-0.1, 0.5), (1.2, 1.5)])
 @pytest.mark.parametrize("make", [GLACell, MLSTMCell])
 def test_a_decay_outside_zero_one_is_refused(make, decay):
