@@ -178,7 +178,8 @@ def packing_pays(cell: Any, x: SequenceBatch) -> bool:
     0.91-1.10 with as many. On a GPU it was not measured: the padded path stays."""
     if not has_packed(cell) or x.data.is_cuda or x._sizes[0] == x._sizes[-1]:
         return False
-    lanes = cell.packing_lanes(x) if hasattr(cell, "packing_lanes") else x.lanes
+    own = callable(getattr(type(cell), "packing_lanes", None))
+    lanes = cell.packing_lanes(x) if own else x.lanes
     return bool(lanes.width < x.batch_size)
 
 
