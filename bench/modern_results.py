@@ -107,23 +107,33 @@ class Settings:
     copy_length: int = 256
     listops_min_length: int = 500
     listops_max_length: int = 2_000
+    listops_train: int = 1_200
+    validations: int = 2
     quick: bool = False
 
     def suffix(self, task: str) -> str:
-        """What a cache file's name adds after the task: ``-quick``, or the lengths of a
-        variant (``-L64``: selective copy over 64 steps; ``-100-400``: ListOps of 100-400
-        tokens)."""
+        """What a cache file's name adds after the task: ``-quick``, or what a variant
+        changes (``-L64``: selective copy over 64 steps; ``-100-400``: ListOps of 100-400
+        tokens; ``-train12000``: ListOps with 12,000 training expressions; ``-b1500s``: a
+        budget of 1,500 s; ``-v10``: 10 validations)."""
         if self.quick:
             return "-quick"
+        out = ""
         if task == "selective_copy" and self.copy_length != Settings.copy_length:
-            return f"-L{self.copy_length}"
+            out += f"-L{self.copy_length}"
         lengths = (self.listops_min_length, self.listops_max_length)
         if task == "listops" and lengths != (
             Settings.listops_min_length,
             Settings.listops_max_length,
         ):
-            return f"-{lengths[0]}-{lengths[1]}"
-        return ""
+            out += f"-{lengths[0]}-{lengths[1]}"
+        if task == "listops" and self.listops_train != Settings.listops_train:
+            out += f"-train{self.listops_train}"
+        if self.budget_seconds != Settings.budget_seconds:
+            out += f"-b{self.budget_seconds:g}s"
+        if self.validations != Settings.validations:
+            out += f"-v{self.validations}"
+        return out
 
 
 # ---------------------------------------------------------------------------- models
@@ -296,7 +306,10 @@ def selective_copy_task(settings: Settings) -> Task:
 
 def listops_data(settings: Settings, cache: Path) -> dict[str, list[ListOpsExample]]:
     """The ListOps examples, generated once (distinct across splits) and kept as TSV files in
-    ``cache/data/`` (generating a 500-2,000-token expression takes about 20 ms)."""
+    ``cache/data/`` (generating a 500-2,000-token expression takes about 20 ms). With
+    ``listops_train`` above 1,200 the validation and test parts stay those of 1,200, and the
+    training part adds expressions drawn from the next seed, none of them also in those
+    parts."""
     if settings.quick:
         config = ListOpsConfig(max_depth=3, max_args=4, min_length=5, max_length=40)
         sizes = {"train": 96, "validation": 24, "test": 32}
@@ -309,7 +322,11 @@ def listops_data(settings: Settings, cache: Path) -> dict[str, list[ListOpsExamp
             max_length=settings.listops_max_length,
         )
         sizes = {"train": 1_200, "validation": 100, "test": 400}
-    tag = "quick" if settings.quick else f"lra{settings.suffix('listops')}"
+    extra = 0 if settings.quick else max(0, settings.listops_train - sizes["train"])
+    low, high = config.min_length, config.max_length
+    standard = (low, high) == (Settings.listops_min_length, Settings.listops_max_length)
+    tag = "quick" if settings.quick else "lra" + ("" if standard else f"-{low}-{high}")
+    tag += f"-train{settings.listops_train}" if extra else ""
     paths = {split: cache / "data" / f"listops-{tag}-{split}.tsv" for split in sizes}
     if all(p.is_file() for p in paths.values()):
         return {split: read_listops_tsv(p) for split, p in paths.items()}
@@ -318,6 +335,17 @@ def listops_data(settings: Settings, cache: Path) -> dict[str, list[ListOpsExamp
     for split, n in sizes.items():
         parts[split] = examples[start : start + n]
         start += n
+    if extra:
+        taken = {e.sequence for ex in parts.values() for e in ex}
+        added: list[ListOpsExample] = []
+        seed = settings.seed + 1
+        while len(added) < extra:
+            for e in generate_listops(extra - len(added), config, seed=seed):
+                if e.sequence not in taken:
+                    taken.add(e.sequence)
+                    added.append(e)
+            seed += 1
+        parts["train"] = parts["train"] + added
     (cache / "data").mkdir(parents=True, exist_ok=True)
     for split, p in paths.items():
         write_listops_tsv(p, parts[split])
@@ -506,7 +534,8 @@ def train_and_test(task: Task, model: str, settings: Settings) -> dict[str, Any]
     target = 2_000 if settings.quick else settings.params
     net = sized(model, target, settings.layers, task.vocab, task.features, task.classes)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.rate)
-    checks = [settings.budget_seconds / 2]
+    n = settings.validations
+    checks = [settings.budget_seconds * i / n for i in range(1, n)]
     sign = 1.0 if task.higher_is_better else -1.0
     best: tuple[float, dict[str, Tensor], int] | None = None
     history, train_seconds, eval_seconds, updates, losses = [], 0.0, 0.0, 0, []
@@ -640,6 +669,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=f"{Settings.listops_min_length},{Settings.listops_max_length}",
         help="ListOps: shortest and longest expression in tokens (LRA: 500,2000)",
     )
+    parser.add_argument(
+        "--listops-train",
+        type=int,
+        default=Settings.listops_train,
+        help="ListOps: training expressions (above 1,200: the same validation and test parts)",
+    )
+    parser.add_argument(
+        "--validations",
+        type=int,
+        default=Settings.validations,
+        help="validation scores over the budget (at its i/N for i = 1..N)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few updates")
     parser.add_argument("--force", action="store_true", help="rerun cached runs")
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
@@ -650,6 +691,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(
             f"--budget-seconds, --updates: expected > 0 and >= 1, found "
             f"{args.budget_seconds}, {args.updates}"
+        )
+    if args.listops_train < 1 or args.validations < 1:
+        raise SystemExit(
+            f"--listops-train, --validations: expected >= 1, found {args.listops_train}, "
+            f"{args.validations}"
         )
     try:
         shortest, longest = (int(v) for v in args.listops_lengths.split(","))
@@ -665,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         copy_length=args.copy_length,
         listops_min_length=shortest,
         listops_max_length=longest,
+        listops_train=args.listops_train,
+        validations=args.validations,
         quick=args.quick,
     )
     torch.set_num_threads(settings.threads)
@@ -676,7 +724,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             path = args.cache_dir / f"{name}{settings.suffix(name)}-{model}.json"
             if path.is_file() and not args.force:
                 cached = json.loads(path.read_text())
-                if cached.get("settings") == json.loads(json.dumps(asdict(settings))):
+                # a run cached before a setting existed ran with its default
+                written = {**asdict(Settings()), **cached.get("settings", {})}
+                if written == json.loads(json.dumps(asdict(settings))):
                     results.append(cached)
                     continue
             task = task or make_task(name, settings, args.cache_dir)

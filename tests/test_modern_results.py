@@ -91,8 +91,46 @@ def test_rerun_reads_the_cache_and_prints_the_table(run, capsys):
         (["--models", "lstm,transformer"], "--models: expected names from lstm"),
         (["--tasks", "imdb"], "--tasks: expected names from selective_copy"),
         (["--budget-seconds", "0"], "--budget-seconds, --updates: expected > 0"),
+        (["--listops-train", "0"], "--listops-train, --validations: expected >= 1, found 0"),
+        (["--validations", "0"], "--listops-train, --validations: expected >= 1, found 1200, 0"),
     ],
 )
 def test_bad_arguments_are_refused(argv, message, tmp_path):
     with pytest.raises(SystemExit, match=message):
         mr.main([*argv, "--cache-dir", str(tmp_path)])
+
+
+def test_a_cache_written_before_a_setting_existed_is_read_with_its_default(run, capsys):
+    cache, results = run
+    first = next(iter(sorted(cache.glob("*.json"))))
+    saved = json.loads(first.read_text())
+    del saved["settings"]["validations"], saved["settings"]["listops_train"]
+    first.write_text(json.dumps(saved))
+    stamp = first.stat().st_mtime_ns
+    assert mr.main([*ARGS, "--cache-dir", str(cache)]) == [
+        saved if r["task"] == saved["task"] and r["model"] == saved["model"] else r for r in results
+    ]
+    assert first.stat().st_mtime_ns == stamp  # read, not rerun
+
+
+def test_a_variant_names_what_it_changes() -> None:
+    assert mr.Settings().suffix("listops") == ""
+    longer = mr.Settings(listops_train=12_000, budget_seconds=1_500, validations=10)
+    assert longer.suffix("listops") == "-train12000-b1500s-v10"
+    assert longer.suffix("lm") == "-b1500s-v10"
+    assert mr.Settings(listops_min_length=100, listops_max_length=400).suffix("listops") == (
+        "-100-400"
+    )
+
+
+def test_more_listops_training_keeps_the_held_out_parts_and_never_repeats_them(tmp_path) -> None:
+    short = {"listops_min_length": 20, "listops_max_length": 60}
+    base = mr.listops_data(mr.Settings(**short), tmp_path)
+    more = mr.listops_data(mr.Settings(**short, listops_train=1_300), tmp_path)
+    assert [len(more[k]) for k in ("train", "validation", "test")] == [1_300, 100, 400]
+    assert more["validation"] == base["validation"] and more["test"] == base["test"]
+    assert more["train"][:1_200] == base["train"]
+    train = [e.sequence for e in more["train"]]
+    held = {e.sequence for e in more["validation"] + more["test"]}
+    assert len(set(train)) == len(train) and not set(train) & held
+    assert mr.listops_data(mr.Settings(**short, listops_train=1_300), tmp_path) == more  # cached
