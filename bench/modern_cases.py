@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import Recurrence, SequenceBatch
-from rnnkit.cells import as_tuple
+from rnnkit.cells import MinGRUCell, MinLSTMCell, as_tuple
 from rnnkit.modern.diagonal import HawkCell, LRUCell, MambaCell, RGLRUCell, S6Cell
 from rnnkit.recurrence import packing_pays
 
@@ -235,7 +235,7 @@ PACKED_SHAPES = (  # B, shortest, longest, width
 )
 
 
-def packed_vs_padded(rounds: int = 7) -> None:
+def packed_vs_padded(rounds: int = 7, only: Sequence[str] | None = None) -> None:
     """The two parallel forms the ``'scan'`` path has for a ragged batch, forward and backward
     from the input projection on: ``parallel_packed`` on the packed rows in the batch's lanes
     (what ``packing_pays`` picks) against ``parallel`` on the padding ``[T, B, H]`` (what it
@@ -255,8 +255,12 @@ def packed_vs_padded(rounds: int = 7) -> None:
             ("Hawk", HawkCell(width)),
             ("S6", S6Cell(width)),
             ("Mamba", MambaCell(width // 2)),
+            ("minGRU", MinGRUCell(width, width)),
+            ("minLSTM", MinLSTMCell(width, width)),
         )
         for name, cell in cells:
+            if only and name not in only:
+                continue
             inputs = x.with_data(x.data[:, : cell.input_size].contiguous())
             pad, pack = packed_and_padded(cell, inputs, rounds)
             print(
@@ -275,6 +279,9 @@ def packed_and_padded(cell: nn.Module, x: SequenceBatch, rounds: int) -> tuple[f
 
     def padded() -> tuple[Tensor, ...]:
         px = x.with_data(cell.input_projection(data)).to_padded_time_major()
+        if not hasattr(cell, "parallel"):  # minGRU, minLSTM: every state, then the last
+            rows = cell.scan(px, state[0]).flatten(0, 1)
+            return rows.index_select(0, x.padded_index), rows.index_select(0, x.last_padded_index)
         out, final = cell.parallel(px, state, x.sorted_lengths)
         return (out.flatten(0, 1).index_select(0, x.padded_index), *final)
 
@@ -309,10 +316,13 @@ def main() -> None:
     parser.add_argument(
         "--packed", action="store_true", help="a ragged batch's parallel form, packed vs padded"
     )
+    parser.add_argument(
+        "--packed-cells", nargs="+", default=None, help="--packed: only these (e.g. minGRU)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.packed:
-        packed_vs_padded()
+        packed_vs_padded(only=args.packed_cells)
         return
     if args.memory_probe:
         kind, steps, backend = args.memory_probe
