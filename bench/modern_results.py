@@ -114,8 +114,9 @@ class Settings:
     def suffix(self, task: str) -> str:
         """What a cache file's name adds after the task: ``-quick``, or what a variant
         changes (``-L64``: selective copy over 64 steps; ``-100-400``: ListOps of 100-400
-        tokens; ``-train12000``: ListOps with 12,000 training expressions; ``-b1500s``: a
-        budget of 1,500 s; ``-v10``: 10 validations)."""
+        tokens; ``-train12000``: ListOps with 12,000 training expressions; ``-p120000``:
+        models of about 120,000 parameters; ``-b1500s``: a budget of 1,500 s; ``-v10``: 10
+        validations)."""
         if self.quick:
             return "-quick"
         out = ""
@@ -129,6 +130,8 @@ class Settings:
             out += f"-{lengths[0]}-{lengths[1]}"
         if task == "listops" and self.listops_train != Settings.listops_train:
             out += f"-train{self.listops_train}"
+        if self.params != Settings.params:
+            out += f"-p{self.params}"
         if self.budget_seconds != Settings.budget_seconds:
             out += f"-b{self.budget_seconds:g}s"
         if self.validations != Settings.validations:

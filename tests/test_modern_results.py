@@ -118,6 +118,7 @@ def test_a_variant_names_what_it_changes() -> None:
     longer = mr.Settings(listops_train=12_000, budget_seconds=1_500, validations=10)
     assert longer.suffix("listops") == "-train12000-b1500s-v10"
     assert longer.suffix("lm") == "-b1500s-v10"
+    assert mr.Settings(params=120_000).suffix("fashion_mnist") == "-p120000"
     assert mr.Settings(listops_min_length=100, listops_max_length=400).suffix("listops") == (
         "-100-400"
     )
