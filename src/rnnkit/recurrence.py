@@ -130,7 +130,7 @@ def scan_pays(x: SequenceBatch, hidden_size: int) -> bool:
     """Whether the parallel scan beats the loop for this batch.
 
     On a GPU it always does. On a CPU the loop costs T small steps (a fixed overhead each
-    plus ``B * H`` work), the scan (:func:`rnnkit.modern.linear_scan`: chunks of 32 steps
+    plus ``B * H`` work), the scan (:func:`rnnkit.scan.linear_scan`: chunks of 32 steps
     below 4,096 elements a step, one sequential pass above) a few passes over all ``T x B x
     H`` elements, so which wins depends on the size of a step, ``B * H``, and hardly on T.
     Measured for training (forward and backward, ``bench/run.py --cases scan/min``, 1 thread

@@ -387,7 +387,8 @@ class GLACell(MatrixCell):
     pre-activations below -160) in every form: 7 steps of it stay below ``e^70``, inside
     float32. Training time (forward and backward, B=4, I=H=256, h=4, d_k=32, 1 thread,
     chunked/loop): at T=1024 0.29 for chunk 16, 0.34 for 32, 0.39 for 64 (sub-chunk 8), 0.46
-    for 32 with sub-chunk 4; at T=4096 0.25 for 16, 0.27 for 32; so 16 with 8.
+    for 32 with sub-chunk 4; at T=4096 0.25 for 16, 0.27 for 32; so 16 with 8. By default
+    (``sub_chunk=None``) the sub-chunk is the largest divisor of ``chunk_size`` up to 8.
     """
 
     gate_rank = 16
@@ -402,10 +403,13 @@ class GLACell(MatrixCell):
         heads: int = 4,
         key_size: int | None = None,
         chunk_size: int = 16,
-        sub_chunk: int = 8,
+        sub_chunk: int | None = None,
         decay: tuple[float, float] = (0.9, 0.999),
     ) -> None:
         super().__init__(input_size, hidden_size, heads, key_size, chunk_size)
+        if sub_chunk is None:
+            limit = min(chunk_size, self.max_sub_chunk)
+            sub_chunk = max(d for d in range(1, limit + 1) if chunk_size % d == 0)
         self.sub_chunk = check_positive("sub_chunk", sub_chunk)
         if chunk_size % sub_chunk or sub_chunk > self.max_sub_chunk:
             raise ValueError(

@@ -52,7 +52,6 @@ from rnnkit.modern.matrix import (
     Mamba2Cell,
     MatrixCell,
     MLSTMCell,
-    check_positive,
     last_outputs,
 )
 from rnnkit.recurrence import Backend
@@ -217,13 +216,10 @@ class MatrixMixer(StepCell):
 
 def gla_mixer(d_model: int, heads: int = 4, chunk_size: int = 16) -> MatrixMixer:
     """GLA's layer (Yang et al. 2024): keys of ``d_model / 2``, values of ``d_model``, no
-    convolution; sub-chunks of the largest divisor of ``chunk_size`` up to
-    :attr:`GLACell.max_sub_chunk` (8)."""
+    convolution; the cell's default sub-chunks (the largest divisor of ``chunk_size`` up to
+    :attr:`GLACell.max_sub_chunk`, 8)."""
     key_size = max(1, d_model // (2 * heads))
-    check_positive("chunk_size", chunk_size)
-    sub = max(d for d in range(1, GLACell.max_sub_chunk + 1) if chunk_size % d == 0)
-    cell = GLACell(d_model, d_model, heads, key_size, chunk_size=chunk_size, sub_chunk=sub)
-    return MatrixMixer(cell)
+    return MatrixMixer(GLACell(d_model, d_model, heads, key_size, chunk_size=chunk_size))
 
 
 def mamba2_mixer(
