@@ -178,15 +178,35 @@ class MatrixMixer(StepCell):
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Outputs ``[T, B, d_model]`` and each sequence's final state, from ``px [T, B,
         G + H]`` (sorted by length, descending) and ``state`` (sorted order)."""
-        cache, inner = self._split(state, px.shape[1])
+        y, rest = self._mixed(
+            px,
+            state,
+            px.shape[1],
+            lambda conv, c, cache: conv.parallel(c, cache, lengths),
+            lambda p, inner: self.cell.parallel(p, inner, lengths),
+        )
+        return y, (last_outputs(y, lengths), *rest)
+
+    def _mixed(
+        self,
+        px: Tensor,
+        state: tuple[Tensor, ...],
+        batch: int,
+        conv: Callable[[ShortConv, Tensor, Tensor], tuple[Tensor, Tensor]],
+        cell: Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]],
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """What :meth:`parallel` and :meth:`parallel_packed` share: ``conv`` (the short
+        convolution's form, given it, the conv channels and the cache) and ``cell`` (the
+        cell's parallel form from its state) over the same layout, then the norm, gate and
+        output projection; the outputs and the final state after its output."""
+        cache, inner = self._split(state, batch)
         p, gate = px.split([px.shape[-1] - self.cell.hidden_size, self.cell.hidden_size], -1)
         caches: tuple[Tensor, ...] = ()
         if self.conv is not None and cache is not None:
-            conv, cache = self.conv.parallel(p[..., : self.conv_channels], cache, lengths)
-            p, caches = self._convolved(p, conv), (cache,)
-        o, inner = self.cell.parallel(p, inner, lengths)
-        y = self._output(o, gate)
-        return y, (last_outputs(y, lengths), *caches, *inner)
+            convolved, cache = conv(self.conv, p[..., : self.conv_channels], cache)
+            p, caches = self._convolved(p, convolved), (cache,)
+        o, inner = cell(p, inner)
+        return self._output(o, gate), (*caches, *inner)
 
     def packing_lanes(self, x: SequenceBatch) -> Lanes:
         """The cell's lanes (:meth:`rnnkit.modern.matrix.MatrixCell.packing_lanes`)."""
@@ -199,15 +219,14 @@ class MatrixMixer(StepCell):
         convolution over the padding (each sequence needs its own past), the cell in its
         chunk lanes (:meth:`rnnkit.modern.matrix.MatrixCell.parallel_packed`), the norm,
         gate and output projection on the packed rows."""
-        cache, inner = self._split(state, x.batch_size)
-        p, gate = px.split([px.shape[-1] - self.cell.hidden_size, self.cell.hidden_size], -1)
-        caches: tuple[Tensor, ...] = ()
-        if self.conv is not None and cache is not None:
-            conv, cache = self.conv.packed(p[..., : self.conv_channels], cache, x)
-            p, caches = self._convolved(p, conv), (cache,)
-        o, inner = self.cell.parallel_packed(p, inner, x)
-        y = self._output(o, gate)
-        return y, (y.index_select(0, x.last_rows_sorted()), *caches, *inner)
+        y, rest = self._mixed(
+            px,
+            state,
+            x.batch_size,
+            lambda conv, c, cache: conv.packed(c, cache, x),
+            lambda p, inner: self.cell.parallel_packed(p, inner, x),
+        )
+        return y, (y.index_select(0, x.last_rows_sorted()), *rest)
 
     def parallel_pays(self, x: SequenceBatch) -> bool:
         """The cell's rule (:meth:`rnnkit.modern.matrix.MatrixCell.parallel_pays`)."""
