@@ -384,6 +384,72 @@ def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
     assert "dup.csv:4" in err and "series 'A'" in err and "'2001' again" in err
 
 
+def test_patch_reads_the_window_in_segments_and_predict_repeats_its_forecasts(tmp_path):
+    """``--patch 4``: the saved model is ``Segments(4) >> Fold(LSTMCell(4 F, H))``, and
+    ``rnnkit predict`` (the model loaded back, the file read anew) repeats the run's test
+    forecasts (predictions.csv)."""
+    from rnnkit import load
+    from rnnkit.layers.sequence import Segments
+
+    path = _single(tmp_path / "s.csv", future=4)
+    run = tmp_path / "run"
+    result = run_recipe(
+        RECIPE, _config(path, patch=4, known=("x",)), run, progress=False, log=lambda _: None
+    )
+    model = load(run)
+    order = [m for m in model.modules() if isinstance(m, Segments) or type(m).__name__ == "Fold"]
+    assert [type(m).__name__ for m in order] == ["Segments", "Fold"] and order[0].length == 4
+    cells = [m for m in model.modules() if type(m).__name__ == "LSTMCell"]
+    features = 2 + 2  # y and its mask, x and the horizon flag
+    assert [c.weight_ih.shape[1] for c in cells] == [4 * features]
+    assert "Segments(4) >> Fold(LSTMCell(16, 8))" in (run / "report.md").read_text()
+    out = tmp_path / "predicted.csv"
+    assert main(["predict", str(run), str(path), "--out", str(out)]) == 0
+    again = {r["id"]: _floats(r["prediction"]) for r in _read(out)}
+    tested = _read(run / "predictions.csv")  # the run's own test forecasts
+    assert len(tested) >= 5 and all(r["id"] in again for r in tested)
+    for r in tested:
+        assert np.allclose(again[r["id"]], _floats(r["prediction"]), rtol=1e-5, atol=1e-4)
+    # and a model without segments is a different model: the test figures move
+    plain = run_recipe(
+        RECIPE,
+        _config(path, patch=1, known=("x",)),
+        tmp_path / "p",
+        progress=False,
+        log=lambda _: None,
+    )
+    assert plain.figures["mae"] != result.figures["mae"]
+    assert not any(isinstance(m, Segments) for m in load(tmp_path / "p").modules())
+
+
+@pytest.mark.parametrize(
+    ("input_length", "patch", "model", "expected"),
+    [
+        (14, 0, "window", 1),
+        (31, 0, "window", 1),
+        (32, 0, "window", 4),
+        (104, 0, "window", 4),
+        (104, 2, "window", 2),
+        (104, 0, "stream", 1),
+    ],
+)
+def test_patch_zero_is_four_from_32_steps_on(tmp_path, input_length, patch, model, expected):
+    from rnnkit.recipes.forecast import patch_length
+
+    config = _config(tmp_path / "s.csv", input_length=input_length, patch=patch, model=model)
+    assert patch_length(config) == expected
+
+
+def test_model_auto_with_a_patch_still_screens_the_stream_model(tmp_path):
+    """The stream model reads single steps: ``--model auto --patch 2`` screens it with
+    patch 1 instead of refusing the combination."""
+    path = _single(tmp_path / "s.csv")
+    config = _config(path, model="auto", patch=2, train={"epochs": 1})
+    run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())["data"]
+    assert "stream" in info["selection"]["candidates"]
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -398,6 +464,8 @@ def test_long_format_bad_input_names_the_series_and_the_line(tmp_path, capsys):
         ),
         ({"test_steps": 5}, "test_steps: a long-format option"),
         ({"series_id": "id", "test_steps": 1}, "test_steps: expected 0 or at least horizon"),
+        ({"patch": 2, "model": "stream"}, "patch: a window-model option"),
+        ({"patch": 15}, r"patch: expected at most input_length = 14 steps, found 15"),
     ],
 )
 def test_option_conflicts_are_refused(tmp_path, changes, message):

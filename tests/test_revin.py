@@ -85,22 +85,37 @@ def test_normalize_and_denormalize_match_the_numpy_equations():
     assert stats.mean[2, 0] == 0 and stats.std[2, 0] == 1
 
 
-def test_ragged_windows_in_a_sequence_batch_match_the_numpy_equations():
+@pytest.mark.parametrize(
+    "lengths",
+    [(3, 6, 1, 4), (5, 5, 5, 5)],
+    ids=["ragged", "one length (the [T, B, V] view)"],
+)
+@pytest.mark.parametrize("masked", [True, False], ids=["mask", "NaN"])
+def test_windows_in_a_sequence_batch_match_the_numpy_equations(lengths, masked):
     rng = np.random.default_rng(1)
-    windows = [rng.normal(0.0, 2.0, (n, 2)) for n in (3, 6, 1, 4)]
+    windows = [rng.normal(0.0, 2.0, (n, 2)) for n in lengths]
     seens = [rng.random(w.shape) > 0.2 for w in windows]
+    seens[1][:, 1] = False  # no observed value
+    seens[3][:, 0] = False
+    seens[3][0, 0] = True  # one observed value
     revin = affine_revin(2, seed=1)
     gamma, beta = revin.weight.detach().numpy(), revin.bias.detach().numpy()
-    x = SequenceBatch.from_list([torch.tensor(w) for w in windows])
-    mask = SequenceBatch.from_list([torch.tensor(s) for s in seens])
+    if masked:
+        x = SequenceBatch.from_list([torch.tensor(w) for w in windows])
+        mask = SequenceBatch.from_list([torch.tensor(s) for s in seens])
+    else:  # the default mask: where the value is not NaN (and NaN stays NaN)
+        nans = [np.where(s, w, np.nan) for w, s in zip(windows, seens, strict=True)]
+        x, mask = SequenceBatch.from_list([torch.tensor(w) for w in nans]), None
     x_hat, stats = revin.normalize(x, mask)
+    np.testing.assert_allclose(revin.statistics(x, mask).mean.numpy(), stats.mean.numpy())
     for i, (w, s, out) in enumerate(zip(windows, seens, x_hat.to_list(), strict=True)):
         mean, std = numpy_stats(w, s)
         np.testing.assert_allclose(stats.mean[i].numpy(), mean, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(stats.std[i].numpy(), std, rtol=1e-12)
-        np.testing.assert_allclose(
-            out.detach().numpy(), numpy_normalize(w, mean, std, gamma, beta), rtol=1e-12
-        )
+        expected = numpy_normalize(w, mean, std, gamma, beta)
+        if not masked:
+            expected = np.where(s, expected, np.nan)
+        np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("affine", [True, False])

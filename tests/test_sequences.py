@@ -3,7 +3,7 @@
 import pytest
 import torch
 from conftest import random_sequences
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rnnkit import SequenceBatch
@@ -11,6 +11,7 @@ from rnnkit import SequenceBatch
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=7))
+@example([4, 4, 4])  # one length: from_list's stacking path
 def test_list_round_trip_and_indexing(lengths):
     seqs = random_sequences(lengths)
     x = SequenceBatch.from_list(seqs)
@@ -29,6 +30,7 @@ def test_list_round_trip_and_indexing(lengths):
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=7), st.booleans())
+@example([4, 4, 4], False)  # one length: from_list's stacking path
 def test_layout_facts_from_packing_match_a_plain_derivation(lengths, padded):
     """Packing stores the index facts the engine reads (lengths, padded positions, each
     sequence's last padded row); they must equal what a plain loop over the lengths gives."""
@@ -53,6 +55,7 @@ def test_layout_facts_from_packing_match_a_plain_derivation(lengths, padded):
     assert "padded_index" not in bare.__dict__
     for name in ("sorted_lengths", "padded_index", "last_padded_index", "last_padded_index_caller"):
         assert torch.equal(getattr(bare, name), getattr(x, name)), name
+        assert getattr(bare, name).dtype == getattr(x, name).dtype, name
 
 
 def test_padded_round_trip_and_map():

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         Delay,
         LayerNormalization,
         PastValueWindow,
+        Segments,
         Stabilizer,
         UnfoldFrom,
     )
@@ -157,6 +158,7 @@ __all__ = [
     "RevIN",
     "RevINForecaster",
     "S6Cell",
+    "Segments",
     "SequenceBatch",
     "Sequential",
     "Stabilizer",
@@ -221,6 +223,7 @@ _SOURCES: dict[str, str] = {
     "Delay": "rnnkit.layers.sequence",
     "LayerNormalization": "rnnkit.layers.sequence",
     "PastValueWindow": "rnnkit.layers.sequence",
+    "Segments": "rnnkit.layers.sequence",
     "Stabilizer": "rnnkit.layers.sequence",
     "UnfoldFrom": "rnnkit.layers.sequence",
     "UninitializedModelError": "rnnkit.lazy",

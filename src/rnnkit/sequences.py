@@ -185,7 +185,10 @@ class SequenceBatch:
                     f"sequences[{i}]: dtype/device {s.dtype}/{s.device} differs from "
                     f"sequences[0]'s {first.dtype}/{first.device}"
                 )
-        lengths = torch.tensor([s.shape[0] for s in sequences], dtype=torch.int64)
+        steps = [s.shape[0] for s in sequences]
+        if min(steps) == max(steps):  # a common case (windows of one length): no sorting
+            return cls._pack_equal(torch.stack(list(sequences), dim=1))
+        lengths = torch.tensor(steps, dtype=torch.int64)
         order = torch.sort(lengths, descending=True, stable=True).indices
         return cls._pack(torch.cat(list(sequences)), lengths, order)
 
@@ -210,6 +213,27 @@ class SequenceBatch:
         flat = x[mask.to(x.device)]  # caller order, each sequence's steps in turn
         order = torch.sort(lengths_t, descending=True, stable=True).indices
         return cls._pack(flat, lengths_t, order)
+
+    @classmethod
+    def _pack_equal(cls, grid: Tensor) -> SequenceBatch:
+        """Pack ``grid`` ``[T, B, *F]``, B sequences of T steps each: it is the packed layout
+        already (the stable sort of equal lengths keeps the caller's order), with the layout
+        facts :meth:`_pack` computes."""
+        t, b = grid.shape[0], grid.shape[1]
+        order = torch.arange(b)
+        device = grid.device
+        out = cls(
+            grid.reshape(t * b, *grid.shape[2:]),
+            torch.full((t,), b, dtype=torch.int64),
+            order.to(device),
+            order.to(device),
+        )
+        out.__dict__["batch_size"] = b
+        out.__dict__["_sorted_lengths"] = np.full(b, t, dtype=np.int64)
+        out.__dict__["sorted_lengths"] = torch.from_numpy(out.__dict__["_sorted_lengths"])
+        out.__dict__["padded_index"] = torch.arange(t * b, device=device)
+        out.__dict__["last_padded_index_caller"] = torch.arange((t - 1) * b, t * b, device=device)
+        return out
 
     @classmethod
     def _pack(cls, flat: Tensor, lengths: Tensor, order: Tensor) -> SequenceBatch:

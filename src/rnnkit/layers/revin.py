@@ -164,6 +164,11 @@ class RevIN(nn.Module):
         ``x``: ``[B, T, V]``, or a SequenceBatch of ``[V]`` steps (windows of any lengths);
         ``mask``: the same layout, nonzero where observed (default: where ``x`` is not NaN).
         """
+        grid = self._grid_statistics(x, mask)
+        if grid is not None:
+            mean, std = grid[1]
+            order = grid[0].unsorted_indices
+            return InstanceStats(mean.index_select(0, order), std.index_select(0, order))
         rows, window, b = _rows(x, "x")
         if rows.shape[1] != self.num_variables:
             raise ValueError(
@@ -181,12 +186,46 @@ class RevIN(nn.Module):
         std = torch.where(enough, torch.sqrt(var + self.eps), torch.ones_like(var))
         return InstanceStats(mean, std)
 
+    def _grid_statistics(
+        self, x: Tensor | SequenceBatch, mask: Tensor | SequenceBatch | None
+    ) -> tuple[SequenceBatch, tuple[Tensor, Tensor]] | None:
+        """For a SequenceBatch whose sequences share one length (a minibatch of forecast
+        windows): the batch and each window's mean and std ``[B, V]`` in its *sorted* order,
+        computed over the ``[T, B, V]`` view of its packed data (no index arithmetic); None
+        for any other input (:meth:`statistics` then indexes the rows)."""
+        if not isinstance(x, SequenceBatch) or x.data.dim() != 2:
+            return None
+        t, b = x.max_length, x.batch_size
+        if x.data.shape[0] != t * b or x.data.shape[1] != self.num_variables:
+            return None  # ragged, or the wrong width (the general path says so)
+        seen = _mask_rows(mask, x, x.data).view(t, b, -1)
+        steps = x.data.view(t, b, -1)
+        count = seen.sum(0).to(steps.dtype)
+        enough = count >= 2
+        per = count.clamp(min=1)
+        zero = steps.new_zeros(())
+        mean = torch.where(enough, torch.where(seen, steps, zero).sum(0) / per, zero)
+        centred = torch.where(seen, steps - mean, zero)
+        var = centred.square().sum(0) / per
+        std = torch.where(enough, torch.sqrt(var + self.eps), torch.ones_like(var))
+        return x, (mean, std)
+
     def normalize(
         self, x: Tensor | SequenceBatch, mask: Tensor | SequenceBatch | None = None
     ) -> tuple[Any, InstanceStats]:
         """``(x_hat, stats)``: every value of each window normalised with the window's
         statistics (:meth:`statistics`; unobserved values too, a NaN stays NaN), ``x_hat`` in
         ``x``'s layout."""
+        grid = self._grid_statistics(x, mask)
+        if grid is not None:  # one length: the same figures, over a [T, B, V] view
+            batch, (mean, std) = grid
+            steps = batch.data.view(batch.max_length, batch.batch_size, -1)
+            out = (steps - mean) / std
+            if self.weight is not None and self.bias is not None:
+                out = out * self.weight + self.bias
+            order = batch.unsorted_indices
+            stats = InstanceStats(mean.index_select(0, order), std.index_select(0, order))
+            return batch.with_data(out.reshape(batch.data.shape)), stats
         stats = self.statistics(x, mask)
         rows, window, _ = _rows(x, "x")
         out = (rows - stats.mean[window]) / stats.std[window]

@@ -1,5 +1,6 @@
 """CNTK's sequence layers and normalisers: :class:`Delay`, :class:`PastValueWindow`,
-:class:`UnfoldFrom`, :class:`Stabilizer` and :class:`LayerNormalization`.
+:class:`UnfoldFrom`, :class:`Stabilizer` and :class:`LayerNormalization`; and
+:class:`Segments`, which groups each sequence's steps ``P`` at a time.
 
 ``Delay`` and ``PastValueWindow`` wrap :mod:`rnnkit.sequence_ops` so that they compose with
 ``>>``; ``UnfoldFrom`` generates one sequence per input sequence, as long as the input times
@@ -21,6 +22,7 @@ import math
 from collections.abc import Callable
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedParameter, is_lazy
@@ -34,6 +36,7 @@ __all__ = [
     "Delay",
     "LayerNormalization",
     "PastValueWindow",
+    "Segments",
     "Stabilizer",
     "UnfoldFrom",
 ]
@@ -149,6 +152,92 @@ class PastValueWindow(Layer):
         value, valid = torch.movedim(value, 1, dim), torch.movedim(valid, 1, dim)
         order = x.unsorted_indices
         return value.index_select(0, order), valid.index_select(0, order)
+
+
+class Segments(Layer):
+    """Each sequence read ``length`` steps at a time: step ``s`` of the output is steps
+    ``s P - f`` to ``s P - f + P - 1`` of the input side by side (``[P * F]``), where ``f``
+    is the zero steps put in front of a sequence whose length ``L`` is not a multiple of
+    ``P``: the output has ``ceil(L / P)`` steps, the last one ending with the input's last.
+
+    A recurrent layer after it runs ``P`` times fewer steps over the same window, as SegRNN
+    does (Lin et al. 2023, "SegRNN: Segment Recurrent Neural Network for Long-Term Time
+    Series Forecasting"); ``rnnkit forecast --patch`` puts it in front of the window model.
+    The steps in front are zeros, so an input that carries observation masks (as the
+    forecast windows do) marks them as not observed.
+
+    Input: a SequenceBatch of ``[F]`` steps, or a tensor ``[B, T, F]`` (every sequence of
+    length ``T``); output of the same kind, ``[ceil(L / P), P * F]`` per sequence.
+
+    >>> x = SequenceBatch.from_list([torch.arange(5.0).unsqueeze(1), torch.tensor([[7.0]])])
+    >>> [s.tolist() for s in Segments(2)(x).to_list()]
+    [[[0.0, 0.0], [1.0, 2.0], [3.0, 4.0]], [[0.0, 7.0]]]
+    """
+
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"length: expected an integer >= 1, found {length!r}")
+        self.length = length
+
+    def extra_repr(self) -> str:
+        return str(self.length)
+
+    def forward(self, x: Tensor | SequenceBatch) -> Tensor | SequenceBatch:
+        p = self.length
+        if isinstance(x, Tensor):
+            if x.dim() != 3:
+                raise ValueError(
+                    f"Segments input: expected a [B, T, F] tensor or a SequenceBatch, found "
+                    f"shape {tuple(x.shape)}"
+                )
+            b, t, f = x.shape
+            front = -t % p
+            if front:
+                x = torch.cat([x.new_zeros(b, front, f), x], dim=1)
+            return x.reshape(b, (t + front) // p, p * f)
+        x = sequence_ops.check_batch(x, "x")
+        if x.data.dim() != 2:
+            raise ValueError(
+                f"Segments input: expected a SequenceBatch of [F] steps, found steps of shape "
+                f"{tuple(x.feature_shape)}"
+            )
+        if p == 1:
+            return x
+        t, b, f = x.max_length, x.batch_size, x.data.shape[1]
+        if x.data.shape[0] == t * b:  # one length: the segments of a [T, B, F] view
+            steps = x.data.view(t, b, f)
+            front = -t % p
+            if front:
+                steps = torch.cat([steps.new_zeros(front, b, f), steps])
+            n = (t + front) // p
+            data = steps.view(n, p, b, f).permute(0, 2, 1, 3).reshape(n * b, p * f)
+            sizes = torch.full((n,), b, dtype=torch.int64)
+        else:
+            rows, counts = _segment_rows(x._sorted_lengths, x._step_offsets, p, x.data.shape[0])
+            padded = torch.cat([x.data, x.data.new_zeros(1, f)])
+            data = padded.index_select(0, torch.from_numpy(rows).to(padded.device))
+            data, sizes = data.reshape(-1, p * f), torch.from_numpy(counts)
+        return SequenceBatch(data, sizes, x.sorted_indices, x.unsorted_indices)
+
+
+def _segment_rows(
+    lengths: np.ndarray, offsets: np.ndarray, p: int, zero: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of packed data that :class:`Segments` gathers, output row by output row and
+    ``P`` per row (``zero``, the appended zero row, for the steps in front), and the output's
+    ``batch_sizes``; ``lengths`` sorted (decreasing), ``offsets`` the input's first row per
+    step."""
+    segments = -(-lengths // p)  # ceil(L / P), still decreasing
+    front = segments * p - lengths
+    sizes = (segments[None, :] > np.arange(int(segments[0]))[:, None]).sum(1)
+    # output step s holds sequences 0 .. sizes[s] - 1 (sorted), time-major like the input
+    step = np.repeat(np.arange(len(sizes)), sizes)
+    seq = np.arange(len(step)) - (np.cumsum(sizes) - sizes)[step]
+    t = step[:, None] * p + np.arange(p)[None, :] - front[seq][:, None]  # input steps [N', P]
+    inside = t >= 0
+    rows = np.where(inside, offsets[np.clip(t, 0, None)] + seq[:, None], zero)
+    return rows.reshape(-1), sizes.astype(np.int64)
 
 
 class UnfoldFrom(Layer):
@@ -415,6 +504,7 @@ def _unfold_from_config(module: UnfoldFrom) -> dict[str, Any]:
 
 SAVED_MODULES: list[SavedModule] = [
     (Delay, _delay_config, "rnnkit.Delay"),
+    (Segments, lambda m: {"length": m.length}, "rnnkit.Segments"),
     (
         PastValueWindow,
         lambda m: {"window_size": m.window_size, "axis": m.axis, "go_backwards": m.go_backwards},

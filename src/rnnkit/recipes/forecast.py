@@ -8,6 +8,9 @@ left out of the loss and of every error. ``--model window``: ``Fold(cell) >> Den
 n)`` on each input window, inputs and targets relative to the window's last value; with
 ``--known`` columns each window is followed by its ``H`` horizon steps carrying their known
 values; ``--residual`` learns the difference from seasonal naive, which is added back.
+``--patch P`` (default: 4 for windows of at least 32 steps, else 1) has the cell read each
+window ``P`` steps at a time, ``Segments(P) >> Fold(cell)`` (SegRNN's segments; zeros in
+front where the window's length is not a multiple of ``P``).
 ``--model stream``: ``Recurrence(cell) >> Dense`` forecasts the next ``H`` steps at every step,
 trained on chunks of ``input_length`` steps and tested from every origin whose horizon lies in
 the test part, the state carried from the first step. ``--model auto`` (default): the window,
@@ -70,6 +73,22 @@ LOSSES = ("mse", "quantile", "gaussian", "student-t")
 """``--loss``: a point forecast, or a probabilistic head (:mod:`rnnkit.probabilistic`)."""
 
 
+AUTO_PATCH = 4
+"""``--patch 0``: the window model reads this many steps at a time ..."""
+AUTO_PATCH_FROM = 32
+"""... where the input window has at least this many steps (one step at a time below)."""
+
+
+def patch_length(config: ForecastConfig) -> int:
+    """The steps the window model's cell reads at a time (``--patch``, 0 resolved); 1 for the
+    stream model."""
+    if config.model == "stream":
+        return 1
+    if config.patch:
+        return config.patch
+    return AUTO_PATCH if config.input_length >= AUTO_PATCH_FROM else 1
+
+
 @dataclass(frozen=True)
 class ForecastConfig:
     """One forecast run (see the module docstring)."""
@@ -97,6 +116,13 @@ class ForecastConfig:
     )
     input_length: int = option(
         104, "steps of the input window (stream: of a training chunk)", low=1
+    )
+    patch: int = option(
+        0,
+        "window model: steps the recurrent cell reads at a time (the window in segments of "
+        f"this many steps, as SegRNN); 0: {AUTO_PATCH} where --input-length is at least "
+        f"{AUTO_PATCH_FROM}, else 1",
+        low=0,
     )
     horizon: int = option(52, "steps to forecast", low=1)
     season: int = option(52, "steps in a season (the seasonal-naive forecast)", low=1)
@@ -183,6 +209,16 @@ class ForecastConfig:
             raise ValueError(
                 "residual: a window-model option (--model window, or auto, which it then "
                 f"names), found model {self.model!r}"
+            )
+        if self.model == "stream" and self.patch > 1:
+            raise ValueError(
+                f"patch: a window-model option (the stream model reads one step at a time), "
+                f"found {self.patch} with model 'stream'"
+            )
+        if self.patch > self.input_length:
+            raise ValueError(
+                f"patch: expected at most input_length = {self.input_length} steps, found "
+                f"{self.patch}"
             )
         if self.model == "stream" and self.input_length < 2:
             raise ValueError(
@@ -434,15 +470,17 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     def build_model(self, config: ForecastConfig, data: RecipeData) -> nn.Module:
         from rnnkit.cells import GRUCell, LSTMCell
         from rnnkit.layers.revin import RevINForecaster
+        from rnnkit.layers.sequence import Segments
         from rnnkit.recurrence import Fold, Recurrence
 
         config = chosen_config(config, data.info)
         cell = LSTMCell if config.cell == "lstm" else GRUCell
         n, hidden = len(config.target), config.hidden_size
         recurrence = Fold if config.model == "window" else Recurrence
-        model = recurrence(cell(data.info.get("inputs", _inputs(config)), hidden)) >> _head(
-            config, hidden
-        )
+        inputs, patch = data.info.get("inputs", _inputs(config)), patch_length(config)
+        model = recurrence(cell(inputs * patch, hidden)) >> _head(config, hidden)
+        if patch > 1:
+            model = Segments(patch) >> model
         if config.revin == "on":
             # a head's scale must stay positive: no learned (possibly negative) RevIN gain
             return RevINForecaster(model, targets=n, affine=config.loss == "mse")
@@ -774,7 +812,10 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         cell = f"{config.cell.upper()}Cell"
         inputs = data.info.get("inputs", _inputs(config))
         fold = "Fold" if config.model == "window" else "Recurrence"
-        net = f"{fold}({cell}({inputs}, {config.hidden_size}))"
+        patch = patch_length(config)
+        net = f"{fold}({cell}({inputs * patch}, {config.hidden_size}))"
+        if patch > 1:
+            net = f"Segments({patch}) >> {net}"
         head = {
             "mse": f"Dense({config.hidden_size}, {h * n})",
             "quantile": f"QuantileHead({config.hidden_size}, {h}, {list(config.quantiles)})",

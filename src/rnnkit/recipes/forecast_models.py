@@ -69,8 +69,9 @@ def loss_info(config: ForecastConfig) -> dict[str, Any]:
 
 def with_choice(config: ForecastConfig, model: str, residual: bool, revin: bool) -> ForecastConfig:
     """``config`` with a model chosen: nothing left to choose."""
+    patch = 0 if model == "stream" else config.patch  # the stream model reads single steps
     return dataclasses.replace(
-        config, model=model, residual=residual, revin="on" if revin else "off"
+        config, model=model, residual=residual, revin="on" if revin else "off", patch=patch
     )
 
 

@@ -515,6 +515,11 @@ def run_recipe(
     settings = recipe.settings(config)
     started = time.perf_counter()
     threads = _set_threads(settings.threads)
+    # Building the first torch optimizer imports torch._dynamo (about 1 s, once per process);
+    # done here it counts as set-up (data_seconds), as the peers' libraries import it before
+    # their training clocks start, and train_seconds is the training alone.
+    import torch._dynamo
+
     torch.manual_seed(settings.seed)
     data = recipe.load_data(config)
     _check_parts(data, recipe.validation_optional)
