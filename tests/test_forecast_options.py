@@ -423,20 +423,33 @@ def test_patch_reads_the_window_in_segments_and_predict_repeats_its_forecasts(tm
 
 
 @pytest.mark.parametrize(
-    ("input_length", "patch", "model", "expected"),
+    ("input_length", "known", "patch", "model", "expected"),
     [
-        (14, 0, "window", 1),
-        (31, 0, "window", 1),
-        (32, 0, "window", 4),
-        (104, 0, "window", 4),
-        (104, 2, "window", 2),
-        (104, 0, "stream", 1),
+        (14, (), 0, "window", 1),  # 7 steps of 2 would be fewer than 16
+        (32, (), 0, "window", 2),
+        (60, (), 0, "window", 2),  # 15 steps of 4 would be too few
+        (61, (), 0, "window", 4),  # 16 steps of 4, zeros in front of the first
+        (104, (), 0, "window", 4),  # CO2: 26 steps of 4; 13 of 8 would be too few
+        (96, ("x",), 0, "window", 8),  # demand: 96 + 48 horizon steps, 18 steps of 8
+        (6, (), 0, "window", 1),  # M1
+        (104, (), 2, "window", 2),
+        (104, (), 0, "stream", 1),
     ],
 )
-def test_patch_zero_is_four_from_32_steps_on(tmp_path, input_length, patch, model, expected):
+def test_patch_zero_leaves_the_cell_at_least_16_steps(
+    tmp_path, input_length, known, patch, model, expected
+):
     from rnnkit.recipes.forecast import patch_length
 
-    config = _config(tmp_path / "s.csv", input_length=input_length, patch=patch, model=model)
+    config = _config(
+        tmp_path / "s.csv",
+        input_length=input_length,
+        known=known,
+        horizon=48,
+        season=1,
+        patch=patch,
+        model=model,
+    )
     assert patch_length(config) == expected
 
 

@@ -8,9 +8,9 @@ left out of the loss and of every error. ``--model window``: ``Fold(cell) >> Den
 n)`` on each input window, inputs and targets relative to the window's last value; with
 ``--known`` columns each window is followed by its ``H`` horizon steps carrying their known
 values; ``--residual`` learns the difference from seasonal naive, which is added back.
-``--patch P`` (default: 4 for windows of at least 32 steps, else 1) has the cell read each
-window ``P`` steps at a time, ``Segments(P) >> Fold(cell)`` (SegRNN's segments; zeros in
-front where the window's length is not a multiple of ``P``).
+``--patch P`` (default: the largest of 1, 2, 4 and 8 that leaves at least 16 steps) has the
+cell read each window ``P`` steps at a time, ``Segments(P) >> Fold(cell)`` (SegRNN's
+segments; zeros in front where the window's length is not a multiple of ``P``).
 ``--model stream``: ``Recurrence(cell) >> Dense`` forecasts the next ``H`` steps at every step,
 trained on chunks of ``input_length`` steps and tested from every origin whose horizon lies in
 the test part, the state carried from the first step. ``--model auto`` (default): the window,
@@ -73,10 +73,17 @@ LOSSES = ("mse", "quantile", "gaussian", "student-t")
 """``--loss``: a point forecast, or a probabilistic head (:mod:`rnnkit.probabilistic`)."""
 
 
-AUTO_PATCH = 4
-"""``--patch 0``: the window model reads this many steps at a time ..."""
-AUTO_PATCH_FROM = 32
-"""... where the input window has at least this many steps (one step at a time below)."""
+AUTO_PATCHES = (1, 2, 4, 8)
+"""``--patch 0``: the window model reads the largest of these many steps at a time ..."""
+AUTO_PATCH_STEPS = 16
+"""... that leaves its cell at least this many steps (docs/forecast.md has the measurements
+on the validation parts this rule comes from)."""
+
+
+def window_steps(config: ForecastConfig) -> int:
+    """The steps of one window model input: the input window, then its horizon steps when
+    known covariates are given."""
+    return config.input_length + (config.horizon if config.known else 0)
 
 
 def patch_length(config: ForecastConfig) -> int:
@@ -86,7 +93,8 @@ def patch_length(config: ForecastConfig) -> int:
         return 1
     if config.patch:
         return config.patch
-    return AUTO_PATCH if config.input_length >= AUTO_PATCH_FROM else 1
+    steps = window_steps(config)
+    return max(p for p in AUTO_PATCHES if p == 1 or -(-steps // p) >= AUTO_PATCH_STEPS)
 
 
 @dataclass(frozen=True)
@@ -120,8 +128,8 @@ class ForecastConfig:
     patch: int = option(
         0,
         "window model: steps the recurrent cell reads at a time (the window in segments of "
-        f"this many steps, as SegRNN); 0: {AUTO_PATCH} where --input-length is at least "
-        f"{AUTO_PATCH_FROM}, else 1",
+        "this many steps, as SegRNN); 0: the largest of 1, 2, 4, 8 that leaves the cell at "
+        f"least {AUTO_PATCH_STEPS} steps (the input window, and the horizon with --known)",
         low=0,
     )
     horizon: int = option(52, "steps to forecast", low=1)
