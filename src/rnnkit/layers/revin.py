@@ -84,6 +84,12 @@ def _rows(x: Tensor | SequenceBatch, name: str) -> tuple[Tensor, Tensor, int]:
     )
 
 
+def _caller_order(stats: InstanceStats, x: SequenceBatch) -> InstanceStats:
+    """``stats`` of ``x``'s windows in sorted order, in the caller's order."""
+    order = x.unsorted_indices
+    return InstanceStats(stats.mean.index_select(0, order), stats.std.index_select(0, order))
+
+
 def _mask_rows(
     mask: Tensor | SequenceBatch | None, x: Tensor | SequenceBatch, rows: Tensor
 ) -> Tensor:
@@ -164,11 +170,8 @@ class RevIN(nn.Module):
         ``x``: ``[B, T, V]``, or a SequenceBatch of ``[V]`` steps (windows of any lengths);
         ``mask``: the same layout, nonzero where observed (default: where ``x`` is not NaN).
         """
-        grid = self._grid_statistics(x, mask)
-        if grid is not None:
-            mean, std = grid[1]
-            order = grid[0].unsorted_indices
-            return InstanceStats(mean.index_select(0, order), std.index_select(0, order))
+        if isinstance(x, SequenceBatch) and (grid := self._grid_statistics(x, mask)) is not None:
+            return _caller_order(grid, x)
         rows, window, b = _rows(x, "x")
         if rows.shape[1] != self.num_variables:
             raise ValueError(
@@ -187,17 +190,16 @@ class RevIN(nn.Module):
         return InstanceStats(mean, std)
 
     def _grid_statistics(
-        self, x: Tensor | SequenceBatch, mask: Tensor | SequenceBatch | None
-    ) -> tuple[SequenceBatch, tuple[Tensor, Tensor]] | None:
-        """For a SequenceBatch whose sequences share one length (a minibatch of forecast
-        windows): the batch and each window's mean and std ``[B, V]`` in its *sorted* order,
-        computed over the ``[T, B, V]`` view of its packed data (no index arithmetic); None
-        for any other input (:meth:`statistics` then indexes the rows)."""
-        if not isinstance(x, SequenceBatch) or x.data.dim() != 2:
-            return None
+        self, x: SequenceBatch, mask: Tensor | SequenceBatch | None
+    ) -> InstanceStats | None:
+        """For a batch whose sequences share one length (a minibatch of forecast windows):
+        each window's statistics ``[B, V]`` in the batch's *sorted* order, computed over the
+        ``[T, B, V]`` view of its packed data (no index arithmetic); None for a ragged batch
+        or steps of another shape (:meth:`statistics` then indexes the rows, and says what
+        is wrong)."""
         t, b = x.max_length, x.batch_size
-        if x.data.shape[0] != t * b or x.data.shape[1] != self.num_variables:
-            return None  # ragged, or the wrong width (the general path says so)
+        if x.data.dim() != 2 or x.data.shape != (t * b, self.num_variables):
+            return None
         seen = _mask_rows(mask, x, x.data).view(t, b, -1)
         steps = x.data.view(t, b, -1)
         count = seen.sum(0).to(steps.dtype)
@@ -208,7 +210,7 @@ class RevIN(nn.Module):
         centred = torch.where(seen, steps - mean, zero)
         var = centred.square().sum(0) / per
         std = torch.where(enough, torch.sqrt(var + self.eps), torch.ones_like(var))
-        return x, (mean, std)
+        return InstanceStats(mean, std)
 
     def normalize(
         self, x: Tensor | SequenceBatch, mask: Tensor | SequenceBatch | None = None
@@ -216,16 +218,13 @@ class RevIN(nn.Module):
         """``(x_hat, stats)``: every value of each window normalised with the window's
         statistics (:meth:`statistics`; unobserved values too, a NaN stays NaN), ``x_hat`` in
         ``x``'s layout."""
-        grid = self._grid_statistics(x, mask)
-        if grid is not None:  # one length: the same figures, over a [T, B, V] view
-            batch, (mean, std) = grid
-            steps = batch.data.view(batch.max_length, batch.batch_size, -1)
-            out = (steps - mean) / std
+        if isinstance(x, SequenceBatch) and (grid := self._grid_statistics(x, mask)) is not None:
+            # one length: the same figures, over a [T, B, V] view
+            steps = x.data.view(x.max_length, x.batch_size, -1)
+            out = (steps - grid.mean) / grid.std
             if self.weight is not None and self.bias is not None:
                 out = out * self.weight + self.bias
-            order = batch.unsorted_indices
-            stats = InstanceStats(mean.index_select(0, order), std.index_select(0, order))
-            return batch.with_data(out.reshape(batch.data.shape)), stats
+            return x.with_data(out.reshape(x.data.shape)), _caller_order(grid, x)
         stats = self.statistics(x, mask)
         rows, window, _ = _rows(x, "x")
         out = (rows - stats.mean[window]) / stats.std[window]
