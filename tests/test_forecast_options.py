@@ -434,6 +434,8 @@ def test_patch_reads_the_window_in_segments_and_predict_repeats_its_forecasts(tm
         (6, (), 0, "window", 1),  # M1
         (104, (), 2, "window", 2),
         (104, (), 0, "stream", 1),
+        (96, (), 0, "residual", 1),  # the residual window model: single steps by default
+        (96, (), 4, "residual", 4),
     ],
 )
 def test_patch_zero_leaves_the_cell_at_least_16_steps(
@@ -448,7 +450,8 @@ def test_patch_zero_leaves_the_cell_at_least_16_steps(
         horizon=48,
         season=1,
         patch=patch,
-        model=model,
+        model="window" if model == "residual" else model,
+        residual=model == "residual",
     )
     assert patch_length(config) == expected
 

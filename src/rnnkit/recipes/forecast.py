@@ -8,9 +8,10 @@ left out of the loss and of every error. ``--model window``: ``Fold(cell) >> Den
 n)`` on each input window, inputs and targets relative to the window's last value; with
 ``--known`` columns each window is followed by its ``H`` horizon steps carrying their known
 values; ``--residual`` learns the difference from seasonal naive, which is added back.
-``--patch P`` (default: the largest of 1, 2, 4 and 8 that leaves at least 16 steps) has the
-cell read each window ``P`` steps at a time, ``Segments(P) >> Fold(cell)`` (SegRNN's
-segments; zeros in front where the window's length is not a multiple of ``P``).
+``--patch P`` (default: the largest of 1, 2, 4 and 8 that leaves at least 16 steps; 1 for
+the residual model) has the cell read each window ``P`` steps at a time, ``Segments(P) >>
+Fold(cell)`` (SegRNN's segments; zeros in front where the window's length is not a multiple
+of ``P``).
 ``--model stream``: ``Recurrence(cell) >> Dense`` forecasts the next ``H`` steps at every step,
 trained on chunks of ``input_length`` steps and tested from every origin whose horizon lies in
 the test part, the state carried from the first step. ``--model auto`` (default): the window,
@@ -88,11 +89,13 @@ def window_steps(config: ForecastConfig) -> int:
 
 def patch_length(config: ForecastConfig) -> int:
     """The steps the window model's cell reads at a time (``--patch``, 0 resolved); 1 for the
-    stream model."""
+    stream model, and by default for the residual window model (``--residual``)."""
     if config.model == "stream":
         return 1
     if config.patch:
         return config.patch
+    if config.residual:
+        return 1
     steps = window_steps(config)
     return max(p for p in AUTO_PATCHES if p == 1 or -(-steps // p) >= AUTO_PATCH_STEPS)
 
@@ -129,7 +132,8 @@ class ForecastConfig:
         0,
         "window model: steps the recurrent cell reads at a time (the window in segments of "
         "this many steps, as SegRNN); 0: the largest of 1, 2, 4, 8 that leaves the cell at "
-        f"least {AUTO_PATCH_STEPS} steps (the input window, and the horizon with --known)",
+        f"least {AUTO_PATCH_STEPS} steps (the input window, and the horizon with --known); "
+        "1 with --residual",
         low=0,
     )
     horizon: int = option(52, "steps to forecast", low=1)
