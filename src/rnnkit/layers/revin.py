@@ -42,7 +42,7 @@ and ``rnnkit.load`` know them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -179,13 +179,27 @@ class RevIN(nn.Module):
             )
         seen = _mask_rows(mask, x, rows)
         zeros = rows.new_zeros(b, self.num_variables)
-        count = zeros.index_add(0, window, seen.to(rows.dtype))
+        return self._moments(
+            rows, seen, lambda t: zeros.index_add(0, window, t), lambda m: m[window]
+        )
+
+    def _moments(
+        self,
+        values: Tensor,
+        seen: Tensor,
+        total: Callable[[Tensor], Tensor],
+        per_row: Callable[[Tensor], Tensor],
+    ) -> InstanceStats:
+        """The statistics of the module docstring from ``values`` and ``seen`` (one layout):
+        ``total(t)`` sums ``t`` over each window (``[B, V]``), ``per_row(s)`` gives each value
+        its window's ``s``."""
+        zero = values.new_zeros(())
+        count = total(seen.to(values.dtype))
         enough = count >= 2
         per = count.clamp(min=1)
-        kept = torch.where(seen, rows, torch.zeros_like(rows))
-        mean = torch.where(enough, zeros.index_add(0, window, kept) / per, zeros)
-        centred = torch.where(seen, rows - mean[window], torch.zeros_like(rows))
-        var = zeros.index_add(0, window, centred.square()) / per
+        mean = torch.where(enough, total(torch.where(seen, values, zero)) / per, zero)
+        centred = torch.where(seen, values - per_row(mean), zero)
+        var = total(centred.square()) / per
         std = torch.where(enough, torch.sqrt(var + self.eps), torch.ones_like(var))
         return InstanceStats(mean, std)
 
@@ -201,16 +215,7 @@ class RevIN(nn.Module):
         if x.data.dim() != 2 or x.data.shape != (t * b, self.num_variables):
             return None
         seen = _mask_rows(mask, x, x.data).view(t, b, -1)
-        steps = x.data.view(t, b, -1)
-        count = seen.sum(0).to(steps.dtype)
-        enough = count >= 2
-        per = count.clamp(min=1)
-        zero = steps.new_zeros(())
-        mean = torch.where(enough, torch.where(seen, steps, zero).sum(0) / per, zero)
-        centred = torch.where(seen, steps - mean, zero)
-        var = centred.square().sum(0) / per
-        std = torch.where(enough, torch.sqrt(var + self.eps), torch.ones_like(var))
-        return InstanceStats(mean, std)
+        return self._moments(x.data.view(t, b, -1), seen, lambda v: v.sum(0), lambda m: m)
 
     def normalize(
         self, x: Tensor | SequenceBatch, mask: Tensor | SequenceBatch | None = None
