@@ -338,6 +338,67 @@ def test_single_sample_streams_become_plain_tensors() -> None:
     assert "x" in mb and "z" not in mb and list(mb.streams) == ["x", "label", "pair", "ragged"]
 
 
+@pytest.mark.parametrize("stack_single", [True, False])
+@pytest.mark.parametrize("randomize", [False, True])
+def test_streams_of_one_shape_come_from_one_block(
+    stack_single: bool, randomize: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams whose examples share one shape are stacked once and cut by index; every
+    minibatch must hold the examples' own values, with the layout the example-by-example
+    collation gives (which a block too large for ``_BLOCK_BYTES`` falls back to)."""
+    import rnnkit.data.minibatch as minibatch
+
+    torch.manual_seed(3)
+    examples = [
+        {
+            "x": torch.randn(6, 3),
+            "label": torch.tensor([[i % 3]]),
+            "pair": torch.randn(1, 2, 2, dtype=torch.float64),
+            "ragged": torch.randn(2 + i % 3, 1),
+        }
+        for i in range(11)
+    ]
+
+    def batches() -> list[Minibatch]:
+        source = MinibatchSource(
+            examples, 4, randomize=randomize, max_sweeps=2, stack_single=stack_single, seed=1
+        )
+        out = list(source)
+        stacked = {"x", "label", "pair"} if minibatch._BLOCK_BYTES else set()
+        assert set(source._blocks()) == stacked  # "ragged" differs in length
+        return out
+
+    blocked = batches()
+    monkeypatch.setattr(minibatch, "_BLOCK_BYTES", 0)
+    plain = batches()
+    assert [mb.indices for mb in blocked] == [mb.indices for mb in plain]
+    for a, b in zip(blocked, plain, strict=True):
+        for name in ("x", "label", "pair", "ragged"):
+            got, want = a[name], b[name]
+            assert type(got) is type(want), name
+            if isinstance(want, SequenceBatch):
+                for fact in ("data", "batch_sizes", "sorted_indices", "unsorted_indices"):
+                    assert torch.equal(getattr(got, fact), getattr(want, fact)), (name, fact)
+                    assert getattr(got, fact).dtype == getattr(want, fact).dtype, (name, fact)
+                own = [examples[i][name] for i in a.indices]
+                assert all(torch.equal(g, w) for g, w in zip(got.to_list(), own, strict=True))
+            else:
+                assert torch.equal(got, want) and got.dtype == want.dtype, name
+                assert torch.equal(got, torch.cat([examples[i][name] for i in a.indices]))
+
+
+def test_examples_that_carry_gradients_are_not_stacked() -> None:
+    """A block would cut the examples off from their gradients: such streams are collated
+    example by example, and the gradient reaches each example's tensor."""
+    leaves = [torch.randn(3, 2, requires_grad=True) for _ in range(4)]
+    examples = [{"x": v, "y": torch.tensor([[float(i)]])} for i, v in enumerate(leaves)]
+    source = MinibatchSource(examples, 100, randomize=False, max_sweeps=1)
+    mb = next(source)
+    assert set(source._blocks()) == {"y"}
+    mb["x"].data.sum().backward()
+    assert all(v.grad is not None and torch.equal(v.grad, torch.ones(3, 2)) for v in leaves)
+
+
 class Bag:
     """A stand-in for a tree: a set of node values that batches itself."""
 

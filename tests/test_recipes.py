@@ -374,3 +374,42 @@ def test_cosine_schedule_spans_an_epoch_size_counted_in_label_samples(tmp_path):
     start = SolarConfig().train.learning_rate
     assert len(rates) == 3 and rates[0] > rates[1] > rates[2]
     assert rates[2] < 1e-3 * start
+
+
+@pytest.mark.parametrize(("weight_decay", "decoupled"), [(0.0, False), (0.01, False), (0.1, True)])
+def test_recipe_adam_is_torch_adam_in_fused_form(weight_decay: float, decoupled: bool) -> None:
+    """The recipes' optimizer is torch's Adam (AdamW when decoupled) in its fused form; over
+    a few updates its weights must follow torch's plain per-tensor implementation of the
+    same rule to float32 rounding."""
+    from rnnkit import Dense, Fold, LSTMCell, SequenceBatch
+    from rnnkit.recipes.harness import adam
+
+    torch.manual_seed(4)
+    models = [Fold(LSTMCell(3, 5)) >> Dense(5, 2) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    start = [p.detach().clone() for p in models[0].parameters()]
+    fused = adam(models[0], 0.01, weight_decay, decoupled=decoupled)
+    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    plain = kind(models[1].parameters(), lr=0.01, weight_decay=weight_decay, foreach=False)
+    assert type(fused) is kind and fused.defaults["fused"] is True
+    x = SequenceBatch.from_list([torch.randn(n, 3) for n in (4, 2, 5)])
+    for _ in range(6):
+        for model, optimizer in ((models[0], fused), (models[1], plain)):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    moved = [(a - b).abs().max().item() for a, b in zip(models[0].parameters(), start, strict=True)]
+    assert min(moved) > 1e-3  # every tensor was updated
+
+
+def test_recipe_adam_of_a_lazy_model_is_not_fused() -> None:
+    """Parameters whose shapes are still unknown cannot be fused: such a model gets torch's
+    default form of Adam."""
+    from rnnkit import Dense, Fold, LSTMCell
+    from rnnkit.recipes.harness import adam
+
+    lazy = Fold(LSTMCell(None, 4)) >> Dense(4, 1)
+    assert any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in lazy.parameters())
+    assert not adam(lazy, 0.01).defaults["fused"]

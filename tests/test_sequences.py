@@ -31,6 +31,7 @@ def test_list_round_trip_and_indexing(lengths):
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=7), st.booleans())
 @example([4, 4, 4], False)  # one length: from_list's stacking path
+@example([4, 4, 4], True)  # one length, no padding: from_padded's stacking path
 def test_layout_facts_from_packing_match_a_plain_derivation(lengths, padded):
     """Packing stores the index facts the engine reads (lengths, padded positions, each
     sequence's last padded row); they must equal what a plain loop over the lengths gives."""
@@ -50,9 +51,12 @@ def test_layout_facts_from_packing_match_a_plain_derivation(lengths, padded):
     assert x.padded_index.tolist() == positions
     assert x.last_padded_index.tolist() == last
     assert x.last_padded_index_caller.tolist() == [last[order.index(i)] for i in range(b)]
+    assert x.in_caller_order == (order == list(range(b)))
+    assert x.with_data(x.data * 2).in_caller_order == x.in_caller_order
     # and they equal what a batch built from the bare layout computes lazily
     bare = SequenceBatch(x.data, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
     assert "padded_index" not in bare.__dict__
+    assert bare.in_caller_order == x.in_caller_order
     for name in ("sorted_lengths", "padded_index", "last_padded_index", "last_padded_index_caller"):
         assert torch.equal(getattr(bare, name), getattr(x, name)), name
         assert getattr(bare, name).dtype == getattr(x, name).dtype, name

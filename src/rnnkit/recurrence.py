@@ -397,15 +397,13 @@ def _run_fused(
         # cuDNN skips finished rows itself; on CPU only packing gives an LSTM's exact final c.
         out, final = _fused_call(cell, x.data, x.batch_sizes, hx, plan)
         return _fused_result(out, final, x, need)
-    if equal and need != "last":  # the packed data is the time-major padding
+    if equal:  # the packed data is the time-major padding; a Fold's rows are the final h
         out, final = _fused_call(cell, x.data.view(t, b, -1), None, hx, plan)
         return _fused_result(out.reshape(t * b, -1), final, x, need)
     # Ragged on CPU: padded segments of decreasing width (the CPU kernel is slower on packed
     # input than on padded input); rows that end inside a segment run on into padding there,
     # but those outputs are never read and those rows leave before the next segment.
-    if equal:
-        bounds, padded = [0, t], x.data.view(t, b, -1)
-    elif _one_segment(x, plan):
+    if _one_segment(x, plan):
         bounds, padded = [0, t], x.to_padded_time_major()
     else:
         bounds = plan_segments(x.batch_sizes, *plan.costs)
@@ -708,6 +706,8 @@ def _to_sorted(state: tuple[Tensor, ...], x: SequenceBatch, argument: str) -> tu
 
 
 def _to_caller(state: tuple[Tensor, ...], x: SequenceBatch) -> tuple[Tensor, ...]:
+    if not torch.compiler.is_compiling() and x.in_caller_order:
+        return state
     return tuple(s.index_select(0, x.unsorted_indices) for s in state)
 
 

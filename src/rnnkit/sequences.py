@@ -209,6 +209,8 @@ class SequenceBatch:
         x = padded if batch_first else padded.transpose(0, 1)
         lengths_t = torch.as_tensor(lengths, dtype=torch.int64).cpu()
         _check_lengths(lengths_t, x.shape[0], x.shape[1])
+        if bool((lengths_t == x.shape[1]).all()):  # no padding: the grid is packed already
+            return cls._pack_equal(x.transpose(0, 1))
         mask = torch.arange(x.shape[1]).unsqueeze(0) < lengths_t.unsqueeze(1)  # [B, T]
         flat = x[mask.to(x.device)]  # caller order, each sequence's steps in turn
         order = torch.sort(lengths_t, descending=True, stable=True).indices
@@ -229,6 +231,7 @@ class SequenceBatch:
             order.to(device),
         )
         out.__dict__["batch_size"] = b
+        out.__dict__["in_caller_order"] = True
         out.__dict__["_sorted_lengths"] = np.full(b, t, dtype=np.int64)
         out.__dict__["sorted_lengths"] = torch.from_numpy(out.__dict__["_sorted_lengths"])
         out.__dict__["padded_index"] = torch.arange(t * b, device=device)
@@ -266,6 +269,16 @@ class SequenceBatch:
     def batch_size(self) -> int:
         """B, the number of sequences."""
         return int(self.batch_sizes[0])
+
+    @cached_property
+    def in_caller_order(self) -> bool:
+        """Whether the sorted order is the caller's (no sequence is longer than one before
+        it, as in a batch of one length): then a state in sorted order needs no reordering.
+        Known without a look at the indices for a batch of one length; False on an
+        accelerator when not known (finding out would wait for the device)."""
+        if self.sorted_indices.device.type != "cpu":
+            return False
+        return bool(np.array_equal(self.sorted_indices.numpy(), np.arange(self.batch_size)))
 
     @property
     def max_length(self) -> int:
@@ -350,6 +363,7 @@ class SequenceBatch:
         out = SequenceBatch(data, self.batch_sizes, self.sorted_indices, self.unsorted_indices)
         for key in (
             "batch_size",
+            "in_caller_order",
             "_sizes",
             "_sorted_lengths",
             "_step_offsets",

@@ -50,6 +50,9 @@ from rnnkit.sequences import SequenceBatch
 __all__ = ["Minibatch", "MinibatchSource"]
 
 _UNITS = ("samples", "sequences")
+_BLOCK_BYTES = 1 << 30
+"""The largest stream a source stacks into one block (1 GiB); larger ones are collated from
+the examples at every minibatch."""
 _STATE_CONFIG = (
     "num_examples",
     "minibatch_size",
@@ -318,6 +321,8 @@ class MinibatchSource:
         # CNTK option or a per-call size is in use.
         self._position: int | None = 0 if cursor_options else None
         self._plan_cache: tuple[int, list[_Round]] | None = None
+        # Streams whose examples share one shape, stacked once (see _blocks).
+        self._block_cache: dict[str, Tensor] | None = None
         self._order_cache: tuple[int, np.ndarray] | None = None
 
     @classmethod
@@ -591,9 +596,47 @@ class MinibatchSource:
             self._order_cache = (key, self._shuffle(self._generator(sweep)))
         return self._order_cache[1]
 
+    def _blocks(self) -> dict[str, Tensor]:
+        """The tensor streams whose examples all have one shape, each stacked once into one
+        block (``[N, *F]`` for a stream of one sample an example, ``[N, T, *F]`` for one of
+        sequences) so that a minibatch is one ``index_select``, not a gather of scattered
+        tensors. A stream is left out (and collated example by example) when its block would
+        pass ``_BLOCK_BYTES``, when its examples differ in length or device, or when they
+        carry gradients."""
+        if self._block_cache is not None:
+            return self._block_cache
+        blocks: dict[str, Tensor] = {}
+        for j, name in enumerate(self.stream_names):
+            first = self.examples[0][name]
+            if not isinstance(first, Tensor) or (self._stream_sizes[:, j] != first.shape[0]).any():
+                continue
+            values = [example[name] for example in self.examples]
+            if first.numel() * first.element_size() * len(values) > _BLOCK_BYTES or any(
+                v.device != first.device or v.requires_grad for v in values
+            ):
+                continue
+            single = self.stack_single and self.single_sample[name]
+            blocks[name] = torch.cat(values) if single else torch.stack(values)
+        self._block_cache = blocks
+        return blocks
+
     def _collate(self, indices: tuple[int, ...]) -> dict[str, Any]:
         streams: dict[str, Any] = {}
+        blocks = self._blocks()
+        rows = torch.tensor(indices, dtype=torch.int64) if blocks else None
         for name in self.stream_names:
+            block = blocks.get(name)
+            if block is not None and rows is not None:
+                if self.stack_single and self.single_sample[name]:
+                    streams[name] = block.index_select(0, rows.to(block.device))
+                else:  # B rows of [T, *F], time-major: the packed layout of B sequences of T steps
+                    grid = block.index_select(0, rows.to(block.device)).transpose(0, 1)
+                    lengths = [grid.shape[0]] * len(indices)
+                    streams[name] = SequenceBatch.from_padded(
+                        grid.contiguous(), lengths, batch_first=False
+                    )
+                self._pin(streams, name)
+                continue
             values = [self.examples[i][name] for i in indices]
             if not isinstance(values[0], Tensor):
                 streams[name] = type(values[0]).collate(values)
@@ -601,11 +644,14 @@ class MinibatchSource:
                 streams[name] = torch.cat(values)
             else:
                 streams[name] = SequenceBatch.from_list(values)
-            if self.pin_memory and isinstance(streams[name], Tensor):
-                streams[name] = streams[name].pin_memory()
-            elif self.pin_memory and isinstance(streams[name], SequenceBatch):
-                streams[name] = streams[name].map(Tensor.pin_memory)
+            self._pin(streams, name)
         return streams
+
+    def _pin(self, streams: dict[str, Any], name: str) -> None:
+        if self.pin_memory and isinstance(streams[name], Tensor):
+            streams[name] = streams[name].pin_memory()
+        elif self.pin_memory and isinstance(streams[name], SequenceBatch):
+            streams[name] = streams[name].map(Tensor.pin_memory)
 
     def __repr__(self) -> str:
         return (

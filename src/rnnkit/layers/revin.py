@@ -86,6 +86,8 @@ def _rows(x: Tensor | SequenceBatch, name: str) -> tuple[Tensor, Tensor, int]:
 
 def _caller_order(stats: InstanceStats, x: SequenceBatch) -> InstanceStats:
     """``stats`` of ``x``'s windows in sorted order, in the caller's order."""
+    if not torch.compiler.is_compiling() and x.in_caller_order:
+        return stats
     order = x.unsorted_indices
     return InstanceStats(stats.mean.index_select(0, order), stats.std.index_select(0, order))
 
@@ -258,10 +260,16 @@ class RevIN(nn.Module):
                 f"y: expected {stats.mean.shape[0]} windows (the statistics'), found {y.shape[0]}"
             )
         view = (y.shape[0],) + (1,) * (y.dim() - 2) + (len(index),)
-        mean, std = stats.mean[:, index].reshape(view), stats.std[:, index].reshape(view)
-        if self.weight is not None and self.bias is not None:
-            y = (y - self.bias[index]) / (self.weight[index] + self.eps * self.eps)
-        return y * std + mean
+        mean, std = stats.mean, stats.std
+        weight: Tensor | None = self.weight
+        bias: Tensor | None = self.bias
+        if index != list(range(self.num_variables)):  # some variables: pick theirs
+            mean, std = mean[:, index], std[:, index]
+            weight = weight[index] if weight is not None else None
+            bias = bias[index] if bias is not None else None
+        if weight is not None and bias is not None:
+            y = (y - bias) / (weight + self.eps * self.eps)
+        return y * std.reshape(view) + mean.reshape(view)
 
 
 class RevINForecaster(Layer):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rnnkit.recipes.harness import Metric, Recipe, RecipeData
+from rnnkit.recipes.harness import Metric, Recipe, RecipeData, adam
 from rnnkit.recipes.options import TrainSettings, check_config, option
 
 if TYPE_CHECKING:
@@ -406,13 +406,9 @@ class ClassifyRecipe(Recipe[ClassifyConfig]):
     def optimizer(self, config: ClassifyConfig, model: nn.Module) -> Any:
         """With ``l2`` > 0, Adam with that L2 penalty (the published text figures); else the
         harness's Adam or AdamW."""
-        import torch
-
         if config.l2 == 0:
             return super().optimizer(config, model)
-        return torch.optim.Adam(
-            model.parameters(), lr=config.train.learning_rate, weight_decay=config.l2
-        )
+        return adam(model, config.train.learning_rate, config.l2)
 
     def combine(self, models: list[nn.Module]) -> nn.Module:
         from rnnkit.layers.conv import Ensemble
