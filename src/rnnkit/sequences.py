@@ -272,8 +272,9 @@ class SequenceBatch:
 
     @cached_property
     def in_caller_order(self) -> bool:
-        """Whether the sorted order is the caller's (no sequence is longer than one before
-        it, as in a batch of one length): then a state in sorted order needs no reordering.
+        """Whether the sorted order is the caller's (each sequence at most as long as the one
+        before it, as in a batch of one length): then a state in sorted order needs no
+        reordering.
         Known without a look at the indices for a batch of one length; False on an
         accelerator when not known (finding out would wait for the device)."""
         if self.sorted_indices.device.type != "cpu":

@@ -480,6 +480,7 @@ def adam(model: nn.Module, lr: float, weight_decay: float = 0.0, *, decoupled: b
     kind = torch.optim.AdamW if decoupled else torch.optim.Adam
     return kind(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
+
 def evaluator(
     recipe: Recipe[Any],
     config: Any,
