@@ -274,9 +274,8 @@ class SequenceBatch:
     def in_caller_order(self) -> bool:
         """Whether the sorted order is the caller's (each sequence at most as long as the one
         before it, as in a batch of one length): then a state in sorted order needs no
-        reordering.
-        Known without a look at the indices for a batch of one length; False on an
-        accelerator when not known (finding out would wait for the device)."""
+        reordering. Known without a look at the indices for a batch of one length; False on
+        an accelerator when not known (finding out would wait for the device)."""
         if self.sorted_indices.device.type != "cpu":
             return False
         return bool(np.array_equal(self.sorted_indices.numpy(), np.arange(self.batch_size)))

@@ -191,11 +191,8 @@ class Segments(Layer):
                     f"Segments input: expected a [B, T, F] tensor or a SequenceBatch, found "
                     f"shape {tuple(x.shape)}"
                 )
-            b, t, f = x.shape
-            front = -t % p
-            if front:
-                x = torch.cat([x.new_zeros(b, front, f), x], dim=1)
-            return x.reshape(b, (t + front) // p, p * f)
+            x = _pad_front(x, p, dim=1)
+            return x.reshape(x.shape[0], x.shape[1] // p, p * x.shape[2])
         x = sequence_ops.check_batch(x, "x")
         if x.data.dim() != 2:
             raise ValueError(
@@ -206,11 +203,8 @@ class Segments(Layer):
             return x
         t, b, f = x.max_length, x.batch_size, x.data.shape[1]
         if x.data.shape[0] == t * b:  # one length: the segments of a [T, B, F] view
-            steps = x.data.view(t, b, f)
-            front = -t % p
-            if front:
-                steps = torch.cat([steps.new_zeros(front, b, f), steps])
-            n = (t + front) // p
+            steps = _pad_front(x.data.view(t, b, f), p, dim=0)
+            n = steps.shape[0] // p
             data = steps.view(n, p, b, f).permute(0, 2, 1, 3).reshape(n * b, p * f)
             sizes = torch.full((n,), b, dtype=torch.int64)
         else:
@@ -219,6 +213,16 @@ class Segments(Layer):
             data = padded.index_select(0, torch.from_numpy(rows).to(padded.device))
             data, sizes = data.reshape(-1, p * f), torch.from_numpy(counts)
         return SequenceBatch(data, sizes, x.sorted_indices, x.unsorted_indices)
+
+
+def _pad_front(x: Tensor, p: int, dim: int) -> Tensor:
+    """``x`` with zero steps put in front along ``dim`` up to a multiple of ``p`` steps."""
+    front = -x.shape[dim] % p
+    if not front:
+        return x
+    shape = list(x.shape)
+    shape[dim] = front
+    return torch.cat([x.new_zeros(shape), x], dim)
 
 
 def _segment_rows(
