@@ -508,3 +508,35 @@ def test_state_and_stream_errors() -> None:
         KeyError, match=r"no stream 'z' in this minibatch; streams are \['x', 'y'\]"
     ):
         mb["z"]
+
+
+class _Counted:
+    """An object stream that counts how often a minibatch of it is collated."""
+
+    calls = 0
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    @classmethod
+    def collate(cls, items: list[_Counted]) -> list[int]:
+        cls.calls += 1
+        return [item.value for item in items]
+
+
+def test_a_stream_is_collated_when_first_read_and_once() -> None:
+    """A minibatch collates each stream on first reading: a stream nobody reads costs
+    nothing, a stream read twice is collated once, and every stream is listed from the
+    start (iterating the streams collates them all, with the values a direct read gives)."""
+    _Counted.calls = 0
+    examples = [{"x": torch.full((2, 1), float(i)), "tag": _Counted(i)} for i in range(5)]
+    source = MinibatchSource(examples, 2, unit="sequences", randomize=False, max_sweeps=1)
+    first = next(source)
+    assert list(first.streams) == ["x", "tag"] and len(first.streams) == 2
+    assert "tag" in first and "y" not in first
+    assert first["x"].lengths.tolist() == [2, 2] and _Counted.calls == 0
+    assert first["tag"] == [0, 1] and first["tag"] is first["tag"] and _Counted.calls == 1
+    second = next(source)
+    assert dict(second.streams.items())["tag"] == [2, 3] and _Counted.calls == 2
+    with pytest.raises(KeyError, match="no stream 'y' in this minibatch; streams are"):
+        second["y"]

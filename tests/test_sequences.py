@@ -133,3 +133,18 @@ def test_cuda_round_trip():
     for a, b in zip(x.reverse().to_list(), seqs, strict=True):
         assert torch.equal(a.cpu(), b.flip(0))
     assert torch.equal(x.last().cpu(), torch.stack([s[-1] for s in seqs]))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_from_padded_without_lengths_is_all_steps(batch_first: bool) -> None:
+    """``lengths=None`` means no padding: the same batch as the lengths all ``T`` (and as
+    ``from_list``), and a time-major grid is used as the packed data without a copy."""
+    grid = torch.randn(4, 3, 2)  # [T, B, F]
+    padded = grid.transpose(0, 1).contiguous() if batch_first else grid
+    got = SequenceBatch.from_padded(padded, None, batch_first)
+    want = SequenceBatch.from_list(list(grid.transpose(0, 1)))
+    for fact in ("data", "batch_sizes", "sorted_indices", "unsorted_indices"):
+        assert torch.equal(getattr(got, fact), getattr(want, fact)), fact
+    assert got.in_caller_order and got.lengths.tolist() == [4, 4, 4]
+    if not batch_first:
+        assert got.data.data_ptr() == grid.data_ptr()

@@ -194,9 +194,14 @@ class SequenceBatch:
 
     @classmethod
     def from_padded(
-        cls, padded: Tensor, lengths: Tensor | Sequence[int], batch_first: bool = True
+        cls,
+        padded: Tensor,
+        lengths: Tensor | Sequence[int] | None,
+        batch_first: bool = True,
     ) -> SequenceBatch:
-        """Pack ``padded`` ``[B, T, *F]`` (or ``[T, B, *F]`` with ``batch_first=False``)."""
+        """Pack ``padded`` ``[B, T, *F]`` (or ``[T, B, *F]`` with ``batch_first=False``);
+        ``lengths=None``: every sequence has all ``T`` steps (no padding; a time-major grid is
+        then the packed data itself, not copied)."""
         if not isinstance(padded, Tensor) or padded.dim() < 2:
             raise TypeError(
                 "padded: expected a tensor of shape [B, T, *F], found "
@@ -206,6 +211,8 @@ class SequenceBatch:
                     else type(padded).__name__
                 )
             )
+        if lengths is None:
+            return cls._pack_equal(padded.transpose(0, 1) if batch_first else padded)
         x = padded if batch_first else padded.transpose(0, 1)
         lengths_t = torch.as_tensor(lengths, dtype=torch.int64).cpu()
         _check_lengths(lengths_t, x.shape[0], x.shape[1])

@@ -23,7 +23,8 @@ size per call. docs/data.md sets each beside rnnkit's default.
 
 Per stream, a minibatch holds a :class:`~rnnkit.SequenceBatch`, or a plain ``[B, *F]`` tensor for
 a stream that has exactly one sample in every example of the source, or the result of
-``collate`` for object streams.
+``collate`` for object streams. A stream is collated when it is first read from the minibatch:
+streams nobody reads (a forecast's dates, say, during training) cost nothing.
 
 >>> import torch
 >>> examples = [
@@ -47,7 +48,7 @@ from torch import Tensor
 
 from rnnkit.sequences import SequenceBatch
 
-__all__ = ["Minibatch", "MinibatchSource"]
+__all__ = ["LazyStreams", "Minibatch", "MinibatchSource"]
 
 _UNITS = ("samples", "sequences")
 _BLOCK_BYTES = 1 << 30
@@ -88,7 +89,7 @@ class Minibatch:
             per-stream ``num_samples``).
     """
 
-    streams: dict[str, Any]
+    streams: Mapping[str, Any]
     indices: tuple[int, ...]
     num_samples: int
     num_sequences: int
@@ -114,6 +115,37 @@ class Minibatch:
             for name, value in self.streams.items()
         }
         return replace(self, streams=streams)
+
+
+class LazyStreams(Mapping[str, Any]):
+    """A minibatch's streams, each collated by ``collate(name)`` when first read and kept."""
+
+    __slots__ = ("_collate", "_names", "_values")
+
+    def __init__(self, names: Iterable[str], collate: Any) -> None:
+        self._names = tuple(names)
+        self._collate = collate
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._values:
+            return self._values[name]
+        if name not in self._names:
+            raise KeyError(name)
+        value = self._values[name] = self._collate(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __repr__(self) -> str:
+        return f"LazyStreams({list(self._names)}, collated={list(self._values)})"
 
 
 @dataclass(frozen=True)
@@ -600,9 +632,9 @@ class MinibatchSource:
         """The tensor streams whose examples all have one shape, each stacked once into one
         block (``[N, *F]`` for a stream of one sample an example, ``[N, T, *F]`` for one of
         sequences) so that a minibatch is one ``index_select``, not a gather of scattered
-        tensors. A stream is left out (and collated example by example) when its block would
-        pass ``_BLOCK_BYTES``, when its examples differ in length or device, or when they
-        carry gradients."""
+        tensors. A stream is left out (and collated example by example) when its
+        block would pass ``_BLOCK_BYTES``, when its examples differ in length or device, or
+        when they carry gradients."""
         if self._block_cache is not None:
             return self._block_cache
         blocks: dict[str, Tensor] = {}
@@ -620,38 +652,39 @@ class MinibatchSource:
         self._block_cache = blocks
         return blocks
 
-    def _collate(self, indices: tuple[int, ...]) -> dict[str, Any]:
-        streams: dict[str, Any] = {}
-        blocks = self._blocks()
-        rows = torch.tensor(indices, dtype=torch.int64) if blocks else None
-        for name in self.stream_names:
-            block = blocks.get(name)
-            if block is not None and rows is not None:
+    def _collate(self, indices: tuple[int, ...]) -> LazyStreams:
+        """The streams of the examples at ``indices``, each collated when first read."""
+        rows: list[Tensor] = []  # the indices as a tensor, made once, for the first block read
+
+        def collate(name: str) -> Any:
+            block = self._blocks().get(name)
+            value: Any
+            if block is not None:
+                if not rows:
+                    rows.append(torch.tensor(indices, dtype=torch.int64))
+                index = rows[0].to(block.device)
                 if self.stack_single and self.single_sample[name]:
-                    streams[name] = block.index_select(0, rows.to(block.device))
-                else:  # B rows of [T, *F], time-major: the packed layout of B sequences of T steps
-                    grid = block.index_select(0, rows.to(block.device)).transpose(0, 1)
-                    lengths = [grid.shape[0]] * len(indices)
-                    streams[name] = SequenceBatch.from_padded(
-                        grid.contiguous(), lengths, batch_first=False
-                    )
-                self._pin(streams, name)
-                continue
+                    value = block.index_select(0, index)
+                else:  # B sequences of T steps, packed: their [T, B, *F] grid
+                    value = SequenceBatch.from_padded(block.index_select(0, index), None)
+                return self._pinned(value)
             values = [self.examples[i][name] for i in indices]
             if not isinstance(values[0], Tensor):
-                streams[name] = type(values[0]).collate(values)
+                value = type(values[0]).collate(values)
             elif self.stack_single and self.single_sample[name]:
-                streams[name] = torch.cat(values)
+                value = torch.cat(values)
             else:
-                streams[name] = SequenceBatch.from_list(values)
-            self._pin(streams, name)
-        return streams
+                value = SequenceBatch.from_list(values)
+            return self._pinned(value)
 
-    def _pin(self, streams: dict[str, Any], name: str) -> None:
-        if self.pin_memory and isinstance(streams[name], Tensor):
-            streams[name] = streams[name].pin_memory()
-        elif self.pin_memory and isinstance(streams[name], SequenceBatch):
-            streams[name] = streams[name].map(Tensor.pin_memory)
+        return LazyStreams(self.stream_names, collate)
+
+    def _pinned(self, value: Any) -> Any:
+        if self.pin_memory and isinstance(value, Tensor):
+            return value.pin_memory()
+        if self.pin_memory and isinstance(value, SequenceBatch):
+            return value.map(Tensor.pin_memory)
+        return value
 
     def __repr__(self) -> str:
         return (
