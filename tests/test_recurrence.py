@@ -707,3 +707,27 @@ def test_loop_under_bfloat16_autocast_is_close_to_float32(reset):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = layer(x).data
     torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cpu_autocast_without_onednn_bf16_runs_the_kernel_in_float32(cell, monkeypatch):
+    """On a CPU whose oneDNN has no bfloat16 RNN (torch.nn.LSTM fails there under bfloat16
+    autocast), the fused path runs the kernel in float32: the outputs and the gradients are
+    those of the run without autocast, exactly."""
+    import rnnkit.recurrence as recurrence
+
+    monkeypatch.setattr(recurrence, "_MKLDNN_BF16", False)
+    torch.manual_seed(0)
+    layer = Recurrence(LSTMCell(3, 5) if cell == "lstm" else GRUCell(3, 5), backend="fused")
+    x = SequenceBatch.from_list([torch.randn(n, 3) for n in (4, 2, 3)])
+
+    def run(autocast: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = layer(x).data
+        out.square().sum().backward()
+        return out.detach(), [p.grad.clone() for p in layer.parameters()]
+
+    (want, want_grads), (got, got_grads) = run(False), run(True)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert all(torch.equal(g, w) for g, w in zip(got_grads, want_grads, strict=True))

@@ -305,6 +305,12 @@ def _fused_call(
         name = plan.kernel.__name__
         out = fused_rnn(name, x, batch_sizes, list(hx), plan.weights, cell.training)
         return out[0], tuple(s.squeeze(0) for s in out[1:]) if final else ()
+    if x.device.type == "cpu" and _cpu_bf16_refused():
+        # oneDNN has no bfloat16 RNN on this CPU (torch.nn.LSTM fails under autocast here):
+        # the kernel runs in float32, as autocast does for the operators it leaves alone.
+        with torch.autocast("cpu", enabled=False):
+            state = tuple(h.float() for h in hx)
+            return _fused_call(cell, x.float(), batch_sizes, state, plan, final)
     args: tuple[Any, ...] = (
         list(hx) if plan.pair else hx[0],
         plan.weights,
@@ -317,6 +323,19 @@ def _fused_call(
     fn = plan.kernel
     out = fn(x, *args, False) if batch_sizes is None else fn(x, batch_sizes, *args)
     return out[0], tuple(s.squeeze(0) for s in out[1:]) if final else ()
+
+
+def _cpu_bf16_refused() -> bool:
+    """Whether CPU autocast asks for bfloat16 on a CPU whose oneDNN has no bfloat16 kernels."""
+    return (
+        torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not _MKLDNN_BF16
+    )
+
+
+_MKLDNN_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+"""Whether oneDNN runs bfloat16 on this CPU (read once, at import)."""
 
 
 def _kernel_state(state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
