@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     initial = RECIPE.build_model(config, data)
     criterion = RECIPE.criterion(config, data)
-    lr = config.train.learning_rate
+    lr = RECIPE.settings(config).learning_rate  # the recipe's, with --panel-scale on M1
     examples = data.train
     x = torch.stack([e["features"] for e in examples])
     y = torch.cat([e["labels"] for e in examples])

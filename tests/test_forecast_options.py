@@ -529,3 +529,40 @@ def test_future_plot_of_many_series_draws_each_under_its_name(tmp_path, monkeypa
         np.testing.assert_allclose(observed.get_ydata(), history[i][1][-3 * h :])  # 3 horizons
         np.testing.assert_allclose(predicted.get_ydata(), pred[i])
         assert len(ax.get_yticks()) <= 5 and len(ax.xaxis.get_major_locator()()) <= 5
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_panel_scale_trains_a_long_file_on_larger_minibatches_at_a_larger_rate(tmp_path, scale):
+    """``--panel-scale k`` on a long file: each update reads k times ``--minibatch-size``
+    windows (an epoch is that many fewer updates) at k times ``--learning-rate`` (the first
+    update moves the weights k times as far: Adam's first step is the rate times the sign of
+    the gradient), and the report says so; one series (wide format) is left as it is."""
+    import torch
+
+    path = _panel(tmp_path / "p.csv", lengths=(40, 50, 45, 60))
+    train = TrainSettings(epochs=1, threads=1, minibatch_size=4, learning_rate=1e-3)
+    config = _panel_config(path, train=train, panel_scale=scale)
+    run_recipe(RECIPE, config, tmp_path / "run", progress=False, log=lambda _: None)
+    windows = len(RECIPE.load_data(config).train)
+    updates = [int(r["step"]) for r in _read(tmp_path / "run" / "metrics.csv")]
+    assert updates == [-(-windows // (4 * scale))]
+    report = (tmp_path / "run" / "report.md").read_text()
+    line = f"Minibatches of {4 * scale} windows at learning rate {1e-3 * scale:g}"
+    assert (line in report) == (scale > 1)
+
+    data = RECIPE.load_data(config)
+    torch.manual_seed(0)
+    model = RECIPE.build_model(config, data)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = RECIPE.optimizer(config, model)
+    mb = RECIPE.source(config, data.train, training=True).next_minibatch()
+    assert mb is not None and mb.num_sequences == 4 * scale
+    loss, _ = RECIPE.criterion(config, data)(model(mb["features"]), mb["labels"])
+    loss.backward()
+    optimizer.step()
+    after = [p.detach() for p in model.parameters()]
+    moved = max(float((a - b).abs().max()) for a, b in zip(after, before, strict=True))
+    assert moved == pytest.approx(1e-3 * scale, rel=1e-3)
+
+    wide = ForecastConfig(csv=tmp_path / "w.csv", target=("v",), train=train, panel_scale=scale)
+    assert RECIPE.settings(wide) is wide.train

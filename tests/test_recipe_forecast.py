@@ -599,3 +599,29 @@ def test_residual_alone_names_the_residual_window_model(tmp_path):
     path = _write_csv(tmp_path / "s.csv", _series(300))
     info = RECIPE.load_data(_config(path, model="auto", residual=True)).info
     assert (info["model"], info["residual"], info["selection"]) == ("window", True, None)
+
+
+def test_validation_reads_larger_minibatches_with_the_same_figures(tmp_path, monkeypatch):
+    """The recipe validates and predicts 16 times as many windows a minibatch as it trains
+    on; the loss and the forecasts are those of the training size, to float32 rounding."""
+    from rnnkit.recipes.harness import evaluator
+
+    config = _config(_write_csv(tmp_path / "s.csv", _series(400)), train={"minibatch_size": 4})
+    data = RECIPE.load_data(config)
+    torch.manual_seed(0)
+    model = RECIPE.build_model(config, data)
+    trainer = evaluator(RECIPE, config, data, model, RECIPE.input_streams, "cpu")
+    large = RECIPE.source(config, data.validation, training=False)
+    assert large.minibatch_size == 16 * 4 and large.minibatches_per_sweep == 1
+    monkeypatch.setattr(type(RECIPE), "eval_minibatch_scale", 1)
+    small = RECIPE.source(config, data.validation, training=False)
+    assert small.minibatches_per_sweep == math.ceil(len(data.validation) / 4) > 1
+    got, want = trainer.evaluate(large), trainer.evaluate(small)
+    assert got["samples"] == want["samples"] == len(data.validation)
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
+    torch.testing.assert_close(
+        torch.stack(trainer.predict(large)),
+        torch.stack(trainer.predict(small)),
+        rtol=1e-6,
+        atol=1e-6,
+    )

@@ -33,6 +33,7 @@ series in one long-format table (one global model, ``--past`` and ``--static`` c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -200,6 +201,12 @@ class ForecastConfig:
         "dropped from the parts it is too short for",
         choices=("pad", "drop"),
     )
+    panel_scale: int = option(
+        4,
+        "long format: minibatches of this many times --minibatch-size windows at this many "
+        "times --learning-rate (1: as for one series)",
+        low=1,
+    )
     cell: str = option("lstm", "the recurrent cell", choices=("lstm", "gru"))
     hidden_size: int = option(32, "hidden units", low=1)
     split: tuple[float, ...] = option(
@@ -316,6 +323,19 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     }
     target_stream = "labels"
     metric = Metric("mse")
+    eval_minibatch_scale = 16  # 512 windows at the default 32
+
+    def settings(self, config: ForecastConfig) -> TrainSettings:
+        """``config.train``; in long format (several series) with ``panel_scale`` k > 1,
+        minibatches of k times as many windows at k times the learning rate (a global model
+        sees more of the series in each update; docs/forecast.md has the validation figures
+        the default comes from)."""
+        s, k = config.train, config.panel_scale
+        if config.series_id is None or k == 1:
+            return s
+        return dataclasses.replace(
+            s, minibatch_size=s.minibatch_size * k, learning_rate=s.learning_rate * k
+        )
 
     def config_from_run(
         self, values: Mapping[str, Any], data_info: Mapping[str, Any]
@@ -842,6 +862,12 @@ class ForecastRecipe(Recipe[ForecastConfig]):
                 for what, names in (("Past only", config.past), ("Static", config.static))
                 if names
             )
+            if config.panel_scale > 1:
+                trained = self.settings(config)
+                known += (
+                    f" Minibatches of {trained.minibatch_size} windows at learning rate "
+                    f"{trained.learning_rate:g} (--panel-scale {config.panel_scale})."
+                )
         residual = ", trained on the difference from seasonal naive" if config.residual else ""
         s = config.train
         best = s.patience > 0 or s.time_budget is not None

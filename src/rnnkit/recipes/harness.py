@@ -151,6 +151,10 @@ class Recipe(ABC, Generic[C]):
     """The streams the model reads to predict (``None``: ``input_streams``). A model whose
     prediction is another pass than its training one (an encoder-decoder trained with the
     reference as decoder input, decoding greedily without it) predicts from these alone."""
+    eval_minibatch_scale: ClassVar[int] = 1
+    """Validation and prediction read minibatches this many times the training size: they
+    keep no graph for a backward pass, so larger minibatches cost little memory and fewer
+    calls (the figures are the same; the sums run in another order)."""
     bucket: ClassVar[int | None] = None
     """Training minibatches drawn from buckets of this many minibatches of similar length
     (:class:`~rnnkit.data.MinibatchSource`'s ``bucket``; ``None``: no bucketing)."""
@@ -225,9 +229,10 @@ class Recipe(ABC, Generic[C]):
         """The minibatches over ``examples`` (shuffled and endless when ``training``)."""
         from rnnkit.data.minibatch import MinibatchSource
 
+        size = self.settings(config).minibatch_size
         return MinibatchSource.for_fit(
             examples,
-            self.settings(config).minibatch_size,
+            size if training else size * self.eval_minibatch_scale,
             training=training,
             unit=self.unit,
             size_stream=self.size_stream,
@@ -756,7 +761,7 @@ def _input_source(
 
     return MinibatchSource.for_fit(
         list(examples),
-        minibatch_size or recipe.settings(config).minibatch_size,
+        minibatch_size or recipe.settings(config).minibatch_size * recipe.eval_minibatch_scale,
         training=False,
         unit=recipe.unit,
         size_stream=recipe.size_stream,
