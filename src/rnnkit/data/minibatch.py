@@ -632,9 +632,9 @@ class MinibatchSource:
         """The tensor streams whose examples all have one shape, each stacked once into one
         block (``[N, *F]`` for a stream of one sample an example, ``[N, T, *F]`` for one of
         sequences) so that a minibatch is one ``index_select``, not a gather of scattered
-        tensors. A stream is left out (and collated example by example) when its
-        block would pass ``_BLOCK_BYTES``, when its examples differ in length or device, or
-        when they carry gradients."""
+        tensors. A stream is left out (and collated example by example) when its block would
+        pass ``_BLOCK_BYTES``, when its examples differ in length or device, or when they
+        carry gradients."""
         if self._block_cache is not None:
             return self._block_cache
         blocks: dict[str, Tensor] = {}
