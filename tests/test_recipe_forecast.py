@@ -603,7 +603,10 @@ def test_residual_alone_names_the_residual_window_model(tmp_path):
 
 def test_validation_reads_larger_minibatches_with_the_same_figures(tmp_path, monkeypatch):
     """The recipe validates and predicts 16 times as many windows a minibatch as it trains
-    on; the loss and the forecasts are those of the training size, to float32 rounding."""
+    on (fewer where the windows' outputs would pass ``EVAL_ACTIVATIONS``, never fewer than
+    the training size); the loss and the forecasts are those of the training size, to
+    float32 rounding."""
+    import rnnkit.recipes.forecast as forecast
     from rnnkit.recipes.harness import evaluator
 
     config = _config(_write_csv(tmp_path / "s.csv", _series(400)), train={"minibatch_size": 4})
@@ -613,7 +616,10 @@ def test_validation_reads_larger_minibatches_with_the_same_figures(tmp_path, mon
     trainer = evaluator(RECIPE, config, data, model, RECIPE.input_streams, "cpu")
     large = RECIPE.source(config, data.validation, training=False)
     assert large.minibatch_size == 16 * 4 and large.minibatches_per_sweep == 1
-    monkeypatch.setattr(type(RECIPE), "eval_minibatch_scale", 1)
+    steps = data.validation[0]["features"].shape[0]  # 24 input steps
+    monkeypatch.setattr(forecast, "EVAL_ACTIVATIONS", 6 * steps * config.hidden_size)
+    assert RECIPE.eval_minibatch_size(config, data.validation) == 6
+    monkeypatch.setattr(forecast, "EVAL_ACTIVATIONS", 1)
     small = RECIPE.source(config, data.validation, training=False)
     assert small.minibatches_per_sweep == math.ceil(len(data.validation) / 4) > 1
     got, want = trainer.evaluate(large), trainer.evaluate(small)

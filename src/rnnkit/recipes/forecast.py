@@ -310,6 +310,12 @@ SCREEN_SHARE = 4
 SCREEN_UPDATES = 100
 """... but at least this many updates, and never more epochs than the full run."""
 
+EVAL_SCALE = 16
+"""Validation and prediction read this many times the training minibatch of windows ..."""
+EVAL_ACTIVATIONS = 1 << 24
+"""... unless a minibatch's window steps times hidden units would pass this (16M floats,
+64 MB of outputs a forward pass keeps)."""
+
 
 class ForecastRecipe(Recipe[ForecastConfig]):
     name = "forecast"
@@ -323,7 +329,6 @@ class ForecastRecipe(Recipe[ForecastConfig]):
     }
     target_stream = "labels"
     metric = Metric("mse")
-    eval_minibatch_scale = 16  # 512 windows at the default 32
 
     def settings(self, config: ForecastConfig) -> TrainSettings:
         """``config.train``; in long format (several series) with ``panel_scale`` k > 1,
@@ -336,6 +341,16 @@ class ForecastRecipe(Recipe[ForecastConfig]):
         return dataclasses.replace(
             s, minibatch_size=s.minibatch_size * k, learning_rate=s.learning_rate * k
         )
+
+    def eval_minibatch_size(self, config: ForecastConfig, examples: Sequence[Any]) -> int:
+        """16 times the training minibatch (512 windows at the default 32), fewer where a
+        window's steps times ``hidden_size`` would pass ``EVAL_ACTIVATIONS`` values a
+        minibatch (the outputs a forward pass keeps), never fewer than the training size."""
+        size = self.settings(config).minibatch_size
+        features = examples[0].get("features") if examples else None
+        steps = features.shape[0] if features is not None else 1
+        room = EVAL_ACTIVATIONS // max(1, steps * config.hidden_size)
+        return max(size, min(EVAL_SCALE * size, room))
 
     def config_from_run(
         self, values: Mapping[str, Any], data_info: Mapping[str, Any]

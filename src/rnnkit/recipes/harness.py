@@ -151,10 +151,6 @@ class Recipe(ABC, Generic[C]):
     """The streams the model reads to predict (``None``: ``input_streams``). A model whose
     prediction is another pass than its training one (an encoder-decoder trained with the
     reference as decoder input, decoding greedily without it) predicts from these alone."""
-    eval_minibatch_scale: ClassVar[int] = 1
-    """Validation and prediction read minibatches this many times the training size: they
-    keep no graph for a backward pass, so larger minibatches cost little memory and fewer
-    calls (the figures are the same; the sums run in another order)."""
     bucket: ClassVar[int | None] = None
     """Training minibatches drawn from buckets of this many minibatches of similar length
     (:class:`~rnnkit.data.MinibatchSource`'s ``bucket``; ``None``: no bucketing)."""
@@ -229,10 +225,11 @@ class Recipe(ABC, Generic[C]):
         """The minibatches over ``examples`` (shuffled and endless when ``training``)."""
         from rnnkit.data.minibatch import MinibatchSource
 
-        size = self.settings(config).minibatch_size
         return MinibatchSource.for_fit(
             examples,
-            size if training else size * self.eval_minibatch_scale,
+            self.settings(config).minibatch_size
+            if training
+            else self.eval_minibatch_size(config, examples),
             training=training,
             unit=self.unit,
             size_stream=self.size_stream,
@@ -240,6 +237,12 @@ class Recipe(ABC, Generic[C]):
             stack_single=self.stack_single,
             bucket=self.bucket if training else None,
         )
+
+    def eval_minibatch_size(self, config: C, examples: Sequence[Example]) -> int:
+        """The minibatch size of validation and prediction (default: the training one). A
+        recipe may read larger ones there: no graph is kept for a backward pass, and the
+        figures are the same (the sums run in another order)."""
+        return self.settings(config).minibatch_size
 
     def optimizer(self, config: C, model: nn.Module) -> Any:
         """Adam (AdamW when ``weight_decay`` > 0) at the settings' learning rate."""
@@ -759,9 +762,10 @@ def _input_source(
 ) -> Any:
     from rnnkit.data.minibatch import MinibatchSource
 
+    examples = list(examples)
     return MinibatchSource.for_fit(
-        list(examples),
-        minibatch_size or recipe.settings(config).minibatch_size * recipe.eval_minibatch_scale,
+        examples,
+        minibatch_size or recipe.eval_minibatch_size(config, examples),
         training=False,
         unit=recipe.unit,
         size_stream=recipe.size_stream,
