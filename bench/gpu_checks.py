@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from rnnkit import GRUCell, GRUDCell, LSTMCell, MinibatchSource, Recurrence, SequenceBatch
 from rnnkit.data.listops import LISTOPS_VOCAB, generate_listops
+from rnnkit.recurrence import onednn_runs_bf16
 from rnnkit.recursive import ChildSumTreeLSTMCell, Recursive
 from rnnkit.trees import Tree, TreeBatch
 
@@ -114,14 +115,10 @@ def bf16_check(name: str, size: tuple[int, int, int, int], device: torch.device)
         "ok": out_err <= BF16_OUTPUT_ATOL and grad_err <= BF16_GRAD_RTOL,
         **(
             {"note": "this CPU's oneDNN has no bfloat16 RNN: the fused kernel ran in float32"}
-            if device.type == "cpu" and "fused" in name and not _onednn_bf16()
+            if device.type == "cpu" and "fused" in name and not onednn_runs_bf16()
             else {}
         ),
     }
-
-
-def _onednn_bf16() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def grud_bf16_check(size: tuple[int, int, int, int], device: torch.device) -> dict[str, Any]:

@@ -716,7 +716,7 @@ def test_cpu_autocast_without_onednn_bf16_runs_the_kernel_in_float32(cell, monke
     those of the run without autocast, exactly."""
     import rnnkit.recurrence as recurrence
 
-    monkeypatch.setattr(recurrence, "_MKLDNN_BF16", False)
+    monkeypatch.setattr(recurrence, "onednn_runs_bf16", lambda: False)
     torch.manual_seed(0)
     layer = Recurrence(LSTMCell(3, 5) if cell == "lstm" else GRUCell(3, 5), backend="fused")
     x = SequenceBatch.from_list([torch.randn(n, 3) for n in (4, 2, 3)])

@@ -46,6 +46,7 @@ Running sum and max, as in CNTK's docstrings:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import weakref
 from dataclasses import dataclass
@@ -330,12 +331,15 @@ def _cpu_bf16_refused() -> bool:
     return (
         torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and not _MKLDNN_BF16
+        and not onednn_runs_bf16()
     )
 
 
-_MKLDNN_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-"""Whether oneDNN runs bfloat16 on this CPU (read once, at import)."""
+@functools.cache
+def onednn_runs_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU (asked once, when first needed: the first
+    question costs milliseconds)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _kernel_state(state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
