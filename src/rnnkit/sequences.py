@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import numpy as np
 import torch
@@ -127,6 +127,42 @@ def _first_fit(lengths: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     return len(filled), lane, offset
 
 
+class _GridFacts(NamedTuple):
+    tensors: tuple[Tensor, Tensor, Tensor]  # batch_sizes, sorted_indices, unsorted_indices
+    cached: dict[str, Any]  # the cached properties a batch of this layout would compute
+
+
+_GRID_FACTS: dict[tuple[int, int, torch.device], _GridFacts] = {}
+_GRID_FACTS_KEPT = 64  # layouts remembered (a training run has a few: its minibatch shapes)
+
+
+def _grid_facts(t: int, b: int, device: torch.device) -> _GridFacts:
+    """The layout of B sequences of T steps on ``device``: its index tensors and cached
+    properties, made once per layout (a minibatch of forecast windows builds one every step).
+    Batches share these tensors: like a PackedSequence's ``batch_sizes``, they are read, not
+    written. Under ``torch.compile`` they are made afresh, so no graph reads a cache."""
+    key = (t, b, device)
+    compiling = torch.compiler.is_compiling()
+    facts = None if compiling else _GRID_FACTS.get(key)
+    if facts is None:
+        order = torch.arange(b, device=device)
+        lengths = np.full(b, t, dtype=np.int64)
+        cached = {
+            "batch_size": b,
+            "in_caller_order": True,
+            "_sorted_lengths": lengths,
+            "sorted_lengths": torch.from_numpy(lengths),
+            "padded_index": torch.arange(t * b, device=device),
+            "last_padded_index_caller": torch.arange((t - 1) * b, t * b, device=device),
+        }
+        facts = _GridFacts((torch.full((t,), b, dtype=torch.int64), order, order), cached)
+        if not compiling:
+            if len(_GRID_FACTS) >= _GRID_FACTS_KEPT:
+                _GRID_FACTS.clear()
+            _GRID_FACTS[key] = facts
+    return facts
+
+
 class SequenceBatch:
     """B variable-length sequences, packed time-major (see the module docstring).
 
@@ -227,22 +263,12 @@ class SequenceBatch:
     def _pack_equal(cls, grid: Tensor) -> SequenceBatch:
         """Pack ``grid`` ``[T, B, *F]``, B sequences of T steps each: it is the packed layout
         already (the stable sort of equal lengths keeps the caller's order), with the layout
-        facts :meth:`_pack` computes."""
+        facts :meth:`_pack` computes. Those depend on T, B and the device alone: batches of
+        one shape share them (:func:`_grid_facts`), as they share the same layout."""
         t, b = grid.shape[0], grid.shape[1]
-        order = torch.arange(b)
-        device = grid.device
-        out = cls(
-            grid.reshape(t * b, *grid.shape[2:]),
-            torch.full((t,), b, dtype=torch.int64),
-            order.to(device),
-            order.to(device),
-        )
-        out.__dict__["batch_size"] = b
-        out.__dict__["in_caller_order"] = True
-        out.__dict__["_sorted_lengths"] = np.full(b, t, dtype=np.int64)
-        out.__dict__["sorted_lengths"] = torch.from_numpy(out.__dict__["_sorted_lengths"])
-        out.__dict__["padded_index"] = torch.arange(t * b, device=device)
-        out.__dict__["last_padded_index_caller"] = torch.arange((t - 1) * b, t * b, device=device)
+        facts = _grid_facts(t, b, grid.device)
+        out = cls(grid.reshape(t * b, *grid.shape[2:]), *facts.tensors)
+        out.__dict__.update(facts.cached)
         return out
 
     @classmethod

@@ -205,8 +205,10 @@ class Segments(Layer):
         if x.data.shape[0] == t * b:  # one length: the segments of a [T, B, F] view
             steps = _pad_front(x.data.view(t, b, f), p, dim=0)
             n = steps.shape[0] // p
-            data = steps.view(n, p, b, f).permute(0, 2, 1, 3).reshape(n * b, p * f)
-            sizes = torch.full((n,), b, dtype=torch.int64)
+            data = steps.view(n, p, b, f).permute(0, 2, 1, 3).reshape(n, b, p * f)
+            if x.in_caller_order:  # the segments are a grid of one length in the same order
+                return SequenceBatch._pack_equal(data)
+            data, sizes = data.view(n * b, p * f), torch.full((n,), b, dtype=torch.int64)
         else:
             rows, counts = _segment_rows(x._sorted_lengths, x._step_offsets, p, x.data.shape[0])
             padded = torch.cat([x.data, x.data.new_zeros(1, f)])
