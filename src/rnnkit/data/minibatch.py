@@ -155,6 +155,8 @@ class _Round:
     batches: tuple[tuple[int, ...], ...]
     repeated: tuple[bool, ...]
     num_samples: int  # all ranks together
+    samples: tuple[int, ...]  # each rank's batch, counted as num_samples counts
+    stream_samples: tuple[dict[str, int], ...]  # each rank's batch, per stream
 
 
 class MinibatchSource:
@@ -445,12 +447,12 @@ class MinibatchSource:
         return Minibatch(
             self._collate(indices),
             indices,
-            int(self._sizes[list(indices)].sum()),
+            current.samples[self.rank],
             len(indices),
             sweep,
             end_of_sweep,
             current.repeated[self.rank],
-            self._stream_samples(indices),
+            dict(current.stream_samples[self.rank]),
         )
 
     def _enter_cursor(self) -> None:
@@ -599,11 +601,14 @@ class MinibatchSource:
             short = self.world_size - len(given)
             filler = [batches[i % len(batches)] for i in range(short)]
             members = (*given, *filler)
+            samples = tuple(int(self._sizes[list(b)].sum()) for b in members)
             rounds.append(
                 _Round(
                     members,
                     (False,) * len(given) + (True,) * short,
-                    int(sum(self._sizes[list(b)].sum() for b in members)),
+                    sum(samples),
+                    samples,
+                    tuple(self._stream_samples(b) for b in members),
                 )
             )
         self._plan_cache = (key, rounds)
@@ -662,7 +667,7 @@ class MinibatchSource:
             if block is not None:
                 if not rows:
                     rows.append(torch.tensor(indices, dtype=torch.int64))
-                index = rows[0].to(block.device)
+                index = rows[0] if block.device == rows[0].device else rows[0].to(block.device)
                 if self.stack_single and self.single_sample[name]:
                     value = block.index_select(0, index)
                 else:  # B sequences of T steps, packed: their [T, B, *F] grid
