@@ -100,7 +100,11 @@ class FitSummary:
 
 
 def _to(value: Any, device: torch.device) -> Any:
-    return value.to(device) if isinstance(value, (Tensor, SequenceBatch)) else value
+    if isinstance(value, Tensor):
+        return value if value.device == device else value.to(device)
+    if isinstance(value, SequenceBatch):
+        return value if value.data.device == device else value.to(device)
+    return value
 
 
 def _describe(value: Any) -> str:
@@ -318,6 +322,7 @@ class Trainer:
         self.failed = False
         self.stop_reason: str | None = None
         self._active: list[Callback] = list(self.callbacks)
+        self._hooks: dict[str, list[Callable[..., None]]] = {}  # hook -> the calls _emit makes
         self._pending: tuple[Any, Any, Path] | None = None
         self._sweeps: weakref.WeakKeyDictionary[
             MinibatchSource, tuple[MinibatchSource, dict[str, Any]]
@@ -477,6 +482,7 @@ class Trainer:
             self._check_evaluation_source(validation)
         self._active = [Validation(validation, "val")] if validation is not None else []
         self._active += self.callbacks
+        self._hooks = {}
         self.fit_epochs = epochs
         self.epoch_target = epoch_size or self._sweep_samples(source)
         self.failed, self.stop_reason = False, None
@@ -557,9 +563,16 @@ class Trainer:
         return every is not None and self.state.step % every == 0
 
     def _emit(self, hook: str, *args: Any) -> None:
-        for cb in self._active:
-            if self.processes.is_main or not cb.rank_zero_only:
-                getattr(cb, hook)(self, *args)
+        hooks = self._hooks.get(hook)
+        if hooks is None:  # the callbacks of this process that override the hook, found once
+            hooks = self._hooks[hook] = [
+                getattr(cb, hook)
+                for cb in self._active
+                if (self.processes.is_main or not cb.rank_zero_only)
+                and (hook in vars(cb) or getattr(type(cb), hook) is not getattr(Callback, hook))
+            ]
+        for call in hooks:
+            call(self, *args)
 
     # ------------------------------------------------------------------ data
     def _streams(self, mb: Minibatch | Mapping[str, Any]) -> tuple[tuple[Any, ...], Any]:
