@@ -217,7 +217,19 @@ class RevIN(nn.Module):
         if x.data.dim() != 2 or x.data.shape != (t * b, self.num_variables):
             return None
         seen = _mask_rows(mask, x, x.data).view(t, b, -1)
-        return self._moments(x.data.view(t, b, -1), seen, lambda v: v.sum(0), lambda m: m)
+        return self._grid_moments(x.data.view(t, b, -1), seen)
+
+    def _grid_moments(self, values: Tensor, seen: Tensor) -> InstanceStats:
+        """:meth:`_moments` of windows ``[T, B, V]`` of one length (``seen`` bool, the same)."""
+        return self._moments(values, seen, lambda v: v.sum(0), lambda m: m)
+
+    def _scaled(self, values: Tensor, stats: InstanceStats) -> Tensor:
+        """``values`` ``[..., B, V]`` normalised with ``stats`` (``[B, V]``), then the affine
+        map."""
+        out = (values - stats.mean) / stats.std
+        if self.weight is not None and self.bias is not None:
+            out = torch.addcmul(self.bias, out, self.weight)
+        return out
 
     def normalize(
         self, x: Tensor | SequenceBatch, mask: Tensor | SequenceBatch | None = None
@@ -227,16 +239,11 @@ class RevIN(nn.Module):
         ``x``'s layout."""
         if isinstance(x, SequenceBatch) and (grid := self._grid_statistics(x, mask)) is not None:
             # one length: the same figures, over a [T, B, V] view
-            steps = x.data.view(x.max_length, x.batch_size, -1)
-            out = (steps - grid.mean) / grid.std
-            if self.weight is not None and self.bias is not None:
-                out = out * self.weight + self.bias
+            out = self._scaled(x.data.view(x.max_length, x.batch_size, -1), grid)
             return x.with_data(out.reshape(x.data.shape)), _caller_order(grid, x)
         stats = self.statistics(x, mask)
         rows, window, _ = _rows(x, "x")
-        out = (rows - stats.mean[window]) / stats.std[window]
-        if self.weight is not None and self.bias is not None:
-            out = out * self.weight + self.bias
+        out = self._scaled(rows, InstanceStats(stats.mean[window], stats.std[window]))
         if isinstance(x, SequenceBatch):
             return x.with_data(out), stats
         return out.reshape(x.shape), stats
@@ -320,15 +327,28 @@ class RevINForecaster(Layer):
                 f"features: expected steps of at least {2 * n} columns ({n} values, {n} masks), "
                 f"found {found}"
             )
-        after = data[..., n:]  # the masks, then any known columns and the flag
         inputs: Tensor | SequenceBatch
-        if isinstance(features, SequenceBatch):
-            values = features.with_data(data[:, :n])
-            normed, stats = self.revin.normalize(values, features.with_data(data[:, n : 2 * n]))
-            inputs = features.with_data(torch.cat([normed.data, after], dim=-1))
+        t = features.max_length if isinstance(features, SequenceBatch) else 0
+        if (
+            isinstance(features, SequenceBatch)
+            and data.dim() == 2
+            and data.shape[0] == t * features.batch_size
+        ):
+            # windows of one length (a minibatch of forecast windows): over a [T, B, F] view,
+            # with the masks of the same layout by construction
+            grid = data.view(t, features.batch_size, -1)
+            values, masks = grid[..., :n], grid[..., n : 2 * n]
+            stats = self.revin._grid_moments(values, masks != 0)
+            normed = self.revin._scaled(values, stats)
+            inputs = features.with_data(torch.cat([normed, grid[..., n:]], -1).view(data.shape))
+            stats = _caller_order(stats, features)
+        elif isinstance(features, SequenceBatch):  # the masks, then any known columns and the flag
+            own = features.with_data(data[:, :n])
+            normed, stats = self.revin.normalize(own, features.with_data(data[:, n : 2 * n]))
+            inputs = features.with_data(torch.cat([normed.data, data[:, n:]], dim=-1))
         else:
             normed, stats = self.revin.normalize(data[..., :n], data[..., n : 2 * n])
-            inputs = torch.cat([normed, after], dim=-1)
+            inputs = torch.cat([normed, data[..., n:]], dim=-1)
         out = self.model(inputs)
         if isinstance(out, Tensor) and out.dim() == 4 and out.shape[2] == n:
             return self._denormalize_head(out, stats)
