@@ -369,13 +369,15 @@ def collect(
     force: bool = False,
     epochs: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every run's record, from the cache or run now (one at a time) and cached."""
+    """Every run's record, from the cache or run now (one at a time) and cached. The
+    libraries of one seed run back to back, so that a slow spell of a shared machine falls on
+    each library's runs alike rather than on all the runs of one."""
     results.mkdir(parents=True, exist_ok=True)
     records = []
     for data in datasets:
         for loss in losses:
-            for library in libraries:
-                for seed in seeds:
+            for seed in seeds:
+                for library in libraries:
                     path = cache_path(results, data, library, loss, seed)
                     if path.exists() and not force:
                         records.append(json.loads(path.read_text()))
