@@ -87,6 +87,9 @@ def test_every_example_once_per_sweep_with_its_own_data(randomize: bool, unit: s
             assert mb["y"].view(-1).tolist() == [float(i) for i in mb.indices]
             assert mb.num_samples == sum(lengths[i] for i in mb.indices)
             assert mb.num_sequences == len(mb.indices)
+            per_stream = {"x": sum(lengths[i] for i in mb.indices), "y": len(mb.indices)}
+            assert mb.stream_samples == per_stream
+            mb.stream_samples["x"] = -1  # a caller's dict: the plan the next sweep reads stays
     assert len(orders) == 3
     if randomize:
         assert orders[0] != orders[1] != orders[2]

@@ -148,3 +148,32 @@ def test_from_padded_without_lengths_is_all_steps(batch_first: bool) -> None:
     assert got.in_caller_order and got.lengths.tolist() == [4, 4, 4]
     if not batch_first:
         assert got.data.data_ptr() == grid.data_ptr()
+
+
+def test_batches_of_one_shape_share_the_layout_facts_a_fresh_batch_computes() -> None:
+    """``_pack_equal`` takes its index tensors and layout facts from a cache per (T, B,
+    device); each must equal what the cached properties compute from scratch on a batch
+    built from the same tensors, for every shape, also after the cache is cleared when full
+    (70 layouts, more than it keeps)."""
+    shapes = [(4, 3), (2, 3), (4, 3), (4, 5), (1, 1)] + [(t, 2) for t in range(1, 70)] + [(4, 3)]
+    facts = ("batch_size", "in_caller_order", "padded_index", "last_padded_index_caller")
+    batches = []
+    for t, b in shapes:
+        got = SequenceBatch.from_padded(torch.randn(t, b, 2), None, batch_first=False)
+        fresh = SequenceBatch(
+            got.data,
+            got.batch_sizes.clone(),
+            got.sorted_indices.clone(),
+            got.unsorted_indices.clone(),
+        )
+        assert got.batch_sizes.tolist() == [b] * t
+        assert got.sorted_indices.tolist() == got.unsorted_indices.tolist() == list(range(b))
+        for fact in facts:
+            a, e = getattr(got, fact), getattr(fresh, fact)
+            assert torch.equal(a, e) if isinstance(a, torch.Tensor) else a == e, (t, b, fact)
+        assert got.sorted_lengths.tolist() == fresh.sorted_lengths.tolist() == [t] * b
+        assert got.lengths.tolist() == [t] * b
+        assert torch.equal(got.last(), got.data.view(t, b, 2)[-1])
+        batches.append(got)
+    assert batches[2].batch_sizes is batches[0].batch_sizes  # one shape: shared, not rebuilt
+    assert batches[1].batch_sizes is not batches[0].batch_sizes

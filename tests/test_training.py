@@ -238,6 +238,24 @@ def test_epoch_size_and_max_samples_count_label_samples() -> None:
         trainer_for(make_model()).fit(source(examples))
 
 
+def test_hooks_reach_the_callbacks_that_override_them_in_every_fit() -> None:
+    """The Trainer finds each hook's callbacks once per fit: a hook set on an instance counts
+    as an override, and a callback added between two fits is called in the second."""
+    examples = make_examples(dtype=torch.float64)
+    calls: list[tuple[str, int]] = []
+    ad_hoc = Callback()
+    ad_hoc.on_step_end = lambda trainer, step: calls.append(("ad hoc", step.step))  # type: ignore[method-assign]
+    recorder = Recorder()
+    trainer = trainer_for(make_model(), callbacks=[ad_hoc])
+    n = trainer.fit(source(examples), epochs=1).steps  # one epoch
+    assert n > 1 and calls == [("ad hoc", k) for k in range(1, n + 1)]
+    trainer.callbacks = (*trainer.callbacks, recorder)
+    trainer.fit(source(examples), epochs=2)  # the second epoch
+    assert calls[n:] == [("ad hoc", k) for k in range(n + 1, 2 * n + 1)]
+    assert [s.step for s in recorder.steps] == list(range(n + 1, 2 * n + 1))
+    assert [e.epoch for e in recorder.epochs] == [2]
+
+
 def test_arguments_are_checked() -> None:
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), 0.1)
