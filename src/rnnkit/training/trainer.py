@@ -569,7 +569,10 @@ class Trainer:
                 getattr(cb, hook)
                 for cb in self._active
                 if (self.processes.is_main or not cb.rank_zero_only)
-                and (hook in vars(cb) or getattr(type(cb), hook) is not getattr(Callback, hook))
+                and (
+                    hook in getattr(cb, "__dict__", ())
+                    or getattr(type(cb), hook) is not getattr(Callback, hook)
+                )
             ]
         for call in hooks:
             call(self, *args)
