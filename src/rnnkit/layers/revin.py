@@ -217,11 +217,7 @@ class RevIN(nn.Module):
         if x.data.dim() != 2 or x.data.shape != (t * b, self.num_variables):
             return None
         seen = _mask_rows(mask, x, x.data).view(t, b, -1)
-        return self._grid_moments(x.data.view(t, b, -1), seen)
-
-    def _grid_moments(self, values: Tensor, seen: Tensor) -> InstanceStats:
-        """:meth:`_moments` of windows ``[T, B, V]`` of one length (``seen`` bool, the same)."""
-        return self._moments(values, seen, lambda v: v.sum(0), lambda m: m)
+        return self._moments(x.data.view(t, b, -1), seen, lambda v: v.sum(0), lambda m: m)
 
     def _scaled(self, values: Tensor, stats: InstanceStats) -> Tensor:
         """``values`` ``[..., B, V]`` normalised with ``stats`` (``[B, V]``), then the affine
@@ -327,28 +323,15 @@ class RevINForecaster(Layer):
                 f"features: expected steps of at least {2 * n} columns ({n} values, {n} masks), "
                 f"found {found}"
             )
+        after = data[..., n:]  # the masks, then any known columns and the flag
         inputs: Tensor | SequenceBatch
-        t = features.max_length if isinstance(features, SequenceBatch) else 0
-        if (
-            isinstance(features, SequenceBatch)
-            and data.dim() == 2
-            and data.shape[0] == t * features.batch_size
-        ):
-            # windows of one length (a minibatch of forecast windows): over a [T, B, F] view,
-            # with the masks of the same layout by construction
-            grid = data.view(t, features.batch_size, -1)
-            values, masks = grid[..., :n], grid[..., n : 2 * n]
-            stats = self.revin._grid_moments(values, masks != 0)
-            normed = self.revin._scaled(values, stats)
-            inputs = features.with_data(torch.cat([normed, grid[..., n:]], -1).view(data.shape))
-            stats = _caller_order(stats, features)
-        elif isinstance(features, SequenceBatch):  # the masks, then any known columns and the flag
-            own = features.with_data(data[:, :n])
-            normed, stats = self.revin.normalize(own, features.with_data(data[:, n : 2 * n]))
-            inputs = features.with_data(torch.cat([normed.data, data[:, n:]], dim=-1))
+        if isinstance(features, SequenceBatch):
+            values = features.with_data(data[:, :n])
+            normed, stats = self.revin.normalize(values, features.with_data(data[:, n : 2 * n]))
+            inputs = features.with_data(torch.cat([normed.data, after], dim=-1))
         else:
             normed, stats = self.revin.normalize(data[..., :n], data[..., n : 2 * n])
-            inputs = torch.cat([normed, data[..., n:]], dim=-1)
+            inputs = torch.cat([normed, after], dim=-1)
         out = self.model(inputs)
         if isinstance(out, Tensor) and out.dim() == 4 and out.shape[2] == n:
             return self._denormalize_head(out, stats)
