@@ -55,6 +55,7 @@ from typing import Any, Literal, TypeAlias
 import torch
 from torch import Tensor, nn
 
+from rnnkit import lstm_kernel
 from rnnkit.cells import FusedKernel, State, as_tuple, check_cell
 from rnnkit.compiled_ops import fused_rnn
 from rnnkit.layers import Layer
@@ -312,6 +313,10 @@ def _fused_call(
         with torch.autocast("cpu", enabled=False):
             state = tuple(h.float() for h in hx)
             return _fused_call(cell, x.float(), batch_sizes, state, plan, final)
+    if batch_sizes is None and plan.pair and lstm_kernel.pays(x, hx[0].shape[-1], plan.weights):
+        # a small LSTM layer on the CPU: rnnkit's kernel (rnnkit.lstm_kernel), same equations
+        found = lstm_kernel.lstm(x, (hx[0], hx[1]), plan.weights)
+        return found[0], tuple(s.squeeze(0) for s in found[1:]) if final else ()
     args: tuple[Any, ...] = (
         list(hx) if plan.pair else hx[0],
         plan.weights,
