@@ -13,8 +13,9 @@
  * about 2e-7); sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 2 / (1 + exp(-2x)) - 1.
  *
  * The arrays are float32, contiguous, row-major; every pointer is passed as an address by the
- * Python wrapper, which checks the shapes, dtypes and layout before calling. available() says
- * whether this CPU runs the kernel (AVX2 and FMA); the wrapper calls nothing otherwise.
+ * Python wrapper, which checks the shapes, dtypes and layout before calling; the GIL is released
+ * while they run. available() says whether this CPU runs the kernel (AVX2 and FMA); the wrapper
+ * calls nothing otherwise.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -282,8 +283,12 @@ AVX2 static int backward(long T, long B, long I, long H, const float *x, const f
 }
 
 static int runs_here(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    static int answer = -1; /* asked once; a race only writes the same answer twice */
+    if (answer < 0) {
+        __builtin_cpu_init();
+        answer = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return answer;
 }
 
 #endif /* HAVE_KERNEL */
@@ -310,9 +315,12 @@ static PyObject *lstm_forward(PyObject *self, PyObject *args) {
                                           "on a CPU with AVX2 and FMA");
         return NULL;
     }
-    if (forward(T, B, I, H, PTR(p[0]), PTR(p[1]), PTR(p[2]), PTR(p[3]), PTR(p[4]), PTR(p[5]),
-                PTR(p[6]), PTR(p[7]), PTR(p[8]), PTR(p[9])) < 0)
-        return PyErr_NoMemory();
+    int failed;
+    Py_BEGIN_ALLOW_THREADS
+    failed = forward(T, B, I, H, PTR(p[0]), PTR(p[1]), PTR(p[2]), PTR(p[3]), PTR(p[4]), PTR(p[5]),
+                     PTR(p[6]), PTR(p[7]), PTR(p[8]), PTR(p[9]));
+    Py_END_ALLOW_THREADS
+    if (failed < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 #else
     PyErr_SetString(PyExc_RuntimeError, "forward: this build has no LSTM kernel");
@@ -333,10 +341,13 @@ static PyObject *lstm_backward(PyObject *self, PyObject *args) {
                                           "8 on a CPU with AVX2 and FMA");
         return NULL;
     }
-    if (backward(T, B, I, H, PTR(p[0]), PTR(p[1]), PTR(p[2]), PTR(p[3]), PTR(p[4]), PTR(p[5]),
-                 PTR(p[6]), PTR(p[7]), PTR(p[8]), PTR(p[9]), PTR(p[10]), PTR(p[11]),
-                 PTR(p[12]), PTR(p[13]), PTR(p[14]), PTR(p[15])) < 0)
-        return PyErr_NoMemory();
+    int failed;
+    Py_BEGIN_ALLOW_THREADS
+    failed = backward(T, B, I, H, PTR(p[0]), PTR(p[1]), PTR(p[2]), PTR(p[3]), PTR(p[4]),
+                      PTR(p[5]), PTR(p[6]), PTR(p[7]), PTR(p[8]), PTR(p[9]), PTR(p[10]),
+                      PTR(p[11]), PTR(p[12]), PTR(p[13]), PTR(p[14]), PTR(p[15]));
+    Py_END_ALLOW_THREADS
+    if (failed < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 #else
     PyErr_SetString(PyExc_RuntimeError, "backward: this build has no LSTM kernel");
