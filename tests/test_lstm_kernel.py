@@ -240,3 +240,24 @@ def test_bad_state_is_refused_by_name():
         lstm_kernel.lstm(
             torch.zeros(3, 4, 40), (torch.zeros(1, 5, 32), torch.zeros(1, 4, 32)), weights
         )
+
+
+def test_without_the_extension_the_engine_runs_torch_kernel(monkeypatch):
+    """An install without a C compiler has no ``_lstmkernel``: nothing is chosen, ``lstm``
+    refuses by name, and a layer gives the same results on torch's kernel."""
+    x = SequenceBatch.from_list(random_sequences([6, 6, 6], 4, seed=7))
+    torch.manual_seed(0)
+    layer = Fold(LSTMCell(4, 16), backend="fused")
+    with_kernel = layer(x)
+    monkeypatch.setattr(lstm_kernel, "_native", None)
+    lstm_kernel.available.cache_clear()
+    try:
+        weights = [layer.cell.weight_ih, layer.cell.weight_hh]
+        assert not lstm_kernel.pays(torch.zeros(6, 3, 4), 16, weights)
+        zero = torch.zeros(1, 3, 16)
+        with pytest.raises(RuntimeError, match="native LSTM kernel is not available"):
+            lstm_kernel.lstm(torch.zeros(6, 3, 4), (zero, zero), weights)
+        torch.testing.assert_close(layer(x), with_kernel, rtol=1e-5, atol=1e-6)
+    finally:
+        monkeypatch.undo()
+        lstm_kernel.available.cache_clear()

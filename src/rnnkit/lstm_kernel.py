@@ -67,7 +67,8 @@ def pays(x: Tensor, hidden_size: int, weights: list[Tensor]) -> bool:
         return False
     if torch.is_autocast_enabled("cpu"):
         return False
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or (exporting and exporting()):
         return False
     return all(w.dtype == torch.float32 and w.device.type == "cpu" for w in weights)
 
