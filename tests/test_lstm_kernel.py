@@ -104,6 +104,22 @@ def test_kernel_saturated_gates_stay_finite_and_exact():
     _close(found, want_grads, tol=1e-4)  # products of saturated gates lose float32 digits
 
 
+def test_a_nan_goes_where_torch_sends_it():
+    """A NaN in the input is never turned into a number: the outputs it reaches are NaN, as
+    with torch's kernel."""
+    layer, inputs, _ = _reference((5, 4, 6, 16), seed=6)
+    x = inputs[0].float()
+    x[2, 1, 3] = float("nan")
+    weights = [w.float() for w in layer.parameters()]
+    state = (inputs[1].float(), inputs[2].float())
+    found = lstm_kernel.lstm(x, state, weights)
+    want = _torch(x, state, weights)
+    for f, w in zip(found, want, strict=True):
+        assert torch.equal(torch.isnan(f), torch.isnan(w))
+        assert bool(torch.isnan(w).any())
+        torch.testing.assert_close(f.nan_to_num(), w.nan_to_num(), rtol=1e-5, atol=1e-5)
+
+
 def test_kernel_without_input_gradient_still_gives_the_weights_gradients():
     layer, inputs, grads = _reference((8, 6, 10, 24), seed=3)
     weights = list(layer.parameters())
