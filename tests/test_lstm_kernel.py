@@ -144,7 +144,7 @@ def test_bias_gradients_are_two_tensors():
 
 
 def test_double_backward_equals_torch():
-    """Under create_graph the backward recomputes the layer with torch's operators."""
+    """Under create_graph the backward recomputes the layer with torch's kernel."""
     layer, inputs, _ = _reference((4, 3, 5, 8), seed=4)
     weights = [w.float() for w in layer.parameters()]
     found = []
@@ -164,13 +164,13 @@ def _engine_pair(monkeypatch, layer_of, lengths, threads=1):
     torch.set_num_threads(threads)
     x = SequenceBatch.from_list(random_sequences(lengths, 6, seed=5))
     calls = []
-    real = lstm_kernel.lstm
+    real = lstm_kernel.run
 
     def counted(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(lstm_kernel, "lstm", counted)
+    monkeypatch.setattr(lstm_kernel, "run", counted)
     results = []
     for use in (True, False):
         torch.manual_seed(0)

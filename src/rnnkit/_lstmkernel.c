@@ -304,29 +304,37 @@ static PyObject *lstm_available(PyObject *self, PyObject *args) {
 #endif
 }
 
+/* Whether forward or backward (`name`) can run these sizes here; otherwise sets the error. */
+static int can_run(const char *name, long T, long B, long I, long H) {
+#if HAVE_KERNEL
+    if (T >= 1 && B >= 1 && I >= 1 && H >= 8 && H % 8 == 0 && runs_here()) return 1;
+    PyErr_Format(PyExc_ValueError,
+                 "%s: expected T, B, I >= 1 and H a multiple of 8 on a CPU with AVX2 and FMA, "
+                 "found T=%ld, B=%ld, I=%ld, H=%ld",
+                 name, T, B, I, H);
+#else
+    (void)T, (void)B, (void)I, (void)H;
+    PyErr_Format(PyExc_RuntimeError, "%s: this build has no LSTM kernel", name);
+#endif
+    return 0;
+}
+
 static PyObject *lstm_forward(PyObject *self, PyObject *args) {
     long T, B, I, H;
     unsigned long long p[10];
     if (!PyArg_ParseTuple(args, "llllKKKKKKKKKK", &T, &B, &I, &H, &p[0], &p[1], &p[2], &p[3],
                           &p[4], &p[5], &p[6], &p[7], &p[8], &p[9]))
         return NULL;
+    if (!can_run("forward", T, B, I, H)) return NULL;
 #if HAVE_KERNEL
-    if (T < 1 || B < 1 || I < 1 || H < 8 || H % 8 != 0 || !runs_here()) {
-        PyErr_SetString(PyExc_ValueError, "forward: expected T, B, I >= 1 and H a multiple of 8 "
-                                          "on a CPU with AVX2 and FMA");
-        return NULL;
-    }
     int failed;
     Py_BEGIN_ALLOW_THREADS
     failed = forward(T, B, I, H, PTR(p[0]), PTR(p[1]), PTR(p[2]), PTR(p[3]), PTR(p[4]), PTR(p[5]),
                      PTR(p[6]), PTR(p[7]), PTR(p[8]), PTR(p[9]));
     Py_END_ALLOW_THREADS
     if (failed < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
-#else
-    PyErr_SetString(PyExc_RuntimeError, "forward: this build has no LSTM kernel");
-    return NULL;
 #endif
+    Py_RETURN_NONE;
 }
 
 static PyObject *lstm_backward(PyObject *self, PyObject *args) {
@@ -336,12 +344,8 @@ static PyObject *lstm_backward(PyObject *self, PyObject *args) {
                           &p[3], &p[4], &p[5], &p[6], &p[7], &p[8], &p[9], &p[10], &p[11], &p[12],
                           &p[13], &p[14], &p[15]))
         return NULL;
+    if (!can_run("backward", T, B, I, H)) return NULL;
 #if HAVE_KERNEL
-    if (T < 1 || B < 1 || I < 1 || H < 8 || H % 8 != 0 || !runs_here()) {
-        PyErr_SetString(PyExc_ValueError, "backward: expected T, B, I >= 1 and H a multiple of "
-                                          "8 on a CPU with AVX2 and FMA");
-        return NULL;
-    }
     int failed;
     Py_BEGIN_ALLOW_THREADS
     failed = backward(T, B, I, H, PTR(p[0]), PTR(p[1]), PTR(p[2]), PTR(p[3]), PTR(p[4]),
@@ -349,11 +353,8 @@ static PyObject *lstm_backward(PyObject *self, PyObject *args) {
                       PTR(p[11]), PTR(p[12]), PTR(p[13]), PTR(p[14]), PTR(p[15]));
     Py_END_ALLOW_THREADS
     if (failed < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
-#else
-    PyErr_SetString(PyExc_RuntimeError, "backward: this build has no LSTM kernel");
-    return NULL;
 #endif
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef lstmkernel_methods[] = {

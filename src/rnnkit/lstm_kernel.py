@@ -30,7 +30,7 @@ try:
 except ImportError:  # built without a C compiler: torch's kernel everywhere
     _native = None
 
-__all__ = ["available", "lstm", "pays"]
+__all__ = ["available", "lstm", "pays", "run"]
 
 # Where the kernel is the faster (bench/bench_lstm_kernel.py, a 2-core AMD EPYC with AVX2,
 # training and inference): on one torch thread up to 64K multiply-adds per row and step,
@@ -75,29 +75,6 @@ def pays(x: Tensor, hidden_size: int, weights: list[Tensor]) -> bool:
 
 def _address(t: Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
-
-
-def _reference(
-    x: Tensor,
-    h: Tensor,
-    c: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The layer in torch's operators, step by step (the backward's path under
-    ``create_graph``: its gradients are themselves differentiable)."""
-    projected = x @ w_ih.t()
-    if b_ih is not None and b_hh is not None:
-        projected = projected + (b_ih + b_hh)
-    outs = []
-    for t in range(x.shape[0]):
-        i, f, g, o = (projected[t] + h @ w_hh.t()).chunk(4, -1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        outs.append(h)
-    return torch.stack(outs), h, c
 
 
 class _LSTM(torch.autograd.Function):
@@ -157,10 +134,17 @@ class _LSTM(torch.autograd.Function):
 def _differentiable_backward(
     ctx: Any, grads: tuple[Tensor | None, ...]
 ) -> tuple[Tensor | None, ...]:
-    """The gradients of :class:`_LSTM`'s inputs through :func:`_reference`, with a graph."""
+    """The gradients of :class:`_LSTM`'s inputs, with a graph: the layer recomputed by
+    torch's kernel, whose backward is itself differentiable."""
     inputs = ctx.saved_tensors[:7]
     wanted = [k for k, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[k]]
-    outputs = _reference(*inputs)
+    x, h0, c0, *weights = inputs
+    weights = [w for w in weights if w is not None]
+    vf: Any = torch._VF
+    out, h, c = vf.lstm(
+        x, [h0[None], c0[None]], weights, len(weights) == 4, 1, 0.0, True, False, False
+    )
+    outputs = (out, h[0], c[0])
     pairs = [(o, g) for o, g in zip(outputs, grads, strict=True) if g is not None]
     found = torch.autograd.grad(
         [o for o, _ in pairs],
@@ -204,7 +188,14 @@ def lstm(x: Tensor, hx: tuple[Tensor, Tensor], weights: list[Tensor]) -> tuple[T
             raise ValueError(f"{name}: expected shape {shape}, found {tuple(tensor.shape)}")
     if hidden % 8:
         raise ValueError(f"hidden size: expected a multiple of 8, found {hidden}")
-    args = [t.contiguous().float() for t in (x, hx[0][0], hx[1][0], w_ih, w_hh)]
-    bias = [None if b is None else b.contiguous().float() for b in (b_ih, b_hh)]
-    out, h, c = _LSTM.apply(*args, *bias)
+    return run(x, hx, weights)
+
+
+def run(x: Tensor, hx: tuple[Tensor, Tensor], weights: list[Tensor]) -> tuple[Tensor, ...]:
+    """:func:`lstm` without its checks, for the engine, whose plan holds a cell's own weights
+    and whose call has passed :func:`pays`."""
+    w_ih, w_hh, *bias = (t.contiguous().float() for t in weights)
+    b_ih, b_hh = (bias[0], bias[1]) if bias else (None, None)
+    h0, c0 = hx[0][0].contiguous().float(), hx[1][0].contiguous().float()
+    out, h, c = _LSTM.apply(x.contiguous().float(), h0, c0, w_ih, w_hh, b_ih, b_hh)
     return out, h.unsqueeze(0), c.unsqueeze(0)
