@@ -188,14 +188,14 @@ def lstm(x: Tensor, hx: tuple[Tensor, Tensor], weights: list[Tensor]) -> tuple[T
             raise ValueError(f"{name}: expected shape {shape}, found {tuple(tensor.shape)}")
     if hidden % 8:
         raise ValueError(f"hidden size: expected a multiple of 8, found {hidden}")
-    return run(x, hx, weights)
+    out, h, c = run(x, hx, weights)
+    return out, h.unsqueeze(0), c.unsqueeze(0)
 
 
 def run(x: Tensor, hx: tuple[Tensor, Tensor], weights: list[Tensor]) -> tuple[Tensor, ...]:
     """:func:`lstm` without its checks, for the engine, whose plan holds a cell's own weights
-    and whose call has passed :func:`pays`."""
+    and whose call has passed :func:`pays`; the final ``h`` and ``c`` as ``[B, H]``."""
     w_ih, w_hh, *bias = (t.contiguous().float() for t in weights)
     b_ih, b_hh = (bias[0], bias[1]) if bias else (None, None)
     h0, c0 = hx[0][0].contiguous().float(), hx[1][0].contiguous().float()
-    out, h, c = _LSTM.apply(x.contiguous().float(), h0, c0, w_ih, w_hh, b_ih, b_hh)
-    return out, h.unsqueeze(0), c.unsqueeze(0)
+    return tuple(_LSTM.apply(x.contiguous().float(), h0, c0, w_ih, w_hh, b_ih, b_hh))

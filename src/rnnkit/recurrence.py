@@ -315,8 +315,8 @@ def _fused_call(
             return _fused_call(cell, x.float(), batch_sizes, state, plan, final)
     if batch_sizes is None and plan.pair and lstm_kernel.pays(x, hx[0].shape[-1], plan.weights):
         # a small LSTM layer on the CPU: rnnkit's kernel (rnnkit.lstm_kernel), same equations
-        found = lstm_kernel.run(x, (hx[0], hx[1]), plan.weights)
-        return found[0], tuple(s.squeeze(0) for s in found[1:]) if final else ()
+        found, h, c = lstm_kernel.run(x, (hx[0], hx[1]), plan.weights)
+        return found, (h, c) if final else ()
     args: tuple[Any, ...] = (
         list(hx) if plan.pair else hx[0],
         plan.weights,
