@@ -17,7 +17,10 @@ Tasks:
   on the copied tokens. Fresh training data at every update, fixed validation and test sets.
 * ``listops``: the Long Range Arena form of ListOps (``ListOpsConfig.long_range_arena()``:
   depth 10, up to 10 arguments, 500-2,000 tokens), accuracy of the 10 classes; outputs
-  averaged over time before the softmax.
+  averaged over time before the softmax (``--readout last``: the last step's outputs).
+  ``--listops-curriculum 20-100:30000,100-500:20000`` trains first on shorter expressions
+  of the same generator (depth 10, up to 10 arguments), each stage and then the LRA-length
+  training part for an equal share of the budget; validation and test stay LRA-length.
 * ``fashion_mnist``: Fashion-MNIST read one pixel a step (784 steps), accuracy; the last
   5,000 training images are the validation set.
 * ``lm``: bits per character on ``hamlet.txt`` split 90/5/5 % as ``rnnkit lm`` splits it
@@ -108,15 +111,19 @@ class Settings:
     listops_min_length: int = 500
     listops_max_length: int = 2_000
     listops_train: int = 1_200
+    listops_curriculum: str = ""
+    readout: str = "mean"
     validations: int = 2
     quick: bool = False
 
     def suffix(self, task: str) -> str:
         """What a cache file's name adds after the task: ``-quick``, or what a variant
         changes (``-L64``: selective copy over 64 steps; ``-100-400``: ListOps of 100-400
-        tokens; ``-train12000``: ListOps with 12,000 training expressions; ``-p120000``:
-        models of about 120,000 parameters; ``-b1500s``: a budget of 1,500 s; ``-v10``: 10
-        validations)."""
+        tokens; ``-train12000``: ListOps with 12,000 training expressions; ``-c20-100x30000``:
+        ListOps trained first on a curriculum stage of 30,000 expressions of 20-100 tokens;
+        ``-last``: classification from the last step's logits; ``-l1``: one layer;
+        ``-p120000``: models of about 120,000 parameters; ``-b1500s``: a budget of 1,500 s;
+        ``-v10``: 10 validations)."""
         if self.quick:
             return "-quick"
         out = ""
@@ -130,6 +137,12 @@ class Settings:
             out += f"-{lengths[0]}-{lengths[1]}"
         if task == "listops" and self.listops_train != Settings.listops_train:
             out += f"-train{self.listops_train}"
+        if task == "listops":
+            out += "".join(f"-c{low}-{high}x{n}" for low, high, n in self.stages())
+        if task in ("listops", "fashion_mnist") and self.readout != Settings.readout:
+            out += f"-{self.readout}"
+        if self.layers != Settings.layers:
+            out += f"-l{self.layers}"
         if self.params != Settings.params:
             out += f"-p{self.params}"
         if self.budget_seconds != Settings.budget_seconds:
@@ -137,6 +150,31 @@ class Settings:
         if self.validations != Settings.validations:
             out += f"-v{self.validations}"
         return out
+
+    def stages(self) -> list[tuple[int, int, int]]:
+        """The ListOps curriculum ``MIN-MAX:COUNT,...`` as ``(MIN, MAX, COUNT)`` stages."""
+        return parse_curriculum(self.listops_curriculum)
+
+
+def parse_curriculum(text: str) -> list[tuple[int, int, int]]:
+    """``"20-100:30000,100-500:20000"`` -> ``[(20, 100, 30000), (100, 500, 20000)]``."""
+    stages = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            lengths, count = part.split(":")
+            low, high = (int(v) for v in lengths.split("-"))
+            stage = (low, high, int(count))
+        except ValueError:
+            raise SystemExit(
+                f"--listops-curriculum: expected stages MIN-MAX:COUNT separated by commas, "
+                f"found {part!r}"
+            ) from None
+        if not 1 <= low <= high or stage[2] < 1:
+            raise SystemExit(
+                f"--listops-curriculum: expected 1 <= MIN <= MAX and COUNT >= 1, found {part!r}"
+            )
+        stages.append(stage)
+    return stages
 
 
 # ---------------------------------------------------------------------------- models
@@ -208,7 +246,9 @@ def model_width(net: Net) -> int:
     body = net.body
     if isinstance(body, ClassicStack):
         return body.head.in_features
-    return int(body.d_model)
+    width = body.d_model
+    assert isinstance(width, int)
+    return width
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -220,7 +260,8 @@ Batch = tuple[SequenceBatch, Tensor]
 @dataclass
 class Task:
     """A task: its inputs (``vocab`` ids or ``features``), ``classes`` outputs, a training
-    batch for update ``k``, and ``evaluate(net, split) -> (figures, predictions)``."""
+    batch for update ``k`` once a fraction ``progress`` of the budget is spent, and
+    ``evaluate(net, split) -> (figures, predictions)``."""
 
     name: str
     metric: str
@@ -228,27 +269,32 @@ class Task:
     vocab: int
     features: int
     classes: int
-    train_batch: Callable[[int], Batch]
+    train_batch: Callable[[int, float], Batch]
     evaluate: Callable[[Net, str], tuple[dict[str, float], dict[str, Any]]]
     loss: Callable[[Net, Batch], Tensor]
     description: str
     baseline: dict[str, float]
 
 
-def pooled_logits(net: Net, x: SequenceBatch) -> Tensor:
-    """``[B, O]``: each sequence's per-step logits averaged over its own steps."""
-    padded, lengths = net(x).to_padded()
+def pooled_logits(net: Net, x: SequenceBatch, readout: str = "mean") -> Tensor:
+    """``[B, O]``: each sequence's per-step logits averaged over its own steps
+    (``readout="mean"``), or those of its last step (``"last"``)."""
+    out = net(x)
+    if readout == "last":
+        return out.last()
+    padded, lengths = out.to_padded()
     return padded.sum(dim=1) / lengths.to(padded.dtype).unsqueeze(1)
 
 
 def classify_batches(
-    net: Net, inputs: Sequence[Tensor], labels: Tensor, batch: int
+    net: Net, inputs: Sequence[Tensor], labels: Tensor, batch: int, readout: str = "mean"
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Accuracy (percent) of the pooled-logit classifier over ``inputs`` in batches."""
     predictions = []
     with torch.no_grad():
         for a in range(0, len(inputs), batch):
-            logits = pooled_logits(net, SequenceBatch.from_list(list(inputs[a : a + batch])))
+            chosen = SequenceBatch.from_list(list(inputs[a : a + batch]))
+            logits = pooled_logits(net, chosen, readout)
             predictions.append(logits.argmax(dim=1))
     predicted = torch.cat(predictions)
     accuracy = 100.0 * float((predicted == labels).double().mean())
@@ -265,7 +311,7 @@ def selective_copy_task(settings: Settings) -> Task:
         for (split, n), s in zip(sizes.items(), (1, 2), strict=True)
     }
 
-    def train_batch(k: int) -> Batch:
+    def train_batch(k: int, progress: float) -> Batch:
         x, y = selective_copy(batch, length, num_copy, vocab, seed=1_000 + settings.seed + k)
         return SequenceBatch.from_padded(x, [x.shape[1]] * batch), y[:, -num_copy:]
 
@@ -313,17 +359,10 @@ def listops_data(settings: Settings, cache: Path) -> dict[str, list[ListOpsExamp
     ``listops_train`` above 1,200 the validation and test parts stay those of 1,200, and the
     training part adds expressions drawn from the next seed, none of them also in those
     parts."""
+    config = listops_config(settings)
     if settings.quick:
-        config = ListOpsConfig(max_depth=3, max_args=4, min_length=5, max_length=40)
         sizes = {"train": 96, "validation": 24, "test": 32}
     else:
-        lra = ListOpsConfig.long_range_arena()
-        config = ListOpsConfig(
-            max_depth=lra.max_depth,
-            max_args=lra.max_args,
-            min_length=settings.listops_min_length,
-            max_length=settings.listops_max_length,
-        )
         sizes = {"train": 1_200, "validation": 100, "test": 400}
     extra = 0 if settings.quick else max(0, settings.listops_train - sizes["train"])
     low, high = config.min_length, config.max_length
@@ -355,28 +394,76 @@ def listops_data(settings: Settings, cache: Path) -> dict[str, list[ListOpsExamp
     return parts
 
 
+def listops_config(settings: Settings) -> ListOpsConfig:
+    """The generator's depth and arguments: LRA's (10, 10), or (3, 4) for ``--quick``."""
+    if settings.quick:
+        return ListOpsConfig(max_depth=3, max_args=4, min_length=5, max_length=40)
+    lra = ListOpsConfig.long_range_arena()
+    return ListOpsConfig(
+        max_depth=lra.max_depth,
+        max_args=lra.max_args,
+        min_length=settings.listops_min_length,
+        max_length=settings.listops_max_length,
+    )
+
+
+def curriculum_data(
+    settings: Settings, cache: Path, held_out: Sequence[ListOpsExample]
+) -> list[list[ListOpsExample]]:
+    """The training expressions of each curriculum stage: the generator's depth and arguments
+    (those of the task), the stage's lengths, seed ``seed + 100 + i`` for stage ``i``, none of
+    them in ``held_out``; cached as TSV files in ``cache/data/``."""
+    base = listops_config(settings)
+    taken = {e.sequence for e in held_out}
+    stages = []
+    for i, (low, high, count) in enumerate(settings.stages()):
+        seed = settings.seed + 100 + i
+        path = cache / "data" / f"listops-curriculum-{low}-{high}-n{count}-seed{seed}.tsv"
+        if path.is_file():
+            stages.append(read_listops_tsv(path))
+            continue
+        config = ListOpsConfig(
+            max_depth=base.max_depth, max_args=base.max_args, min_length=low, max_length=high
+        )
+        found = [e for e in generate_listops(count, config, seed=seed) if e.sequence not in taken]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_listops_tsv(path, found)
+        stages.append(found)
+    return stages
+
+
 def listops_task(settings: Settings, cache: Path) -> Task:
     data = listops_data(settings, cache)
     ids = {split: [listops_token_ids(e.sequence) for e in ex] for split, ex in data.items()}
     labels = {split: torch.tensor([e.label for e in ex]) for split, ex in data.items()}
+    stages = curriculum_data(settings, cache, data["validation"] + data["test"])
+    pools = [
+        ([listops_token_ids(e.sequence) for e in ex], torch.tensor([e.label for e in ex]))
+        for ex in stages
+    ]
+    pools.append((ids["train"], labels["train"]))
     batch = 4 if settings.quick else 16
     rng = random.Random(settings.seed)
-    order: list[int] = []
+    orders: list[list[int]] = [[] for _ in pools]
 
-    def train_batch(k: int) -> Batch:
+    def train_batch(k: int, progress: float) -> Batch:
+        """From stage ``i`` of the ``S`` pools (the curriculum's, then the training part)
+        while ``i / S <= progress < (i + 1) / S``."""
+        stage = min(int(progress * len(pools)), len(pools) - 1)
+        inputs, targets = pools[stage]
+        order = orders[stage]
         while len(order) < batch:
-            more = list(range(len(ids["train"])))
+            more = list(range(len(inputs)))
             rng.shuffle(more)
             order.extend(more)
         chosen = [order.pop() for _ in range(batch)]
-        x = SequenceBatch.from_list([ids["train"][i] for i in chosen])
-        return x, labels["train"][chosen]
+        return SequenceBatch.from_list([inputs[i] for i in chosen]), targets[chosen]
 
     def loss(net: Net, b: Batch) -> Tensor:
-        return F.cross_entropy(pooled_logits(net, b[0]), b[1])
+        return F.cross_entropy(pooled_logits(net, b[0], settings.readout), b[1])
 
     def evaluate(net: Net, split: str) -> tuple[dict[str, float], dict[str, Any]]:
-        return classify_batches(net, ids[split], labels[split], 16)
+        return classify_batches(net, ids[split], labels[split], 16, settings.readout)
 
     lengths = [len(t) for t in ids["train"]]
     counts = torch.bincount(labels["train"], minlength=NUM_CLASSES)
@@ -393,7 +480,12 @@ def listops_task(settings: Settings, cache: Path) -> Task:
         loss,
         f"{min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}); "
         f"train {len(ids['train'])}, validation {len(ids['validation'])}, test "
-        f"{len(ids['test'])} expressions; batches of {batch}",
+        f"{len(ids['test'])} expressions; batches of {batch}"
+        + "".join(
+            f"; before them, for 1/{len(pools)} of the budget each, curriculum stage {i + 1}: "
+            f"{len(ex)} expressions of {low}-{high} tokens"
+            for i, ((low, high, _), ex) in enumerate(zip(settings.stages(), stages, strict=True))
+        ),
         {
             "majority class (train) test accuracy %": 100.0
             * float((labels["test"] == majority).double().mean())
@@ -423,17 +515,17 @@ def fashion_task(settings: Settings) -> Task:
     batch = 8 if settings.quick else 32
     g = torch.Generator().manual_seed(settings.seed)
 
-    def train_batch(k: int) -> Batch:
+    def train_batch(k: int, progress: float) -> Batch:
         chosen = torch.randint(0, train_x.shape[0], (batch,), generator=g)
         x = pixels(train_x[chosen.numpy()])
         return SequenceBatch.from_padded(x, [x.shape[1]] * batch), train_y[chosen]
 
     def loss(net: Net, b: Batch) -> Tensor:
-        return F.cross_entropy(pooled_logits(net, b[0]), b[1])
+        return F.cross_entropy(pooled_logits(net, b[0], settings.readout), b[1])
 
     def evaluate(net: Net, split: str) -> tuple[dict[str, float], dict[str, Any]]:
         x, y = (val_x, val_y) if split == "validation" else (test_x, test_y)
-        return classify_batches(net, list(x), y, 100)
+        return classify_batches(net, list(x), y, 100, settings.readout)
 
     return Task(
         "fashion_mnist",
@@ -478,7 +570,7 @@ def lm_task(settings: Settings) -> Task:
     window, batch = (16, 4) if settings.quick else (128, 32)
     g = torch.Generator().manual_seed(settings.seed)
 
-    def train_batch(k: int) -> Batch:
+    def train_batch(k: int, progress: float) -> Batch:
         starts = torch.randint(0, len(train_ids) - window - 1, (batch,), generator=g)
         x = torch.stack([train_ids[s : s + window] for s in starts.tolist()])
         y = torch.stack([train_ids[s + 1 : s + window + 1] for s in starts.tolist()])
@@ -558,7 +650,8 @@ def train_and_test(task: Task, model: str, settings: Settings) -> dict[str, Any]
 
     net.train()
     while updates < settings.updates and train_seconds < settings.budget_seconds:
-        batch = task.train_batch(updates)
+        spent = max(updates / settings.updates, train_seconds / settings.budget_seconds)
+        batch = task.train_batch(updates, spent)
         began = time.perf_counter()
         loss = task.loss(net, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -679,6 +772,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="ListOps: training expressions (above 1,200: the same validation and test parts)",
     )
     parser.add_argument(
+        "--listops-curriculum",
+        default=Settings.listops_curriculum,
+        help="ListOps: stages MIN-MAX:COUNT of shorter expressions trained on first, each "
+        "for an equal share of the budget (e.g. 20-100:30000,100-500:20000)",
+    )
+    parser.add_argument(
+        "--readout",
+        choices=("mean", "last"),
+        default=Settings.readout,
+        help="ListOps and Fashion-MNIST: classify from the per-step logits averaged over "
+        "the sequence, or from the last step's",
+    )
+    parser.add_argument("--layers", type=int, default=Settings.layers, help="layers per model")
+    parser.add_argument(
         "--validations",
         type=int,
         default=Settings.validations,
@@ -695,6 +802,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             f"--budget-seconds, --updates: expected > 0 and >= 1, found "
             f"{args.budget_seconds}, {args.updates}"
         )
+    if args.layers < 1:
+        raise SystemExit(f"--layers: expected >= 1, found {args.layers}")
+    parse_curriculum(args.listops_curriculum)
     if args.listops_train < 1 or args.validations < 1:
         raise SystemExit(
             f"--listops-train, --validations: expected >= 1, found {args.listops_train}, "
@@ -715,6 +825,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         listops_min_length=shortest,
         listops_max_length=longest,
         listops_train=args.listops_train,
+        listops_curriculum=args.listops_curriculum,
+        readout=args.readout,
+        layers=args.layers,
         validations=args.validations,
         quick=args.quick,
     )

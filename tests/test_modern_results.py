@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from rnnkit.data.listops import evaluate_listops, read_listops_tsv
+from rnnkit import SequenceBatch
+from rnnkit.data.listops import evaluate_listops, listops_token_ids, read_listops_tsv
 from rnnkit.data.synthetic import selective_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +137,63 @@ def test_more_listops_training_keeps_the_held_out_parts_and_never_repeats_them(t
     held = {e.sequence for e in more["validation"] + more["test"]}
     assert len(set(train)) == len(train) and not set(train) & held
     assert mr.listops_data(mr.Settings(**short, listops_train=1_300), tmp_path) == more  # cached
+
+
+def test_a_curriculum_trains_on_each_stage_in_turn_then_on_the_training_part(tmp_path) -> None:
+    settings = mr.Settings(quick=True, listops_curriculum="5-12:40,13-30:30")
+    task = mr.listops_task(settings, tmp_path)
+    data = mr.listops_data(settings, tmp_path)
+    held = {e.sequence for e in data["validation"] + data["test"]}
+    stages = mr.curriculum_data(settings, tmp_path, data["validation"] + data["test"])
+    assert [len(s) for s in stages] == [40, 30]
+    for (low, high), stage in zip([(5, 12), (13, 30)], stages, strict=True):
+        assert all(low <= len(e.sequence.split()) <= high for e in stage)
+        assert all(e.label == evaluate_listops(e.sequence) for e in stage)
+        assert not {e.sequence for e in stage} & held
+    pools = [
+        {tuple(listops_token_ids(e.sequence).tolist()): e.label for e in part}
+        for part in (*stages, data["train"])
+    ]
+    for progress, pool in [(0.0, 0), (0.32, 0), (0.34, 1), (0.67, 2), (1.0, 2)]:
+        x, y = task.train_batch(0, progress)
+        rows = [tuple(r.tolist()) for r in x.to_list()]
+        assert [pools[pool].get(r) for r in rows] == y.tolist()
+        assert len(rows) == 4
+    # the stages are cached: a second call reads the same expressions back
+    assert mr.curriculum_data(settings, tmp_path, data["validation"] + data["test"]) == stages
+    assert settings.suffix("listops") == "-quick"
+    longer = mr.Settings(listops_curriculum="20-100:30000,100-500:20000", readout="last")
+    assert longer.suffix("listops") == "-c20-100x30000-c100-500x20000-last"
+    assert longer.suffix("lm") == ""
+
+
+def test_the_last_step_readout_is_each_sequences_own_last_logits() -> None:
+    torch.manual_seed(0)
+    net = mr.build("lstm", 8, 1, 15, 0, 10)
+    seqs = [torch.randint(0, 15, (n,)) for n in (5, 9, 2)]
+    with torch.no_grad():
+        got = mr.pooled_logits(net, SequenceBatch.from_list(seqs), "last")
+        mean = mr.pooled_logits(net, SequenceBatch.from_list(seqs), "mean")
+        for i, s in enumerate(seqs):
+            alone, _ = net(SequenceBatch.from_list([s])).to_padded()
+            torch.testing.assert_close(got[i], alone[0, -1], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(mean[i], alone[0].mean(dim=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("20-100", "expected stages MIN-MAX:COUNT separated by commas, found '20-100'"),
+        ("20:100", "expected stages MIN-MAX:COUNT separated by commas, found '20:100'"),
+        ("100-20:5", "expected 1 <= MIN <= MAX and COUNT >= 1, found '100-20:5'"),
+        ("20-100:0", "expected 1 <= MIN <= MAX and COUNT >= 1, found '20-100:0'"),
+    ],
+)
+def test_a_bad_curriculum_is_refused(text, message, tmp_path) -> None:
+    with pytest.raises(SystemExit, match=message):
+        mr.main(["--listops-curriculum", text, "--cache-dir", str(tmp_path)])
+
+
+def test_zero_layers_are_refused(tmp_path) -> None:
+    with pytest.raises(SystemExit, match="--layers: expected >= 1, found 0"):
+        mr.main(["--layers", "0", "--cache-dir", str(tmp_path)])
