@@ -113,6 +113,7 @@ class Settings:
     listops_train: int = 1_200
     listops_curriculum: str = ""
     readout: str = "mean"
+    schedule: str = "constant"
     validations: int = 2
     quick: bool = False
 
@@ -121,7 +122,8 @@ class Settings:
         changes (``-L64``: selective copy over 64 steps; ``-100-400``: ListOps of 100-400
         tokens; ``-train12000``: ListOps with 12,000 training expressions; ``-c20-100x30000``:
         ListOps trained first on a curriculum stage of 30,000 expressions of 20-100 tokens;
-        ``-last``: classification from the last step's logits; ``-l1``: one layer;
+        ``-last``: classification from the last step's logits; ``-cosine``: the learning
+        rate's schedule; ``-l1``: one layer;
         ``-p120000``: models of about 120,000 parameters; ``-b1500s``: a budget of 1,500 s;
         ``-v10``: 10 validations)."""
         if self.quick:
@@ -141,6 +143,8 @@ class Settings:
             out += "".join(f"-c{low}-{high}x{n}" for low, high, n in self.stages())
         if task in ("listops", "fashion_mnist") and self.readout != Settings.readout:
             out += f"-{self.readout}"
+        if self.schedule != Settings.schedule:
+            out += f"-{self.schedule}"
         if self.layers != Settings.layers:
             out += f"-l{self.layers}"
         if self.params != Settings.params:
@@ -481,10 +485,14 @@ def listops_task(settings: Settings, cache: Path) -> Task:
         f"{min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}); "
         f"train {len(ids['train'])}, validation {len(ids['validation'])}, test "
         f"{len(ids['test'])} expressions; batches of {batch}"
-        + "".join(
-            f"; before them, for 1/{len(pools)} of the budget each, curriculum stage {i + 1}: "
-            f"{len(ex)} expressions of {low}-{high} tokens"
-            for i, ((low, high, _), ex) in enumerate(zip(settings.stages(), stages, strict=True))
+        + (
+            f"; before them, for 1/{len(pools)} of the budget each, a curriculum of "
+            + ", then ".join(
+                f"{len(ex)} expressions of {low}-{high} tokens"
+                for (low, high, _), ex in zip(settings.stages(), stages, strict=True)
+            )
+            if stages
+            else ""
         ),
         {
             "majority class (train) test accuracy %": 100.0
@@ -622,6 +630,15 @@ def make_task(name: str, settings: Settings, cache: Path) -> Task:
 # ---------------------------------------------------------------------------- training
 
 
+def learning_rate(settings: Settings, progress: float) -> float:
+    """Adam's rate once a fraction ``progress`` of the budget is spent: ``rate`` throughout
+    (``schedule="constant"``), or decayed from ``rate`` to 0 along half a cosine
+    (``"cosine"``)."""
+    if settings.schedule == "cosine":
+        return settings.rate * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return settings.rate
+
+
 def train_and_test(task: Task, model: str, settings: Settings) -> dict[str, Any]:
     """Train ``model`` on ``task`` within the budget; the test figures of the best validated
     state."""
@@ -651,6 +668,8 @@ def train_and_test(task: Task, model: str, settings: Settings) -> dict[str, Any]
     net.train()
     while updates < settings.updates and train_seconds < settings.budget_seconds:
         spent = max(updates / settings.updates, train_seconds / settings.budget_seconds)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(settings, spent)
         batch = task.train_batch(updates, spent)
         began = time.perf_counter()
         loss = task.loss(net, batch)
@@ -784,6 +803,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="ListOps and Fashion-MNIST: classify from the per-step logits averaged over "
         "the sequence, or from the last step's",
     )
+    parser.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default=Settings.schedule,
+        help="Adam's learning rate: constant, or decayed to 0 along half a cosine over the "
+        "budget (its time or its updates, whichever is spent faster)",
+    )
     parser.add_argument("--layers", type=int, default=Settings.layers, help="layers per model")
     parser.add_argument(
         "--validations",
@@ -827,6 +853,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         listops_train=args.listops_train,
         listops_curriculum=args.listops_curriculum,
         readout=args.readout,
+        schedule=args.schedule,
         layers=args.layers,
         validations=args.validations,
         quick=args.quick,

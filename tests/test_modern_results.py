@@ -197,3 +197,12 @@ def test_a_bad_curriculum_is_refused(text, message, tmp_path) -> None:
 def test_zero_layers_are_refused(tmp_path) -> None:
     with pytest.raises(SystemExit, match="--layers: expected >= 1, found 0"):
         mr.main(["--layers", "0", "--cache-dir", str(tmp_path)])
+
+
+def test_the_cosine_schedule_falls_from_the_rate_to_zero_over_the_budget() -> None:
+    cosine = mr.Settings(schedule="cosine", rate=0.002)
+    got = [mr.learning_rate(cosine, p) for p in (0.0, 0.25, 0.5, 0.75, 1.0, 1.2)]
+    # 0.001 * (1 + cos(pi p)) at each p, worked by hand: cos(pi/4) = 0.7071068
+    assert got == pytest.approx([0.002, 0.0017071068, 0.001, 0.0002928932, 0.0, 0.0])
+    assert mr.learning_rate(mr.Settings(rate=0.002), 0.75) == 0.002
+    assert cosine.suffix("listops") == cosine.suffix("lm") == "-cosine"
