@@ -19,12 +19,11 @@ but the first token; one at depth 1's evaluates the root's own arguments.
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rnnkit.data.listops import ListOpsConfig, generate_listops
+from rnnkit.data.listops import ListOpsConfig, apply_operator, generate_listops
 
 
 @dataclass
@@ -33,19 +32,6 @@ class Node:
 
     operator: str
     arguments: list[int | Node]
-
-
-def apply_operator(operator: str, arguments: list[int]) -> int:
-    """One list's value: the generator's operators (the median truncated to an integer)."""
-    if operator == "[MIN":
-        return min(arguments)
-    if operator == "[MAX":
-        return max(arguments)
-    if operator == "[MED":
-        return int(statistics.median(arguments))
-    if operator == "[SM":
-        return sum(arguments) % 10
-    raise ValueError(f"operator: expected [MIN, [MAX, [MED or [SM, found {operator!r}")
 
 
 def parse(sequence: str) -> Node | int:

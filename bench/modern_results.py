@@ -436,16 +436,20 @@ def curriculum_data(
     return stages
 
 
+def encoded(examples: Sequence[ListOpsExample]) -> tuple[list[Tensor], Tensor]:
+    """The examples' token ids and their labels ``[N]``."""
+    return [listops_token_ids(e.sequence) for e in examples], torch.tensor(
+        [e.label for e in examples]
+    )
+
+
 def listops_task(settings: Settings, cache: Path) -> Task:
     data = listops_data(settings, cache)
-    ids = {split: [listops_token_ids(e.sequence) for e in ex] for split, ex in data.items()}
-    labels = {split: torch.tensor([e.label for e in ex]) for split, ex in data.items()}
+    parts = {split: encoded(ex) for split, ex in data.items()}
+    ids = {split: part[0] for split, part in parts.items()}
+    labels = {split: part[1] for split, part in parts.items()}
     stages = curriculum_data(settings, cache, data["validation"] + data["test"])
-    pools = [
-        ([listops_token_ids(e.sequence) for e in ex], torch.tensor([e.label for e in ex]))
-        for ex in stages
-    ]
-    pools.append((ids["train"], labels["train"]))
+    pools = [*(encoded(ex) for ex in stages), parts["train"]]
     batch = 4 if settings.quick else 16
     rng = random.Random(settings.seed)
     orders: list[list[int]] = [[] for _ in pools]

@@ -49,6 +49,7 @@ __all__ = [
     "ListOpsConfig",
     "ListOpsExample",
     "ListOpsExpression",
+    "apply_operator",
     "evaluate_listops",
     "generate_listops",
     "listops_token_ids",
@@ -184,7 +185,13 @@ def generate_listops(
     return examples
 
 
-def _apply(operator: str, args: list[int]) -> int:
+def apply_operator(operator: str, args: Sequence[int]) -> int:
+    """The value of one list: ``operator`` (one of :data:`OPERATORS`) applied to its
+    arguments' values; the median is truncated to an integer, as the original generator's.
+
+    >>> apply_operator("[MED", [1, 2]), apply_operator("[SM", [8, 4, 5])
+    (1, 7)
+    """
     if operator == "[MIN":
         return min(args)
     if operator == "[MAX":
@@ -220,7 +227,7 @@ def evaluate_listops(sequence: str | Tree) -> int:
         if not isinstance(left, tuple):
             raise ValueError(f"sequence: expected an open list on the left, found {left!r}")
         if right == END:
-            values[id(node)] = _apply(left[0], left[1])
+            values[id(node)] = apply_operator(left[0], left[1])
         elif isinstance(right, int):
             values[id(node)] = (left[0], [*left[1], right])
         else:
